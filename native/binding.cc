@@ -1,0 +1,338 @@
+// The only file that includes napi.h: unpacks arguments, throws Node-style errors, runs callbacks.
+// Validation with user-facing messages lives in TypeScript; the checks here are a second guard.
+#include <napi.h>
+#include <uv.h>
+
+#include <string>
+#include <thread>
+
+#include "core.h"
+
+#ifdef PREFORK_BUILT_WITH_CMAKE
+#define PREFORK_BUILD_SYSTEM "cmake-js"
+#else
+#define PREFORK_BUILD_SYSTEM "node-gyp"
+#endif
+
+namespace {
+
+using prefork::Failure;
+
+// An Error like Node's own: "bind EADDRINUSE 0.0.0.0:3000" with errno, code and syscall.
+Napi::Error SystemError(Napi::Env env, int error, const char* syscall, const std::string& detail = "") {
+  const char* code = uv_err_name(error);
+  std::string message = std::string(syscall) + " " + code + (detail.empty() ? "" : " " + detail);
+  Napi::Error failure = Napi::Error::New(env, message);
+  failure.Set("errno", Napi::Number::New(env, error));
+  failure.Set("code", Napi::String::New(env, code));
+  failure.Set("syscall", Napi::String::New(env, syscall));
+  return failure;
+}
+
+int IntArgument(const Napi::CallbackInfo& info, size_t index) {
+  if (!info[index].IsNumber()) throw Napi::TypeError::New(info.Env(), "prefork native: expected a number argument");
+  return info[index].As<Napi::Number>().Int32Value();
+}
+
+std::vector<std::string> StringList(Napi::Env env, Napi::Value value) {
+  if (!value.IsArray()) throw Napi::TypeError::New(env, "prefork native: expected an array of strings");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<std::string> strings;
+  for (uint32_t i = 0; i < array.Length(); i++) strings.push_back(array.Get(i).As<Napi::String>().Utf8Value());
+  return strings;
+}
+
+std::vector<char*> NullTerminated(std::vector<std::string>& strings) {
+  std::vector<char*> pointers;
+  for (auto& text : strings) pointers.push_back(&text[0]);
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+// Calls into JS from a libuv callback: a throw becomes 'uncaughtException', as with Node's own callbacks.
+void ReportThrow(Napi::Env env, const Napi::Error& error) { napi_fatal_exception(env, error.Value()); }
+
+Napi::Value ExitStatusValue(Napi::Env env, const prefork::ExitStatus& status) {
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, Napi::Number::New(env, status.code));
+  pair.Set(1u, Napi::Number::New(env, status.signal));
+  return pair;
+}
+
+// createListenSocket(host, family, port, ipv6Only, backlog) -> [fd, port]
+Napi::Value CreateListenSocket(const Napi::CallbackInfo& info) {
+  std::string host = info[0].As<Napi::String>().Utf8Value();
+  prefork::ListenSocketOptions options{host.c_str(), IntArgument(info, 1), IntArgument(info, 2),
+                                       info[3].ToBoolean().Value(), IntArgument(info, 4)};
+  prefork::ListenSocket socket;
+  Failure failure = prefork::create_listen_socket(options, &socket);
+  if (failure.error != 0) {
+    Napi::Error error = SystemError(info.Env(), failure.error, failure.syscall, host + ":" + std::to_string(options.port));
+    error.Set("address", Napi::String::New(info.Env(), host));
+    error.Set("port", Napi::Number::New(info.Env(), options.port));
+    throw error;
+  }
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Napi::Number::New(info.Env(), socket.fd));
+  result.Set(1u, Napi::Number::New(info.Env(), socket.port));
+  return result;
+}
+
+// spawn({ file, args, env, cwd, fds: [[parentFd, childFd]…], uid, gid, cpus, processGroup, deathSignal })
+//   -> [pid, pidfd]
+Napi::Value Spawn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object request = info[0].As<Napi::Object>();
+  std::string file = request.Get("file").As<Napi::String>().Utf8Value();
+  std::vector<std::string> args = StringList(env, request.Get("args"));
+  std::vector<std::string> environment = StringList(env, request.Get("env"));
+  std::vector<char*> argv = NullTerminated(args);
+  std::vector<char*> envp = NullTerminated(environment);
+  Napi::Value cwd_value = request.Get("cwd");
+  std::string cwd = cwd_value.IsString() ? cwd_value.As<Napi::String>().Utf8Value() : "";
+
+  prefork::SpawnOptions options;
+  options.file = file.c_str();
+  options.argv = argv.data();
+  options.envp = envp.data();
+  options.cwd = cwd_value.IsString() ? cwd.c_str() : nullptr;
+  Napi::Array fds = request.Get("fds").As<Napi::Array>();
+  for (uint32_t i = 0; i < fds.Length(); i++) {
+    Napi::Array pair = fds.Get(i).As<Napi::Array>();
+    options.fds.emplace_back(pair.Get(0u).As<Napi::Number>().Int32Value(), pair.Get(1u).As<Napi::Number>().Int32Value());
+  }
+  Napi::Array cpus = request.Get("cpus").As<Napi::Array>();
+  for (uint32_t i = 0; i < cpus.Length(); i++) options.cpus.push_back(cpus.Get(i).As<Napi::Number>().Int32Value());
+  options.uid = request.Get("uid").As<Napi::Number>().Int32Value();
+  options.gid = request.Get("gid").As<Napi::Number>().Int32Value();
+  options.process_group = request.Get("processGroup").ToBoolean().Value();
+  options.death_signal = request.Get("deathSignal").As<Napi::Number>().Int32Value();
+
+  prefork::Spawned spawned;
+  Failure failure = prefork::spawn(options, &spawned);
+  if (failure.error != 0) {
+    const std::string& path = std::string(failure.syscall) == "chdir" ? cwd : file;
+    Napi::Error error = SystemError(env, failure.error, failure.syscall, path);
+    error.Set("path", Napi::String::New(env, path));
+    throw error;
+  }
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(0u, Napi::Number::New(env, spawned.pid));
+  result.Set(1u, Napi::Number::New(env, spawned.pidfd));
+  return result;
+}
+
+// waitPidfd(pidfd) -> null while running, [code, signal] once exited (the child is reaped)
+Napi::Value WaitPidfd(const Napi::CallbackInfo& info) {
+  prefork::ExitStatus status;
+  int result = prefork::wait_pidfd(IntArgument(info, 0), &status);
+  if (result < 0) throw SystemError(info.Env(), result, "waitid");
+  if (result == 0) return info.Env().Null();
+  return ExitStatusValue(info.Env(), status);
+}
+
+// waitInThread(pid, callback(code, signal)): the fallback where pidfd_open is missing (node-pty's way).
+Napi::Value WaitInThread(const Napi::CallbackInfo& info) {
+  pid_t pid = IntArgument(info, 0);
+  auto notify = Napi::ThreadSafeFunction::New(info.Env(), info[1].As<Napi::Function>(), "prefork:waitpid", 0, 1);
+  std::thread([pid, notify]() mutable {
+    auto* status = new prefork::ExitStatus();
+    if (prefork::wait_blocking(pid, status) < 0) status->code = -1;
+    notify.BlockingCall(status, [](Napi::Env env, Napi::Function callback, prefork::ExitStatus* exited) {
+      Napi::Value pair = ExitStatusValue(env, *exited);
+      delete exited;
+      try {
+        callback.Call({pair.As<Napi::Array>().Get(0u), pair.As<Napi::Array>().Get(1u)});
+      } catch (const Napi::Error& error) {
+        ReportThrow(env, error);
+      }
+    });
+    notify.Release();
+  }).detach();
+  return info.Env().Undefined();
+}
+
+// socketPair() -> [fd, fd]
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  int fds[2];
+  Failure failure = prefork::socket_pair(fds);
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall);
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+  result.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+  return result;
+}
+
+// channelSend(fd, buffer, offset, fds) -> bytes sent, 0 when the socket buffer is full
+Napi::Value ChannelSend(const Napi::CallbackInfo& info) {
+  int fd = IntArgument(info, 0);
+  Napi::Buffer<char> buffer = info[1].As<Napi::Buffer<char>>();
+  size_t offset = static_cast<size_t>(IntArgument(info, 2));
+  std::vector<int> fds;
+  Napi::Array fd_list = info[3].As<Napi::Array>();
+  for (uint32_t i = 0; i < fd_list.Length(); i++) fds.push_back(fd_list.Get(i).As<Napi::Number>().Int32Value());
+  ssize_t sent = prefork::channel_send(fd, buffer.Data() + offset, buffer.Length() - offset, fds);
+  if (sent == -EAGAIN || sent == -EWOULDBLOCK) return Napi::Number::New(info.Env(), 0);
+  if (sent < 0) throw SystemError(info.Env(), static_cast<int>(sent), "sendmsg");
+  return Napi::Number::New(info.Env(), static_cast<double>(sent));
+}
+
+// channelRecv(fd, buffer) -> null when nothing is waiting, else [bytes (0: peer closed), fds]
+Napi::Value ChannelRecv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = IntArgument(info, 0);
+  Napi::Buffer<char> buffer = info[1].As<Napi::Buffer<char>>();
+  std::vector<int> fds;
+  ssize_t got = prefork::channel_recv(fd, buffer.Data(), buffer.Length(), &fds);
+  if (got == -EAGAIN || got == -EWOULDBLOCK) return env.Null();
+  if (got < 0) throw SystemError(env, static_cast<int>(got), "recvmsg");
+  Napi::Array fd_list = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) fd_list.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(0u, Napi::Number::New(env, static_cast<double>(got)));
+  result.Set(1u, fd_list);
+  return result;
+}
+
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  int result = prefork::set_cloexec(IntArgument(info, 0));
+  if (result < 0) throw SystemError(info.Env(), result, "fcntl");
+  return info.Env().Undefined();
+}
+
+Napi::Value DupCloexec(const Napi::CallbackInfo& info) {
+  int result = prefork::dup_cloexec(IntArgument(info, 0));
+  if (result < 0) throw SystemError(info.Env(), result, "fcntl");
+  return Napi::Number::New(info.Env(), result);
+}
+
+// A uv_poll_t on one fd, calling back (status, events) on the main thread. Heap-allocated apart from
+// the JS object because uv_close completes later; closed by close() or by the env's cleanup hook
+// (without which Node aborts when a worker_thread that loaded the addon exits).
+struct Watch {
+  uv_poll_t handle;
+  Napi::FunctionReference callback;
+  Napi::AsyncContext* context = nullptr;
+  napi_async_cleanup_hook_handle cleanup = nullptr;
+  Watch** owner = nullptr;  // the Poller's pointer to this watch, cleared on close
+  bool closing = false;
+
+  static void OnEvent(uv_poll_t* handle, int status, int events) {
+    Watch* watch = static_cast<Watch*>(handle->data);
+    Napi::Env env = watch->callback.Env();
+    Napi::HandleScope scope(env);
+    try {
+      watch->callback.MakeCallback(env.Global(), {Napi::Number::New(env, status), Napi::Number::New(env, events)},
+                                   *watch->context);
+    } catch (const Napi::Error& error) {
+      ReportThrow(env, error);
+    }
+  }
+
+  static void OnCleanup(napi_async_cleanup_hook_handle, void* data) { static_cast<Watch*>(data)->Close(); }
+
+  static void OnClosed(uv_handle_t* handle) {
+    Watch* watch = static_cast<Watch*>(handle->data);
+    napi_remove_async_cleanup_hook(watch->cleanup);
+    delete watch->context;
+    delete watch;
+  }
+
+  void Close() {
+    if (owner != nullptr) *owner = nullptr;
+    owner = nullptr;
+    if (closing) return;
+    closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle), OnClosed);
+  }
+};
+
+class Poller : public Napi::ObjectWrap<Poller> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Poller",
+                       {InstanceMethod("start", &Poller::Start), InstanceMethod("stop", &Poller::Stop),
+                        InstanceMethod("ref", &Poller::Ref), InstanceMethod("unref", &Poller::Unref),
+                        InstanceMethod("close", &Poller::Close)});
+  }
+
+  // new Poller(fd, callback(status, events))
+  explicit Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) {
+    Napi::Env env = info.Env();
+    int fd = IntArgument(info, 0);
+    watch_ = new Watch();
+    uv_loop_t* loop;
+    napi_get_uv_event_loop(env, &loop);
+    int result = uv_poll_init(loop, &watch_->handle, fd);
+    if (result < 0) {
+      delete watch_;
+      watch_ = nullptr;
+      throw SystemError(env, result, "uv_poll_init");
+    }
+    watch_->handle.data = watch_;
+    watch_->owner = &watch_;
+    watch_->callback = Napi::Persistent(info[1].As<Napi::Function>());
+    watch_->context = new Napi::AsyncContext(env, "prefork:poll");
+    napi_add_async_cleanup_hook(env, Watch::OnCleanup, watch_, &watch_->cleanup);
+  }
+
+  ~Poller() override { CloseWatch(); }
+
+ private:
+  bool Open() const { return watch_ != nullptr; }
+
+  // start(events): 1 readable, 2 writable, 3 both; may be called again to change the events.
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    if (!Open()) throw Napi::Error::New(info.Env(), "prefork native: poller is closed");
+    int events = IntArgument(info, 0);
+    int uv_events = ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0) | UV_DISCONNECT;
+    int result = uv_poll_start(&watch_->handle, uv_events, Watch::OnEvent);
+    if (result < 0) throw SystemError(info.Env(), result, "uv_poll_start");
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (Open()) uv_poll_stop(&watch_->handle);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Ref(const Napi::CallbackInfo& info) {
+    if (Open()) uv_ref(reinterpret_cast<uv_handle_t*>(&watch_->handle));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unref(const Napi::CallbackInfo& info) {
+    if (Open()) uv_unref(reinterpret_cast<uv_handle_t*>(&watch_->handle));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseWatch();
+    return info.Env().Undefined();
+  }
+
+  void CloseWatch() {
+    if (watch_ != nullptr) watch_->Close();  // also clears watch_
+  }
+
+  Watch* watch_ = nullptr;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("createListenSocket", Napi::Function::New(env, CreateListenSocket));
+  exports.Set("spawn", Napi::Function::New(env, Spawn));
+  exports.Set("waitPidfd", Napi::Function::New(env, WaitPidfd));
+  exports.Set("waitInThread", Napi::Function::New(env, WaitInThread));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair));
+  exports.Set("channelSend", Napi::Function::New(env, ChannelSend));
+  exports.Set("channelRecv", Napi::Function::New(env, ChannelRecv));
+  exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
+  exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec));
+  exports.Set("Poller", Poller::Define(env));
+  exports.Set("buildSystem", Napi::String::New(env, PREFORK_BUILD_SYSTEM));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(prefork, Init)

@@ -1,0 +1,80 @@
+// The C++ core's interface: plain syscalls wrapped in functions that return -errno, no napi types.
+#pragma once
+
+#include <sys/types.h>
+
+#include <utility>
+#include <vector>
+
+namespace prefork {
+
+// A failed core call: -errno and the syscall that failed (a string literal).
+struct Failure {
+  int error = 0;  // -errno, 0 when the call succeeded
+  const char* syscall = "";
+};
+
+// ---- socket.cc -----------------------------------------------------------
+
+struct ListenSocketOptions {
+  const char* host;  // numeric IPv4 or IPv6 address
+  int family;        // 4 or 6
+  int port;          // 0 picks a free port
+  bool ipv6_only;    // IPV6_V6ONLY for family 6
+  int backlog;       // < 0: bind only, the worker's listen() starts it
+};
+
+struct ListenSocket {
+  int fd = -1;
+  int port = 0;  // the bound port (getsockname)
+};
+
+Failure create_listen_socket(const ListenSocketOptions& options, ListenSocket* out);
+
+// ---- spawn.cc ------------------------------------------------------------
+
+struct SpawnOptions {
+  const char* file;
+  char* const* argv;  // null-terminated
+  char* const* envp;  // null-terminated
+  const char* cwd;    // nullptr: inherit
+  // (parent fd, child fd) pairs: the child gets exactly these above 0-2.
+  std::vector<std::pair<int, int>> fds;
+  int uid = -1;
+  int gid = -1;
+  std::vector<int> cpus;  // empty: inherit affinity
+  bool process_group = false;
+  int death_signal = 0;  // PR_SET_PDEATHSIG; 0: none
+};
+
+struct Spawned {
+  pid_t pid = -1;
+  int pidfd = -1;  // -1 where pidfd_open is unavailable: reap with wait_blocking
+};
+
+// On failure in the child (exec, setuid, chdir…) the child is reaped before returning.
+Failure spawn(const SpawnOptions& options, Spawned* out);
+
+// ---- reap.cc -------------------------------------------------------------
+
+struct ExitStatus {
+  int code = -1;    // exit code, or -1 when killed by a signal
+  int signal = 0;   // terminating signal number, or 0
+};
+
+// 1: exited (status filled), 0: still running, -errno: error. Never blocks.
+int wait_pidfd(int pidfd, ExitStatus* status);
+// Blocks until pid exits (for the thread fallback). 0 or -errno.
+int wait_blocking(pid_t pid, ExitStatus* status);
+
+// ---- channel.cc ----------------------------------------------------------
+
+Failure socket_pair(int fds[2]);
+// Bytes sent (>= 0) or -errno (-EAGAIN when the socket buffer is full). fds ride with the first byte.
+ssize_t channel_send(int fd, const char* data, size_t length, const std::vector<int>& fds);
+// Bytes read (0: peer closed) or -errno; received fds (CLOEXEC) are appended to fds.
+ssize_t channel_recv(int fd, char* data, size_t length, std::vector<int>* fds);
+int set_cloexec(int fd);
+int dup_cloexec(int fd);
+
+}  // namespace prefork

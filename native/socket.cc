@@ -1,0 +1,76 @@
+// Listening TCP sockets with SO_REUSEADDR + SO_REUSEPORT, created by the primary for its workers.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core.h"
+
+namespace prefork {
+
+namespace {
+
+int open_socket(int domain) {
+#ifdef SOCK_CLOEXEC
+  return socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
+#else
+  int fd = socket(domain, SOCK_STREAM, 0);
+  if (fd >= 0) set_cloexec(fd);
+  return fd;
+#endif
+}
+
+int set_flag(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+}  // namespace
+
+Failure create_listen_socket(const ListenSocketOptions& options, ListenSocket* out) {
+  sockaddr_storage address;
+  memset(&address, 0, sizeof(address));
+  socklen_t address_length;
+  if (options.family == 6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(options.port);
+    if (inet_pton(AF_INET6, options.host, &in6->sin6_addr) != 1) return {-EINVAL, "inet_pton"};
+    address_length = sizeof(*in6);
+  } else {
+    auto* in4 = reinterpret_cast<sockaddr_in*>(&address);
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons(options.port);
+    if (inet_pton(AF_INET, options.host, &in4->sin_addr) != 1) return {-EINVAL, "inet_pton"};
+    address_length = sizeof(*in4);
+  }
+
+  int fd = open_socket(address.ss_family);
+  if (fd < 0) return {-errno, "socket"};
+
+  Failure failure;
+  if (set_flag(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 || set_flag(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) {
+    failure = {-errno, "setsockopt"};
+  } else if (options.family == 6 && set_flag(fd, IPPROTO_IPV6, IPV6_V6ONLY, options.ipv6_only ? 1 : 0) < 0) {
+    failure = {-errno, "setsockopt"};
+  } else if (bind(fd, reinterpret_cast<sockaddr*>(&address), address_length) < 0) {
+    failure = {-errno, "bind"};
+  } else if (options.backlog >= 0 && listen(fd, options.backlog) < 0) {
+    failure = {-errno, "listen"};
+  } else if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) < 0) {
+    failure = {-errno, "getsockname"};
+  }
+  if (failure.error != 0) {
+    close(fd);
+    return failure;
+  }
+
+  out->fd = fd;
+  out->port = ntohs(address.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&address)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
+  return {};
+}
+
+}  // namespace prefork

@@ -1,0 +1,82 @@
+// The one loader of the native addon, and the private types of what it exports.
+import { existsSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { preforkError } from './errors';
+
+/** Poller.start() event bits. */
+export const READABLE = 1;
+export const WRITABLE = 2;
+
+export interface NativePoller {
+  start(events: number): void;
+  stop(): void;
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+export interface NativeSpawnRequest {
+  file: string;
+  args: string[];
+  env: string[];
+  cwd: string | undefined;
+  fds: Array<[parentFd: number, childFd: number]>;
+  uid: number;
+  gid: number;
+  cpus: number[];
+  processGroup: boolean;
+  deathSignal: number;
+}
+
+/** What native/binding.cc exports. Errors carry errno, code and syscall. */
+export interface NativeBinding {
+  createListenSocket(host: string, family: 4 | 6, port: number, ipv6Only: boolean, backlog: number): [fd: number, port: number];
+  spawn(request: NativeSpawnRequest): [pid: number, pidfd: number];
+  waitPidfd(pidfd: number): [code: number, signal: number] | null;
+  waitInThread(pid: number, callback: (code: number, signal: number) => void): void;
+  socketPair(): [number, number];
+  channelSend(fd: number, buffer: Buffer, offset: number, fds: number[]): number;
+  channelRecv(fd: number, buffer: Buffer): [bytes: number, fds: number[]] | null;
+  setCloexec(fd: number): void;
+  dupCloexec(fd: number): number;
+  Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
+  buildSystem: 'node-gyp' | 'cmake-js';
+}
+
+const packageRoot = resolve(__dirname, '..');
+
+function candidatePaths(): string[] {
+  const paths = [join(packageRoot, 'build', 'Release', 'prefork.node'), join(packageRoot, 'build', 'Debug', 'prefork.node')];
+  const prebuilds = join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
+  const shipped = existsSync(prebuilds) ? readdirSync(prebuilds).filter((name) => name.endsWith('.node')) : [];
+  paths.push(...(shipped.length > 0 ? shipped.map((name) => join(prebuilds, name)) : [join(prebuilds, '*.node')]));
+  return paths;
+}
+
+function load(): NativeBinding {
+  if (process.platform === 'win32') {
+    throw preforkError(
+      'ERR_PREFORK_UNSUPPORTED_PLATFORM',
+      'prefork does not run on Windows: it needs fork/exec and SO_REUSEPORT. Use node:cluster there.',
+    );
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('node-gyp-build')(packageRoot) as NativeBinding;
+  } catch (cause) {
+    const tried = candidatePaths()
+      .map((path) => `  ${path}${existsSync(path) ? '' : ' (missing)'}`)
+      .join('\n');
+    const error = preforkError(
+      'ERR_PREFORK_NATIVE_LOAD',
+      `prefork could not load its native addon for ${process.platform}-${process.arch}, Node ${process.version}: ` +
+        `${(cause as Error).message.split('\n')[0]}\n` +
+        `Paths tried:\n${tried}\n` +
+        'Build it from source with `npm rebuild prefork` (needs python3, make and a C++17 compiler), ' +
+        'or in a clone of prefork: `npm run build:native` (node-gyp) or `npm run build:cmake` (cmake-js).',
+    );
+    throw Object.assign(error, { cause });
+  }
+}
+
+export const native: NativeBinding = load();

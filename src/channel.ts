@@ -1,0 +1,158 @@
+// The control channel between primary and worker: JSON messages with optional fds over a Unix socketpair.
+import { EventEmitter } from 'node:events';
+import { closeSync } from 'node:fs';
+import { native, NativePoller, READABLE, WRITABLE } from './binding';
+import { invalidValue, preforkError } from './errors';
+import { checkInteger } from './validate';
+
+// Frame: u32 body length, u32 fd count, JSON body. The fds ride with the frame's first byte, so they
+// reach the reader no later than their frame; a queue pairs them with frames in order.
+const HEADER_BYTES = 8;
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+export const MAX_FDS_PER_MESSAGE = 32;
+const READ_BUFFER_BYTES = 64 * 1024;
+
+interface PendingWrite {
+  buffer: Buffer;
+  offset: number;
+  fds: number[]; // sent with the first byte that leaves, then emptied
+}
+
+/** Creates a connected pair of channel fds (CLOEXEC): keep one, give the other to a child. */
+export function createChannelPair(): [number, number] {
+  return native.socketPair();
+}
+
+/**
+ * One end of a control channel. Emits 'message' (message, fds) — the listener owns the received fds
+ * and must close them — and 'close' once, when either side closes (EOF tells a worker its primary is gone).
+ */
+export class ControlChannel extends EventEmitter {
+  readonly fd: number;
+  private readonly poller: NativePoller;
+  private readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+  private received = Buffer.alloc(0);
+  private receivedFds: number[] = [];
+  private readonly writes: PendingWrite[] = [];
+  private isClosed = false;
+
+  /** Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. */
+  constructor(fd: number, { ref = true }: { ref?: boolean } = {}) {
+    super();
+    this.fd = checkInteger('fd', fd, 0, 2 ** 31 - 1);
+    this.poller = new native.Poller(fd, (status) => this.onEvent(status));
+    if (!ref) this.poller.unref();
+    this.poller.start(READABLE);
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Queues a JSON-serialisable message, and fds for the peer to receive (the caller keeps its own copies). */
+  send(message: unknown, fds: number[] = []): void {
+    if (this.isClosed) throw preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The control channel is closed');
+    if (!Array.isArray(fds) || fds.length > MAX_FDS_PER_MESSAGE) {
+      throw invalidValue('fds', `must be an array of at most ${MAX_FDS_PER_MESSAGE} file descriptors`, fds);
+    }
+    fds.forEach((fd, i) => checkInteger(`fds[${i}]`, fd, 0, 2 ** 31 - 1));
+    const body = Buffer.from(JSON.stringify(message) ?? 'null');
+    if (body.length > MAX_BODY_BYTES) {
+      throw invalidValue('message', `must serialise to at most ${MAX_BODY_BYTES} bytes of JSON`, `${body.length} bytes`);
+    }
+    const frame = Buffer.allocUnsafe(HEADER_BYTES + body.length);
+    frame.writeUInt32BE(body.length, 0);
+    frame.writeUInt32BE(fds.length, 4);
+    body.copy(frame, HEADER_BYTES);
+    this.writes.push({ buffer: frame, offset: 0, fds: [...fds] });
+    if (this.writes.length === 1) this.flush();
+  }
+
+  /** Closes this end; the peer sees EOF. Received fds not yet handed out are closed. */
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.poller.close();
+    closeSync(this.fd);
+    for (const fd of this.receivedFds) closeSync(fd);
+    this.receivedFds = [];
+    this.writes.length = 0;
+    this.emit('close');
+  }
+
+  private onEvent(status: number): void {
+    if (this.isClosed) return;
+    if (status < 0) {
+      this.close();
+      return;
+    }
+    if (this.writes.length > 0) this.flush();
+    if (!this.isClosed) this.read();
+  }
+
+  private flush(): void {
+    try {
+      while (this.writes.length > 0) {
+        const write = this.writes[0];
+        const sent = native.channelSend(this.fd, write.buffer, write.offset, write.fds);
+        if (sent === 0) break; // socket buffer full: wait until writable
+        write.fds = [];
+        write.offset += sent;
+        if (write.offset === write.buffer.length) this.writes.shift();
+      }
+    } catch {
+      this.close(); // EPIPE / ECONNRESET: the peer is gone
+      return;
+    }
+    this.poller.start(this.writes.length > 0 ? READABLE | WRITABLE : READABLE);
+  }
+
+  private read(): void {
+    for (;;) {
+      let result: [number, number[]] | null;
+      try {
+        result = native.channelRecv(this.fd, this.readBuffer);
+      } catch {
+        result = [0, []]; // ECONNRESET: treat as the peer closing
+      }
+      if (result === null) return;
+      const [bytes, fds] = result;
+      this.receivedFds.push(...fds);
+      if (bytes === 0) {
+        this.close();
+        return;
+      }
+      this.received = Buffer.concat([this.received, this.readBuffer.subarray(0, bytes)]);
+      this.deliverFrames();
+      if (this.isClosed) return;
+    }
+  }
+
+  private deliverFrames(): void {
+    while (this.received.length >= HEADER_BYTES) {
+      const bodyLength = this.received.readUInt32BE(0);
+      const fdCount = this.received.readUInt32BE(4);
+      if (bodyLength > MAX_BODY_BYTES || fdCount > MAX_FDS_PER_MESSAGE || fdCount > this.receivedFds.length) {
+        this.failProtocol();
+        return;
+      }
+      if (this.received.length < HEADER_BYTES + bodyLength) return;
+      let message: unknown;
+      try {
+        message = JSON.parse(this.received.subarray(HEADER_BYTES, HEADER_BYTES + bodyLength).toString());
+      } catch {
+        this.failProtocol();
+        return;
+      }
+      this.received = this.received.subarray(HEADER_BYTES + bodyLength);
+      const fds = this.receivedFds.splice(0, fdCount);
+      this.emit('message', message, fds);
+      if (this.isClosed) return;
+    }
+  }
+
+  private failProtocol(): void {
+    this.close();
+    this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', 'Malformed control channel frame: closed the channel'));
+  }
+}

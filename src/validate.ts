@@ -1,0 +1,69 @@
+// Option validators: each throws a TypeError/RangeError naming the option, what was given and what is allowed.
+import { constants } from 'node:os';
+import { invalidType, invalidValue, outOfRange } from './errors';
+
+/** Rejects options the function does not know, suggesting the nearest valid name. */
+export function checkOptionNames(where: string, options: object, valid: readonly string[]): void {
+  for (const name of Object.keys(options)) {
+    if (valid.includes(name)) continue;
+    const distances = valid.map((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()));
+    const nearest = Math.min(...distances);
+    const hint = nearest <= 2 ? valid[distances.indexOf(nearest)] : undefined;
+    const error = new TypeError(
+      `Unknown option "${name}" for ${where}.${hint ? ` Did you mean "${hint}"?` : ''} Valid options: ${valid.join(', ')}`,
+    );
+    throw Object.assign(error, { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+}
+
+export function checkOptionsObject(where: string, options: unknown): asserts options is Record<string, unknown> {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalidType(`options of ${where}`, 'an object', options);
+  }
+}
+
+export function checkInteger(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') throw invalidType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw outOfRange(name, `an integer from ${min} to ${max}`, value);
+  }
+  return value;
+}
+
+export function checkBoolean(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw invalidType(name, 'of type boolean', value);
+  return value;
+}
+
+/** A string usable in argv, env or a path: non-empty and without NUL bytes. */
+export function checkString(name: string, value: unknown, { allowEmpty = false } = {}): string {
+  if (typeof value !== 'string') throw invalidType(name, 'of type string', value);
+  if (!allowEmpty && value.length === 0) throw invalidValue(name, 'must be a non-empty string', value);
+  if (value.includes('\0')) throw invalidValue(name, 'must not contain null bytes', value);
+  return value;
+}
+
+/** A signal name such as 'SIGTERM'; returns its number on this platform. */
+export function checkSignal(name: string, value: unknown): number {
+  if (typeof value !== 'string') throw invalidType(name, 'a signal name such as "SIGTERM"', value);
+  const signals = constants.signals as Record<string, number>;
+  const number = signals[value];
+  if (number === undefined) {
+    throw invalidValue(name, `must be a signal name (${Object.keys(signals).slice(0, 4).join(', ')}, …)`, value);
+  }
+  return number;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length];
+}

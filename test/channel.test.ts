@@ -1,0 +1,141 @@
+// The control channel: framed JSON messages and fds over a socketpair, in one process and across processes.
+import { closeSync, fstatSync } from 'node:fs';
+import { createChannelPair, createListenSocket, spawn, ControlChannel, ChildHandle } from '../src';
+import { fixture, newSockets, openFds } from './helpers';
+
+const fdsBefore = openFds();
+const channels: ControlChannel[] = [];
+const children: ChildHandle[] = [];
+
+function pair(): [ControlChannel, ControlChannel] {
+  const [a, b] = createChannelPair();
+  const ends: [ControlChannel, ControlChannel] = [new ControlChannel(a), new ControlChannel(b)];
+  channels.push(...ends);
+  return ends;
+}
+
+function nextMessage(channel: ControlChannel): Promise<[unknown, number[]]> {
+  return new Promise((resolve) => channel.once('message', (message, fds) => resolve([message, fds])));
+}
+
+/** The next `count` messages: one read can deliver several, so listen for all of them at once. */
+function nextMessages(channel: ControlChannel, count: number): Promise<Array<[unknown, number[]]>> {
+  const messages: Array<[unknown, number[]]> = [];
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown, fds: number[]) => {
+      messages.push([message, fds]);
+      if (messages.length < count) return;
+      channel.off('message', onMessage);
+      resolve(messages);
+    };
+    channel.on('message', onMessage);
+  });
+}
+
+afterEach(async () => {
+  for (const channel of channels.splice(0)) channel.close();
+  for (const child of children.splice(0)) {
+    child.kill('SIGKILL');
+    await child.exited;
+  }
+});
+
+afterAll(() => {
+  expect(newSockets(fdsBefore)).toEqual([]);
+});
+
+test('messages arrive whole and in order', async () => {
+  const [left, right] = pair();
+  const received: unknown[] = [];
+  const done = new Promise<void>((resolve) =>
+    right.on('message', (message) => {
+      received.push(message);
+      if (received.length === 100) resolve();
+    }),
+  );
+  for (let i = 0; i < 100; i++) left.send({ seq: i, text: 'x'.repeat(i * 10) });
+  await done;
+  expect(received).toEqual(Array.from({ length: 100 }, (_, i) => ({ seq: i, text: 'x'.repeat(i * 10) })));
+});
+
+test('a message larger than the socket buffer is queued and arrives intact', async () => {
+  const [left, right] = pair();
+  const big = 'y'.repeat(4 * 1024 * 1024);
+  const arrival = nextMessages(right, 2);
+  left.send({ big });
+  left.send('after');
+  const [[first], [second]] = await arrival;
+  expect((first as { big: string }).big === big).toBe(true);
+  expect(second).toBe('after');
+});
+
+test('an fd travels with its message (SCM_RIGHTS) and is a new descriptor of the same socket', async () => {
+  const [left, right] = pair();
+  const socket = await createListenSocket({ host: '127.0.0.1', port: 0 });
+  try {
+    const arrival = nextMessages(right, 2);
+    left.send('plain');
+    left.send({ socket: 'here' }, [socket.fd]);
+    const [plain, [message, fds]] = await arrival;
+    expect(plain).toEqual(['plain', []]);
+    expect(message).toEqual({ socket: 'here' });
+    expect(fds).toHaveLength(1);
+    expect(fds[0]).not.toBe(socket.fd);
+    expect(fstatSync(fds[0]).ino).toBe(fstatSync(socket.fd).ino);
+    closeSync(fds[0]);
+  } finally {
+    closeSync(socket.fd);
+  }
+});
+
+test('closing one end emits close on the other (EOF)', async () => {
+  const [left, right] = pair();
+  const closed = new Promise((resolve) => right.once('close', resolve));
+  left.close();
+  await closed;
+  expect(right.closed).toBe(true);
+  expect(() => right.send('late')).toThrow(expect.objectContaining({ code: 'ERR_PREFORK_CHANNEL_CLOSED' }));
+});
+
+test('the channel works across processes: a worker echoes messages and receives fds', async () => {
+  const [ours, theirs] = createChannelPair();
+  let child: ChildHandle;
+  try {
+    child = spawn({ file: process.execPath, args: ['node', fixture('channel-echo.js')], fds: { 3: theirs } });
+    children.push(child);
+  } finally {
+    closeSync(theirs);
+  }
+  const channel = new ControlChannel(ours);
+  channels.push(channel);
+  const socket = await createListenSocket({ host: '127.0.0.1', port: 0 });
+  try {
+    const reply = nextMessage(channel);
+    channel.send({ hello: 'worker' }, [socket.fd]);
+    expect(await reply).toEqual([{ echo: { hello: 'worker' }, inodes: [fstatSync(socket.fd).ino], pid: child.pid }, []]);
+  } finally {
+    closeSync(socket.fd);
+  }
+  // The worker sees EOF when we close our end, and exits.
+  channel.close();
+  expect(await child.exited).toEqual({ code: 0, signal: null });
+});
+
+test('the primary sees close when its worker dies', async () => {
+  const [ours, theirs] = createChannelPair();
+  const child = spawn({ file: process.execPath, args: ['node', fixture('channel-echo.js')], fds: { 3: theirs } });
+  children.push(child);
+  closeSync(theirs);
+  const channel = new ControlChannel(ours);
+  channels.push(channel);
+  const closed = new Promise((resolve) => channel.once('close', resolve));
+  child.kill('SIGKILL');
+  await closed;
+});
+
+test('bad arguments are clear errors', () => {
+  const [left] = pair();
+  expect(() => left.send('x', [-1])).toThrow('The "fds[0]" option must be an integer from 0 to 2147483647. Received -1');
+  expect(() => left.send('x', Array(33).fill(0))).toThrow(/must be an array of at most 32 file descriptors/);
+  expect(() => new ControlChannel(-1)).toThrow(RangeError);
+});
