@@ -206,6 +206,11 @@ Napi::Value DupCloexec(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), result);
 }
 
+// peerPid(fd) -> pid of the peer of a Unix socket, or -errno (not a socket, no peer…): never throws.
+Napi::Value PeerPid(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), prefork::peer_pid(IntArgument(info, 0)));
+}
+
 // A uv_poll_t on one fd, calling back (status, events) on the main thread. Heap-allocated apart from
 // the JS object because uv_close completes later; closed by close() or by the env's cleanup hook
 // (without which Node aborts when a worker_thread that loaded the addon exits).
@@ -328,6 +333,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("channelRecv", Napi::Function::New(env, ChannelRecv));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec));
+  exports.Set("peerPid", Napi::Function::New(env, PeerPid));
   exports.Set("Poller", Poller::Define(env));
   exports.Set("buildSystem", Napi::String::New(env, PREFORK_BUILD_SYSTEM));
   return exports;

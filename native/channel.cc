@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -29,6 +30,23 @@ int set_cloexec(int fd) {
 int dup_cloexec(int fd) {
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   return copy < 0 ? -errno : copy;
+}
+
+int peer_pid(int fd) {
+#if defined(SO_PEERCRED)
+  struct ucred credentials;
+  socklen_t length = sizeof(credentials);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return -errno;
+  return credentials.pid;
+#elif defined(LOCAL_PEERPID)
+  pid_t pid;
+  socklen_t length = sizeof(pid);
+  if (getsockopt(fd, SOL_LOCAL, LOCAL_PEERPID, &pid, &length) < 0) return -errno;
+  return pid;
+#else
+  (void)fd;
+  return -ENOSYS;
+#endif
 }
 
 Failure socket_pair(int fds[2]) {

@@ -76,5 +76,7 @@ ssize_t channel_send(int fd, const char* data, size_t length, const std::vector<
 ssize_t channel_recv(int fd, char* data, size_t length, std::vector<int>* fds);
 int set_cloexec(int fd);
 int dup_cloexec(int fd);
+// Pid of the process that created the peer end of a Unix socket (SO_PEERCRED), or -errno.
+int peer_pid(int fd);
 
 }  // namespace prefork

@@ -76,7 +76,13 @@ void cloexec_range(unsigned low, unsigned high) {
   struct sigaction default_action;
   memset(&default_action, 0, sizeof(default_action));
   default_action.sa_handler = SIG_DFL;
-  for (int signal_number = 1; signal_number < NSIG; signal_number++) {
+  // Standard signals only, as libuv does: Node installs no real-time handlers, and exec resets the rest.
+#ifdef SIGRTMIN
+  const int last_signal = SIGRTMIN - 1;
+#else
+  const int last_signal = NSIG - 1;
+#endif
+  for (int signal_number = 1; signal_number <= last_signal; signal_number++) {
     if (signal_number != SIGKILL && signal_number != SIGSTOP) sigaction(signal_number, &default_action, nullptr);
   }
   sigset_t none;

@@ -39,6 +39,8 @@ export interface NativeBinding {
   channelRecv(fd: number, buffer: Buffer): [bytes: number, fds: number[]] | null;
   setCloexec(fd: number): void;
   dupCloexec(fd: number): number;
+  /** Pid of the process that created the peer end of a Unix socket, or -errno. */
+  peerPid(fd: number): number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
   buildSystem: 'node-gyp' | 'cmake-js';
 }
