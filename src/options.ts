@@ -1,0 +1,239 @@
+// supervise()'s options: their types, defaults and validation, turned into one settled configuration.
+import { existsSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { invalidType, invalidValue, outOfRange, preforkError } from './errors';
+import { lookupAccount, usableCpuCount } from './system';
+import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from './validate';
+
+/** A port, "host:port" ("[::1]:3000", ":3000"), or an object. */
+export type ListenAddress = number | string | { host?: string; port: number; ipv6Only?: boolean; backlog?: number };
+
+export interface RestartOptions {
+  /** Delay before the second restart in a row, in ms; later ones grow by `factor`. The first is immediate. Default 100. */
+  delay?: number;
+  /** Growth of the delay per consecutive crash. Default 1.5. */
+  factor?: number;
+  /** Cap of the delay, in ms. Default 15000. */
+  maxDelay?: number;
+  /** A worker up this long (ms) resets its slot's backoff. Default 30000. */
+  resetAfter?: number;
+  /** Give up on a slot after this many restarts within `window`. 0: give up at the first crash. Default 10. */
+  maxRestarts?: number;
+  /** The window for maxRestarts, in ms. Default 60000. */
+  window?: number;
+}
+
+export interface SupervisorOptions {
+  /** Number of workers. Default: the CPUs this process may use (affinity and cgroup quota). */
+  workers?: number;
+  /** Addresses the primary opens, one socket per worker slot each. Default: none (workers listen on nothing). */
+  listen?: ListenAddress | ListenAddress[];
+  /** The worker script. Default: the main script of this process. */
+  script?: string;
+  /** Arguments after the script. Default: this process's (process.argv.slice(2)). */
+  args?: string[];
+  /** Node options for workers. Default: this process's (process.execArgv), with inspector ports made unique. */
+  execArgv?: string[];
+  /** Extra environment for workers, merged over process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Working directory of workers. Default: this process's. */
+  cwd?: string;
+  restart?: RestartOptions;
+  /** Time (ms) a worker has to finish in-flight work after a shutdown request, then SIGKILL. 0: SIGKILL at once. Default 10000. */
+  shutdownTimeout?: number;
+  /** Time (ms) a new worker has to become ready, else it is killed and counted as a failure. 0: no limit. Default 30000. */
+  readyTimeout?: number;
+  /** true: a worker is ready only when it calls ready(). false: when it listens on every address. Default false. */
+  waitReady?: boolean;
+  /** Run workers as this user (name or uid); needs a root primary. Its primary group unless `group` is given. */
+  user?: string | number;
+  /** Run workers with this group (name or gid); needs a root primary. */
+  group?: string | number;
+  /** Pin worker slot k to the k-th usable CPU (Linux). Default false. */
+  cpuAffinity?: boolean;
+  /** 'reuseport': one socket per worker slot, balanced by the kernel (Linux). 'shared': one socket all workers accept
+   *  from (where SO_REUSEPORT does not balance: macOS, FreeBSD). Default: 'reuseport' on Linux, 'shared' elsewhere. */
+  sockets?: 'reuseport' | 'shared';
+  /** Handle SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU in the primary. Default true. */
+  signals?: boolean;
+  /** Exit the primary process when the supervisor ends: 0 after a requested shutdown, 1 after a failure. Default true. */
+  exitProcess?: boolean;
+}
+
+export interface ListenConfig {
+  host: string | undefined;
+  port: number;
+  ipv6Only: boolean;
+  backlog: number;
+  /** How the user wrote it, for messages and for matching a worker's listen() call. */
+  label: string;
+}
+
+export interface SupervisorConfig {
+  workers: number;
+  listen: ListenConfig[];
+  script: string;
+  args: string[];
+  execArgv: string[];
+  env: NodeJS.ProcessEnv;
+  cwd: string | undefined;
+  restart: Required<RestartOptions>;
+  shutdownTimeout: number;
+  readyTimeout: number;
+  waitReady: boolean;
+  uid: number | undefined;
+  gid: number | undefined;
+  cpuAffinity: boolean;
+  sockets: 'reuseport' | 'shared';
+  signals: boolean;
+  exitProcess: boolean;
+}
+
+export const MAX_WORKERS = 1024;
+const MAX_MS = 2 ** 31 - 1; // setTimeout's limit
+const OPTION_NAMES = [
+  'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
+  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'signals', 'exitProcess',
+] as const;
+const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
+export const RESTART_DEFAULTS: Required<RestartOptions> = {
+  delay: 100, factor: 1.5, maxDelay: 15000, resetAfter: 30000, maxRestarts: 10, window: 60000,
+};
+const DEFAULT_BACKLOG = 511;
+
+export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig {
+  checkOptionsObject('supervise()', options);
+  checkOptionNames('supervise()', options, OPTION_NAMES);
+  const workers = options.workers === undefined ? usableCpuCount() : checkInteger('workers', options.workers, 1, MAX_WORKERS);
+  const script = settleScript(options.script);
+  const args = stringList('args', options.args ?? process.argv.slice(2));
+  const execArgv = stringList('execArgv', options.execArgv ?? process.execArgv);
+  if (options.env !== undefined && (typeof options.env !== 'object' || options.env === null)) throw invalidType('env', 'an object', options.env);
+  const cwd = options.cwd === undefined ? undefined : checkString('cwd', options.cwd);
+  const ms = (name: string, value: unknown, fallback: number) => (value === undefined ? fallback : checkInteger(name, value, 0, MAX_MS));
+  const sockets = options.sockets ?? (process.platform === 'linux' ? 'reuseport' : 'shared');
+  if (sockets !== 'reuseport' && sockets !== 'shared') throw invalidValue('sockets', `must be 'reuseport' or 'shared'`, sockets);
+  const { uid, gid } = settleAccount(options.user, options.group);
+  const cpuAffinity = options.cpuAffinity === undefined ? false : checkBoolean('cpuAffinity', options.cpuAffinity);
+  if (cpuAffinity && process.platform !== 'linux') throw invalidValue('cpuAffinity', `is not supported on ${process.platform}`, true);
+  return {
+    workers,
+    listen: settleListen(options.listen),
+    script,
+    args,
+    execArgv,
+    env: { ...process.env, ...(options.env ?? {}) },
+    cwd,
+    restart: settleRestart(options.restart),
+    shutdownTimeout: ms('shutdownTimeout', options.shutdownTimeout, 10000),
+    readyTimeout: ms('readyTimeout', options.readyTimeout, 30000),
+    waitReady: options.waitReady === undefined ? false : checkBoolean('waitReady', options.waitReady),
+    uid,
+    gid,
+    cpuAffinity,
+    sockets,
+    signals: options.signals === undefined ? true : checkBoolean('signals', options.signals),
+    exitProcess: options.exitProcess === undefined ? true : checkBoolean('exitProcess', options.exitProcess),
+  };
+}
+
+/** Parses one listen address: 3000, '3000', ':3000', 'localhost:3000', '[::1]:3000', { host, port, … }. */
+export function parseListenAddress(address: unknown, name = 'listen'): ListenConfig {
+  if (typeof address === 'number') return { host: undefined, port: checkPort(name, address), ipv6Only: false, backlog: DEFAULT_BACKLOG, label: String(address) };
+  if (typeof address === 'string') {
+    const match = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^(?:([^:[\]]*):)?(\d+)$/.exec(address);
+    if (!match) throw invalidValue(name, 'must be a port, "host:port" or "[ipv6]:port"', address);
+    const host = match[1] || undefined;
+    return { host, port: checkPort(name, Number(match[2])), ipv6Only: false, backlog: DEFAULT_BACKLOG, label: address };
+  }
+  if (typeof address === 'object' && address !== null && !Array.isArray(address)) {
+    checkOptionNames(`a "${name}" address`, address, ['host', 'port', 'ipv6Only', 'backlog']);
+    const entry = address as { host?: unknown; port?: unknown; ipv6Only?: unknown; backlog?: unknown };
+    const host = entry.host === undefined ? undefined : checkString(`${name}.host`, entry.host);
+    const port = checkPort(`${name}.port`, entry.port);
+    return {
+      host,
+      port,
+      ipv6Only: entry.ipv6Only === undefined ? false : checkBoolean(`${name}.ipv6Only`, entry.ipv6Only),
+      backlog: entry.backlog === undefined ? DEFAULT_BACKLOG : checkInteger(`${name}.backlog`, entry.backlog, 0, 2 ** 31 - 1),
+      label: `${host === undefined ? '' : isIP(host) === 6 ? `[${host}]` : host}:${port}`,
+    };
+  }
+  throw invalidType(name, 'a port number, a "host:port" string or an object { host, port }', address);
+}
+
+function checkPort(name: string, value: unknown): number {
+  if (typeof value === 'string' && /^\d+$/.test(value)) value = Number(value);
+  return checkInteger(name, value, 0, 65535);
+}
+
+function settleListen(listen: unknown): ListenConfig[] {
+  if (listen === undefined) return [];
+  const list = Array.isArray(listen) ? listen : [listen];
+  const configs = list.map((address, i) => parseListenAddress(address, Array.isArray(listen) ? `listen[${i}]` : 'listen'));
+  const seen = new Set<string>();
+  for (const config of configs) {
+    const key = `${config.host ?? '*'}|${config.port}`;
+    if (config.port !== 0 && seen.has(key)) throw invalidValue('listen', `names ${config.label} twice`, listen);
+    seen.add(key);
+  }
+  return configs;
+}
+
+function settleScript(script: unknown): string {
+  const main = script === undefined ? require.main?.filename ?? process.argv[1] : checkString('script', script);
+  if (main === undefined) throw invalidValue('script', 'is required when this process has no main script', script);
+  const path = resolve(main);
+  if (!existsSync(path) || !statSync(path).isFile()) {
+    throw Object.assign(invalidValue('script', 'must name an existing file', main), { path });
+  }
+  return path;
+}
+
+function stringList(name: string, value: unknown): string[] {
+  if (!Array.isArray(value)) throw invalidType(name, 'an array of strings', value);
+  return value.map((item, i) => checkString(`${name}[${i}]`, item, { allowEmpty: true }));
+}
+
+function settleRestart(restart: unknown): Required<RestartOptions> {
+  if (restart === undefined) return { ...RESTART_DEFAULTS };
+  checkOptionsObject('the "restart" option', restart);
+  checkOptionNames('the "restart" option', restart, RESTART_NAMES);
+  const settled = { ...RESTART_DEFAULTS };
+  for (const name of RESTART_NAMES) {
+    const value = restart[name];
+    if (value === undefined) continue;
+    if (name === 'factor') {
+      if (typeof value !== 'number') throw invalidType('restart.factor', 'of type number', value);
+      if (!(value >= 1 && value <= 100)) throw outOfRange('restart.factor', 'a number from 1 to 100', value);
+      settled.factor = value;
+    } else {
+      settled[name] = checkInteger(`restart.${name}`, value, 0, name === 'maxRestarts' ? 1_000_000 : MAX_MS);
+    }
+  }
+  return settled;
+}
+
+function settleAccount(user: unknown, group: unknown): { uid: number | undefined; gid: number | undefined } {
+  if (user === undefined && group === undefined) return { uid: undefined, gid: undefined };
+  if (process.getuid?.() !== 0) {
+    throw preforkError('ERR_PREFORK_NOT_ROOT', `The "${user !== undefined ? 'user' : 'group'}" option needs a primary running as root`);
+  }
+  let uid: number | undefined;
+  let gid: number | undefined;
+  if (user !== undefined) {
+    if (typeof user !== 'string' && typeof user !== 'number') throw invalidType('user', 'a user name or uid', user);
+    const account = lookupAccount('passwd', user);
+    if (account === null) throw invalidValue('user', 'names no user on this system', user);
+    uid = account.id;
+    gid = account.groupId;
+  }
+  if (group !== undefined) {
+    if (typeof group !== 'string' && typeof group !== 'number') throw invalidType('group', 'a group name or gid', group);
+    const account = lookupAccount('group', group);
+    if (account === null) throw invalidValue('group', 'names no group on this system', group);
+    gid = account.id;
+  }
+  return { uid, gid };
+}

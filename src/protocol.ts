@@ -1,0 +1,38 @@
+// What the primary and a worker say to each other: the worker's environment and the control-channel messages.
+
+/** The fd a worker finds its control channel on. Its listen sockets follow from FIRST_LISTEN_FD. */
+export const CHANNEL_FD = 3;
+export const FIRST_LISTEN_FD = 4;
+
+/** Environment variables the primary sets for a worker. */
+export const ENV_WORKER_ID = 'PREFORK_WORKER_ID';
+export const ENV_GENERATION = 'PREFORK_GENERATION';
+export const ENV_LISTEN = 'PREFORK_LISTEN'; // JSON: InheritedSocket[]
+export const ENV_SHUTDOWN_TIMEOUT = 'PREFORK_SHUTDOWN_TIMEOUT';
+export const ENV_WAIT_READY = 'PREFORK_WAIT_READY';
+
+/** A listen socket a worker inherits: its address and the fd it sits on in the worker. */
+export interface InheritedSocket {
+  host: string;
+  port: number;
+  family: 'IPv4' | 'IPv6';
+  fd: number;
+  backlog: number;
+  /** The address as the supervisor's `listen` option gave it: a worker's listen() call is matched against it. */
+  configuredHost: string | null;
+  configuredPort: number;
+}
+
+export interface SocketAddress {
+  host: string;
+  port: number;
+  family: 'IPv4' | 'IPv6';
+}
+
+export type WorkerMessage =
+  | { type: 'online' }
+  | { type: 'listening'; index: number; address: SocketAddress }
+  | { type: 'ready' }
+  | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number };
+
+export type PrimaryMessage = { type: 'shutdown'; timeout: number } | { type: 'stats'; requestId: number };

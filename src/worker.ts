@@ -1,0 +1,223 @@
+// The worker side: knows it is a worker, adopts the primary's sockets into net.Servers, drains on shutdown.
+import { closeSync } from 'node:fs';
+import net from 'node:net';
+import type { ServerResponse } from 'node:http';
+import { native } from './binding';
+import { ControlChannel } from './channel';
+import { preforkError } from './errors';
+import type { ListenConfig } from './options';
+import {
+  CHANNEL_FD, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID,
+  type InheritedSocket, type PrimaryMessage, type WorkerMessage,
+} from './protocol';
+
+interface WorkerContext {
+  id: number;
+  generation: number;
+  sockets: InheritedSocket[];
+  channel: ControlChannel;
+  shutdownTimeout: number;
+  waitReady: boolean;
+}
+
+/** How long an orphaned worker (its primary died) may drain before it exits. */
+const ORPHAN_DRAIN_MS = 900;
+/** Keep-alive connections still idle this long after a shutdown began are closed. */
+const IDLE_SWEEP_MS = 1000;
+
+// One context per process, even when two copies of prefork are loaded (an app's and the CLI's).
+const CONTEXT_KEY = Symbol.for('prefork.worker');
+type ContextHolder = { [CONTEXT_KEY]?: WorkerContext | null };
+
+const servers = new Map<net.Server, Set<ServerResponse>>();
+const shutdownHandlers: Array<() => unknown> = [];
+let shutdownStarted = false;
+let exitTimer: NodeJS.Timeout | undefined;
+let exitDeadline = Infinity;
+
+/**
+ * The worker context, set up on first use: the env marker alone is not enough, fd 3 must be a Unix
+ * socket whose peer is our parent. The PREFORK_* variables are then removed so that the app's own
+ * children (which may well have a socketpair on fd 3) are not taken for workers.
+ */
+function context(): WorkerContext | null {
+  const holder = globalThis as ContextHolder;
+  if (holder[CONTEXT_KEY] !== undefined) return holder[CONTEXT_KEY];
+  holder[CONTEXT_KEY] = null;
+  const id = process.env[ENV_WORKER_ID];
+  if (id === undefined) return null;
+  const peer = native.peerPid(CHANNEL_FD);
+  if (peer <= 0) return null;
+  if (peer !== process.ppid) {
+    process.stderr.write('prefork: this worker\'s primary is gone; exiting\n');
+    process.exit(1);
+  }
+  const sockets = JSON.parse(process.env[ENV_LISTEN] ?? '[]') as InheritedSocket[];
+  const found: WorkerContext = {
+    id: Number(id),
+    generation: Number(process.env[ENV_GENERATION]),
+    sockets,
+    channel: new ControlChannel(CHANNEL_FD, { ref: false }),
+    shutdownTimeout: Number(process.env[ENV_SHUTDOWN_TIMEOUT]),
+    waitReady: process.env[ENV_WAIT_READY] === '1',
+  };
+  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY]) delete process.env[name];
+  // Node marks inherited fds CLOEXEC only up to the first gap: a grandchild holding a listen socket would
+  // join the reuseport group and never accept.
+  native.setCloexec(CHANNEL_FD);
+  for (const socket of sockets) native.setCloexec(socket.fd);
+  holder[CONTEXT_KEY] = found;
+
+  found.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
+    for (const fd of fds) closeSync(fd);
+    if (message.type === 'shutdown') shutdown(message.timeout);
+    else if (message.type === 'stats') void sendStats(found, message.requestId);
+  });
+  found.channel.on('close', () => shutdown(ORPHAN_DRAIN_MS)); // EOF: the primary is gone
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => shutdown(found.shutdownTimeout));
+  send({ type: 'online' });
+  return found;
+}
+
+function send(message: WorkerMessage): void {
+  const found = context();
+  if (found && !found.channel.closed) found.channel.send(message);
+}
+
+/** True in a process started by a prefork primary (with a real control channel to it). */
+export function isWorker(): boolean {
+  return context() !== null;
+}
+
+/** True in any process that is not a prefork worker: the primary, or a plain `node app.js`. */
+export function isPrimary(): boolean {
+  return context() === null;
+}
+
+/** This worker's slot, 0 … workers-1; null outside a worker. */
+export function workerId(): number | null {
+  return context()?.id ?? null;
+}
+
+/** 1 for a slot's first worker, +1 for each replacement; null outside a worker. */
+export function generation(): number | null {
+  return context()?.generation ?? null;
+}
+
+/** Tells the primary this worker is ready (needed with `waitReady: true`). Does nothing outside a worker. */
+export function ready(): void {
+  send({ type: 'ready' });
+}
+
+/**
+ * Runs `handler` when this worker shuts down, after it stopped accepting and while in-flight requests
+ * finish; the worker exits when every handler has settled and every connection has ended.
+ */
+export function onShutdown(handler: () => unknown): void {
+  if (typeof handler !== 'function') throw new TypeError('onShutdown() expects a function');
+  shutdownHandlers.push(handler);
+}
+
+/** In a worker: serve `server` from the primary's socket for `address`. Resolves once it is listening. */
+export function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
+  const found = context();
+  if (!found) throw preforkError('ERR_PREFORK_NOT_WORKER', 'adopt() needs a prefork worker');
+  const index = found.sockets.findIndex((socket) => matches(socket, address));
+  if (index < 0) {
+    const known = found.sockets.map((socket) => `${socket.configuredHost ?? ''}:${socket.configuredPort}`).join(', ') || 'nothing';
+    throw preforkError(
+      'ERR_PREFORK_NO_SOCKET',
+      `Worker ${found.id} has no socket for ${address.label}: the primary listens on ${known}. Add it to the supervisor's "listen" option`,
+    );
+  }
+  const socket = found.sockets[index];
+  const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
+  track(server);
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error) => {
+      server.off('listening', onListening);
+      try {
+        closeSync(fd);
+      } catch {
+        // Node closed it already
+      }
+      reject(error);
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      send({ type: 'listening', index, address: { host: socket.host, port: socket.port, family: socket.family } });
+      resolve(server);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    // backlog positionally: listen({ fd, backlog }) ignores it.
+    server.listen({ fd }, backlog ?? socket.backlog);
+  });
+}
+
+function matches(socket: InheritedSocket, address: ListenConfig): boolean {
+  if (address.port !== socket.configuredPort && address.port !== socket.port) return false;
+  return address.host === undefined || address.host === socket.configuredHost || address.host === socket.host;
+}
+
+/** http(s) servers: answer with `Connection: close` once a shutdown began, so keep-alive clients move on unharmed. */
+function track(server: net.Server): void {
+  if (servers.has(server)) return;
+  const responses = new Set<ServerResponse>();
+  servers.set(server, responses);
+  if (typeof (server as { closeIdleConnections?: unknown }).closeIdleConnections !== 'function') return;
+  server.prependListener('request', (_request: unknown, response: ServerResponse) => {
+    if (shutdownStarted) response.setHeader('connection', 'close');
+    responses.add(response);
+    response.once('close', () => responses.delete(response));
+  });
+}
+
+/**
+ * Graceful shutdown: stop accepting (the primary's socket stays open, so connections queued there go to
+ * the slot's next worker), let in-flight requests finish with `Connection: close`, close keep-alive
+ * connections that stay idle, run the onShutdown handlers, exit 0. Exits anyway after `timeout` ms.
+ */
+function shutdown(timeout: number): void {
+  const deadline = Date.now() + timeout;
+  if (deadline < exitDeadline) {
+    exitDeadline = deadline;
+    clearTimeout(exitTimer);
+    exitTimer = setTimeout(() => process.exit(1), timeout);
+  }
+  if (shutdownStarted) return;
+  shutdownStarted = true;
+  const drained = [...servers].map(([server, responses]) => {
+    for (const response of responses) if (!response.headersSent) response.setHeader('connection', 'close');
+    return new Promise<void>((resolve) => {
+      // net.Server's close, not http's: http's also drops idle keep-alive connections at once, which resets
+      // a client whose request is already on the way.
+      if (server.listening) net.Server.prototype.close.call(server, () => resolve());
+      else resolve();
+    });
+  });
+  const sweep = setInterval(() => {
+    for (const server of servers.keys()) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  }, IDLE_SWEEP_MS);
+  const handlers = shutdownHandlers.map(async (handler) => {
+    try {
+      await handler();
+    } catch (error) {
+      process.stderr.write(`prefork: an onShutdown handler failed: ${(error as Error)?.stack ?? error}\n`);
+    }
+  });
+  void Promise.all([...drained, ...handlers]).then(() => {
+    clearInterval(sweep);
+    process.exit(0);
+  });
+}
+
+async function sendStats(found: WorkerContext, requestId: number): Promise<void> {
+  const counts = await Promise.all(
+    [...servers.keys()].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
+  );
+  send({ type: 'stats', requestId, memory: process.memoryUsage(), connections: counts.reduce((sum, count) => sum + count, 0) });
+}
+
+// Set up at load, so a worker says 'online' and notices its primary's death even before it listens.
+context();
