@@ -99,7 +99,7 @@ export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
   private readonly slots: Slot[] = [];
   private readonly processes = new Set<WorkerProcess>();
-  private addresses: ResolvedAddress[] = [];
+  private resolvedAddresses: ResolvedAddress[] = [];
   private sharedSockets: ListenSocket[] = [];
   /** Every listen socket the primary holds; all closed at the end of a shutdown. */
   private readonly ownedSockets = new Set<ListenSocket>();
@@ -130,6 +130,11 @@ export class Supervisor extends EventEmitter {
   /** The workers serving now, one per slot (a slot waiting to restart has none). */
   get workers(): Worker[] {
     return this.slots.flatMap((slot) => (slot.worker ? [slot.worker.info] : []));
+  }
+
+  /** The addresses the primary listens on, with the ports settled (port 0 becomes the port the kernel chose). */
+  get addresses(): SocketAddress[] {
+    return this.resolvedAddresses.map(({ host, port, family }) => ({ host, port, family }));
   }
 
   /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
@@ -207,9 +212,10 @@ export class Supervisor extends EventEmitter {
       for (const [signal, handler] of this.signalHandlers) process.off(signal, handler);
       this.emit('shutdown');
       if (this.config.exitProcess) {
-        const code = (this.failure as ErrorWithCode | null)?.code;
-        if (this.failure) process.stderr.write(`prefork: ${this.failure.message}${code ? ` (${code})` : ''}\n`);
-        process.exit(this.failure ? 1 : 0);
+        const failure = this.failure as ErrorWithCode | null;
+        if (failure) process.stderr.write(`prefork: ${failure.message}${!failure.code || failure.message.includes(failure.code) ? '' : ` (${failure.code})`}\n`);
+        // After the promise callbacks: ready()'s rejection reaches its handlers first.
+        setImmediate(() => process.exit(failure ? 1 : 0));
       }
     })();
     return this.stopped;
@@ -223,7 +229,7 @@ export class Supervisor extends EventEmitter {
     return {
       sockets: this.config.sockets,
       tcpMigrateReq: tcpMigrateReq(),
-      addresses: this.addresses.map(({ host, port, family }) => ({ host, port, family })),
+      addresses: this.addresses,
       restarts: this.slots.reduce((sum, slot) => sum + slot.restarts, 0),
       workers,
     };
@@ -238,7 +244,7 @@ export class Supervisor extends EventEmitter {
       for (const config of this.config.listen) {
         const socket = await this.openSocket(config.host, config.port, config.ipv6Only);
         firstSockets.push(socket);
-        this.addresses.push({
+        this.resolvedAddresses.push({
           host: socket.host, port: socket.port, family: socket.family, ipv6Only: config.ipv6Only, backlog: config.backlog,
           configuredHost: config.host ?? null, configuredPort: config.port,
         });
@@ -270,7 +276,7 @@ export class Supervisor extends EventEmitter {
   private async openSockets(): Promise<ListenSocket[]> {
     if (this.config.sockets === 'shared') return [...this.sharedSockets];
     const sockets: ListenSocket[] = [];
-    for (const address of this.addresses) sockets.push(await this.openSocket(address.host, address.port, address.ipv6Only));
+    for (const address of this.resolvedAddresses) sockets.push(await this.openSocket(address.host, address.port, address.ipv6Only));
     return sockets;
   }
 
@@ -301,13 +307,13 @@ export class Supervisor extends EventEmitter {
     if (this.stopRequested()) throw this.notRunning('start a worker'); // a shutdown collects only the workers it saw
     slot.generation += 1;
     const inherited: InheritedSocket[] = slot.sockets.map((socket, i) => ({
-      host: this.addresses[i].host,
-      port: this.addresses[i].port,
-      family: this.addresses[i].family,
+      host: this.resolvedAddresses[i].host,
+      port: this.resolvedAddresses[i].port,
+      family: this.resolvedAddresses[i].family,
       fd: FIRST_LISTEN_FD + i,
-      backlog: this.addresses[i].backlog,
-      configuredHost: this.addresses[i].configuredHost,
-      configuredPort: this.addresses[i].configuredPort,
+      backlog: this.resolvedAddresses[i].backlog,
+      configuredHost: this.resolvedAddresses[i].configuredHost,
+      configuredPort: this.resolvedAddresses[i].configuredPort,
     }));
     const fds: Record<number, number> = {};
     slot.sockets.forEach((socket, i) => (fds[FIRST_LISTEN_FD + i] = socket.fd));
@@ -385,13 +391,13 @@ export class Supervisor extends EventEmitter {
       case 'online':
         if (info.state === 'starting') info.state = 'online';
         this.emit('online', info);
-        if (!this.config.waitReady && this.addresses.length === 0) this.markReady(worker);
+        if (!this.config.waitReady && this.resolvedAddresses.length === 0) this.markReady(worker);
         break;
       case 'listening':
         worker.adopted.add(message.index);
         if (info.state === 'starting' || info.state === 'online') info.state = 'listening';
         this.emit('listening', info, message.address);
-        if (!this.config.waitReady && worker.adopted.size >= this.addresses.length) this.markReady(worker);
+        if (!this.config.waitReady && worker.adopted.size >= this.resolvedAddresses.length) this.markReady(worker);
         break;
       case 'ready':
         this.markReady(worker);
