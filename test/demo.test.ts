@@ -1,11 +1,11 @@
-// `npm start`'s demo: two workers on one port both answer, and stopping the demo leaves no worker behind.
+// `npm start`'s demo: a preforked server whose workers both answer, and which stops cleanly on SIGTERM.
 import child_process from 'node:child_process';
 import { join } from 'node:path';
 import { get, isDead } from './helpers';
 
-test('the demo serves from two worker pids and stops cleanly on SIGTERM', async () => {
+test('the demo serves from two worker pids, reports their lifecycle, and stops cleanly on SIGTERM', async () => {
   const demo = child_process.spawn(process.execPath, [join(__dirname, '..', 'examples', 'demo.js')], {
-    env: { ...process.env, PORT: '0' },
+    env: { ...process.env, PORT: '0', WORKERS: '2' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let output = '';
@@ -20,16 +20,16 @@ test('the demo serves from two worker pids and stops cleanly on SIGTERM', async 
   });
   try {
     const port = await serving;
-    const workerPids = [...output.matchAll(/worker (\d+) started/g)].map((match) => Number(match[1]));
+    const workerPids = [...output.matchAll(/worker \d \(pid (\d+), generation 1\) ready/g)].map((match) => Number(match[1]));
     expect(workerPids).toHaveLength(2);
-    const answering = new Set([...output.matchAll(/hello from worker pid (\d+)/g)].map((match) => Number(match[1])));
+    const answering = new Set([...output.matchAll(/hello from worker \d \(pid (\d+)\)/g)].map((match) => Number(match[1])));
     expect([...answering].sort()).toEqual([...workerPids].sort());
-    expect(await get(port)).toMatch(/^hello from worker pid \d+\n$/);
+    expect(await get(port)).toMatch(/^hello from worker \d \(pid \d+\)\n$/);
 
     const exited = new Promise((resolve) => demo.once('exit', (code, signal) => resolve({ code, signal })));
     demo.kill('SIGTERM');
     expect(await exited).toEqual({ code: 0, signal: null });
-    expect(output).toContain('stopped');
+    expect(output).toContain('shut down');
     for (const pid of workerPids) expect(isDead(pid)).toBe(true);
   } finally {
     if (demo.exitCode === null && demo.signalCode === null) demo.kill('SIGKILL');
