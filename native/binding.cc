@@ -103,8 +103,8 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   }
   Napi::Array cpus = request.Get("cpus").As<Napi::Array>();
   for (uint32_t i = 0; i < cpus.Length(); i++) options.cpus.push_back(cpus.Get(i).As<Napi::Number>().Int32Value());
-  options.uid = request.Get("uid").As<Napi::Number>().Int32Value();
-  options.gid = request.Get("gid").As<Napi::Number>().Int32Value();
+  options.uid = request.Get("uid").As<Napi::Number>().Int64Value();
+  options.gid = request.Get("gid").As<Napi::Number>().Int64Value();
   options.process_group = request.Get("processGroup").ToBoolean().Value();
   options.death_signal = request.Get("deathSignal").As<Napi::Number>().Int32Value();
 

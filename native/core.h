@@ -1,6 +1,7 @@
 // The C++ core's interface: plain syscalls wrapped in functions that return -errno, no napi types.
 #pragma once
 
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <utility>
@@ -40,8 +41,8 @@ struct SpawnOptions {
   const char* cwd;    // nullptr: inherit
   // (parent fd, child fd) pairs: the child gets exactly these above 0-2.
   std::vector<std::pair<int, int>> fds;
-  int uid = -1;
-  int gid = -1;
+  int64_t uid = -1;  // -1: unchanged (uid_t values reach 2^32-2, past int)
+  int64_t gid = -1;
   std::vector<int> cpus;  // empty: inherit affinity
   bool process_group = false;
   int death_signal = 0;  // PR_SET_PDEATHSIG; 0: none

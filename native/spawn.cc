@@ -39,7 +39,8 @@ enum Step { kSetpgid, kSetgroups, kSetgid, kSetuid, kPrctl, kAffinity, kChdir, k
 struct ChildPlan {
   const SpawnOptions* options;
   pid_t parent;
-  int error_pipe;
+  int error_pipe;       // write end; the child moves it above every target first
+  int error_pipe_read;  // the parent's end, closed in the child
   std::vector<int> sorted_targets;  // child fd numbers >= 3, ascending
   std::vector<int> moved;           // scratch: one slot per fd mapping
   int first_free;                   // above every target: where sources are moved first
@@ -72,6 +73,14 @@ void cloexec_range(unsigned low, unsigned high) {
 // Runs between fork and exec: async-signal-safe calls only.
 [[noreturn]] void run_child(ChildPlan& plan) {
   const SpawnOptions& options = *plan.options;
+
+  // The error pipe may sit where a target fd goes (or on a closed stdio slot): move it out of the way,
+  // or a dup2 would close it and an exec failure would read as success.
+  close(plan.error_pipe_read);
+  int moved_pipe = fcntl(plan.error_pipe, F_DUPFD_CLOEXEC, plan.first_free);
+  if (moved_pipe < 0) fail(plan, kFcntl);
+  close(plan.error_pipe);
+  plan.error_pipe = moved_pipe;
 
   struct sigaction default_action;
   memset(&default_action, 0, sizeof(default_action));
@@ -167,6 +176,7 @@ Failure spawn(const SpawnOptions& options, Spawned* out) {
   int error_pipe[2];
   if (open_error_pipe(error_pipe) < 0) return {-errno, "pipe"};
   plan.error_pipe = error_pipe[1];
+  plan.error_pipe_read = error_pipe[0];
 
   // Signals stay blocked until the child has reset every handler: Node's handlers must not run there.
   sigset_t all, previous;

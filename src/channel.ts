@@ -1,7 +1,7 @@
 // The control channel between primary and worker: JSON messages with optional fds over a Unix socketpair.
 import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
-import { native, NativePoller, READABLE, WRITABLE } from './binding';
+import { native, type NativePoller, READABLE, WRITABLE } from './binding';
 import { invalidValue, preforkError } from './errors';
 import { checkInteger } from './validate';
 
@@ -15,7 +15,7 @@ const READ_BUFFER_BYTES = 64 * 1024;
 interface PendingWrite {
   buffer: Buffer;
   offset: number;
-  fds: number[]; // sent with the first byte that leaves, then emptied
+  fds: number[]; // our own dups, sent with the first byte that leaves, then closed
 }
 
 /** Creates a connected pair of channel fds (CLOEXEC): keep one, give the other to a child. */
@@ -49,7 +49,7 @@ export class ControlChannel extends EventEmitter {
     return this.isClosed;
   }
 
-  /** Queues a JSON-serialisable message, and fds for the peer to receive (the caller keeps its own copies). */
+  /** Queues a JSON-serialisable message, and fds for the peer to receive (the caller keeps, and may close, its own). */
   send(message: unknown, fds: number[] = []): void {
     if (this.isClosed) throw preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The control channel is closed');
     if (!Array.isArray(fds) || fds.length > MAX_FDS_PER_MESSAGE) {
@@ -64,7 +64,8 @@ export class ControlChannel extends EventEmitter {
     frame.writeUInt32BE(body.length, 0);
     frame.writeUInt32BE(fds.length, 4);
     body.copy(frame, HEADER_BYTES);
-    this.writes.push({ buffer: frame, offset: 0, fds: [...fds] });
+    // Dups, so the caller may close its fds while the message waits in the queue.
+    this.writes.push({ buffer: frame, offset: 0, fds: fds.map((fd) => native.dupCloexec(fd)) });
     if (this.writes.length === 1) this.flush();
   }
 
@@ -76,7 +77,7 @@ export class ControlChannel extends EventEmitter {
     closeSync(this.fd);
     for (const fd of this.receivedFds) closeSync(fd);
     this.receivedFds = [];
-    this.writes.length = 0;
+    for (const write of this.writes.splice(0)) write.fds.forEach((fd) => closeSync(fd));
     this.emit('close');
   }
 
@@ -96,6 +97,7 @@ export class ControlChannel extends EventEmitter {
         const write = this.writes[0];
         const sent = native.channelSend(this.fd, write.buffer, write.offset, write.fds);
         if (sent === 0) break; // socket buffer full: wait until writable
+        write.fds.forEach((fd) => closeSync(fd));
         write.fds = [];
         write.offset += sent;
         if (write.offset === write.buffer.length) this.writes.shift();

@@ -10,6 +10,8 @@ export const ENV_GENERATION = 'PREFORK_GENERATION';
 export const ENV_LISTEN = 'PREFORK_LISTEN'; // JSON: InheritedSocket[]
 export const ENV_SHUTDOWN_TIMEOUT = 'PREFORK_SHUTDOWN_TIMEOUT';
 export const ENV_WAIT_READY = 'PREFORK_WAIT_READY';
+/** The inode of the worker's channel socket: fd 3 must be that very socket, not any socketpair from the parent. */
+export const ENV_CHANNEL_ID = 'PREFORK_CHANNEL_ID';
 
 /** A listen socket a worker inherits: its address and the fd it sits on in the worker. */
 export interface InheritedSocket {

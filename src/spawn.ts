@@ -65,7 +65,13 @@ export class ChildHandle extends EventEmitter {
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
     checkSignal('signal', signal);
     if (this.exitInfo !== null) return false;
-    process.kill(this.pid, signal);
+    try {
+      process.kill(this.pid, signal);
+    } catch (error) {
+      // Reaped by the waitpid thread, its exit not delivered yet: it is gone all the same.
+      if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false;
+      throw error;
+    }
     return true;
   }
 
@@ -73,7 +79,16 @@ export class ChildHandle extends EventEmitter {
     if (pidfd >= 0) {
       try {
         const poller = new native.Poller(pidfd, () => {
-          const status = native.waitPidfd(pidfd);
+          let status: [number, number] | null;
+          try {
+            status = native.waitPidfd(pidfd);
+          } catch {
+            // waitid(P_PIDFD) needs Linux 5.4; pidfd_open came in 5.3. Wait in a thread instead.
+            poller.close();
+            closeSync(pidfd);
+            native.waitInThread(this.pid, (code, signal) => this.onExit(code, signal));
+            return;
+          }
           if (status === null) return;
           poller.close();
           closeSync(pidfd);

@@ -1,11 +1,11 @@
 // The primary: owns one listen socket per (address, worker slot), and starts, restarts, reloads, scales and stops workers.
 import { EventEmitter } from 'node:events';
-import { closeSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import { createChannelPair, ControlChannel } from './channel';
 import { preforkError, type ErrorWithCode } from './errors';
 import { settleOptions, MAX_WORKERS, type SupervisorConfig, type SupervisorOptions } from './options';
 import {
-  CHANNEL_FD, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID, FIRST_LISTEN_FD,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID, FIRST_LISTEN_FD,
   type InheritedSocket, type PrimaryMessage, type SocketAddress, type WorkerMessage,
 } from './protocol';
 import { createListenSocket, type ListenSocket } from './socket';
@@ -88,7 +88,8 @@ const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU'] as
 const STATS_TIMEOUT_MS = 1000;
 
 export function describeExit(code: number | null, signal: string | null): string {
-  return signal ? `signal ${signal}` : `code ${code}`;
+  if (signal) return `signal ${signal}`;
+  return code === null ? 'no exit (not ready in time)' : `code ${code}`;
 }
 
 /**
@@ -151,6 +152,11 @@ export class Supervisor extends EventEmitter {
         } catch (cause) {
           if (slot.incoming === next) slot.incoming = null;
           this.requestStop(next, 0);
+          // The old worker may have died meanwhile (it left the slot to the incoming one): refill the slot.
+          if (slot.worker === null && this.slots[slot.id] === slot && !this.stopRequested()) {
+            const { exitCode = null, signal = null } = cause as { exitCode?: number | null; signal?: NodeJS.Signals | null };
+            this.scheduleRestart(slot, next.info, exitCode, signal);
+          }
           throw Object.assign(
             preforkError('ERR_PREFORK_RELOAD_FAILED', `Reload stopped at worker slot ${slot.id}: ${(cause as Error).message}; the old workers keep serving`),
             { cause },
@@ -203,11 +209,13 @@ export class Supervisor extends EventEmitter {
     this.state = 'stopping';
     this.stopped = (async () => {
       for (const slot of this.slots) if (slot.restartTimer) clearTimeout(slot.restartTimer);
+      // Our copies close first: each socket leaves the kernel's balancing when its worker closes its own,
+      // so new connections are refused at once instead of waiting in a queue nobody will serve.
+      this.socketsClosed = true;
+      this.closeSockets([...this.ownedSockets]);
       const all = [...this.processes];
       for (const worker of all) this.requestStop(worker, timeout);
       await Promise.all(all.map((worker) => worker.child.exited));
-      this.socketsClosed = true;
-      this.closeSockets([...this.ownedSockets]);
       this.state = 'stopped';
       for (const [signal, handler] of this.signalHandlers) process.off(signal, handler);
       this.emit('shutdown');
@@ -332,6 +340,7 @@ export class Supervisor extends EventEmitter {
           [ENV_LISTEN]: JSON.stringify(inherited),
           [ENV_SHUTDOWN_TIMEOUT]: String(this.config.shutdownTimeout),
           [ENV_WAIT_READY]: this.config.waitReady ? '1' : '0',
+          [ENV_CHANNEL_ID]: String(fstatSync(theirs).ino),
           NODE_APP_INSTANCE: String(slot.id), // PM2's name for the same thing
         },
         cwd: this.config.cwd,

@@ -1,5 +1,5 @@
 // The worker side: knows it is a worker, adopts the primary's sockets into net.Servers, drains on shutdown.
-import { closeSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import net from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { native } from './binding';
@@ -7,7 +7,7 @@ import { ControlChannel } from './channel';
 import { preforkError } from './errors';
 import type { ListenConfig } from './options';
 import {
-  CHANNEL_FD, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID,
   type InheritedSocket, type PrimaryMessage, type WorkerMessage,
 } from './protocol';
 
@@ -36,9 +36,9 @@ let exitTimer: NodeJS.Timeout | undefined;
 let exitDeadline = Infinity;
 
 /**
- * The worker context, set up on first use: the env marker alone is not enough, fd 3 must be a Unix
- * socket whose peer is our parent. The PREFORK_* variables are then removed so that the app's own
- * children (which may well have a socketpair on fd 3) are not taken for workers.
+ * The worker context, set up on first use. The env marker alone is not enough: fd 3 must be the very
+ * socket the primary made (its inode is in the env) and its peer our parent. The PREFORK_* variables are
+ * then removed, so the app's own children are not taken for workers.
  */
 function context(): WorkerContext | null {
   const holder = globalThis as ContextHolder;
@@ -47,7 +47,7 @@ function context(): WorkerContext | null {
   const id = process.env[ENV_WORKER_ID];
   if (id === undefined) return null;
   const peer = native.peerPid(CHANNEL_FD);
-  if (peer <= 0) return null;
+  if (peer <= 0 || String(fstatSync(CHANNEL_FD).ino) !== process.env[ENV_CHANNEL_ID]) return null;
   if (peer !== process.ppid) {
     process.stderr.write('prefork: this worker\'s primary is gone; exiting\n');
     process.exit(1);
@@ -61,7 +61,9 @@ function context(): WorkerContext | null {
     shutdownTimeout: Number(process.env[ENV_SHUTDOWN_TIMEOUT]),
     waitReady: process.env[ENV_WAIT_READY] === '1',
   };
-  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY]) delete process.env[name];
+  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID]) {
+    delete process.env[name];
+  }
   // Node marks inherited fds CLOEXEC only up to the first gap: a grandchild holding a listen socket would
   // join the reuseport group and never accept.
   native.setCloexec(CHANNEL_FD);
@@ -74,6 +76,7 @@ function context(): WorkerContext | null {
     else if (message.type === 'stats') void sendStats(found, message.requestId);
   });
   found.channel.on('close', () => shutdown(ORPHAN_DRAIN_MS)); // EOF: the primary is gone
+  found.channel.on('error', (error: Error) => process.stderr.write(`prefork: worker ${found.id}: ${error.message}\n`));
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => shutdown(found.shutdownTimeout));
   send({ type: 'online' });
   return found;
@@ -196,6 +199,15 @@ function shutdown(timeout: number): void {
       else resolve();
     });
   });
+  // Our inherited copies too: once the primary has closed its own (shutdown, scale down), the socket leaves
+  // the kernel's balancing now rather than queueing connections until this worker exits.
+  for (const socket of context()?.sockets ?? []) {
+    try {
+      closeSync(socket.fd);
+    } catch {
+      // closed already
+    }
+  }
   const sweep = setInterval(() => {
     for (const server of servers.keys()) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
   }, IDLE_SWEEP_MS);

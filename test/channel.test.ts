@@ -88,6 +88,20 @@ test('an fd travels with its message (SCM_RIGHTS) and is a new descriptor of the
   }
 });
 
+test('an fd queued behind a full socket buffer survives the caller closing its own copy', async () => {
+  const [left, right] = pair();
+  const socket = await createListenSocket({ host: '127.0.0.1', port: 0 });
+  const inode = fstatSync(socket.fd).ino;
+  const arrival = nextMessages(right, 2);
+  left.send('z'.repeat(4 * 1024 * 1024)); // fills the socket buffer: the next message waits in the queue
+  left.send('with fd', [socket.fd]);
+  closeSync(socket.fd);
+  const [, [message, fds]] = await arrival;
+  expect(message).toBe('with fd');
+  expect(fstatSync(fds[0]).ino).toBe(inode);
+  closeSync(fds[0]);
+});
+
 test('closing one end emits close on the other (EOF)', async () => {
   const [left, right] = pair();
   const closed = new Promise((resolve) => right.once('close', resolve));

@@ -122,6 +122,18 @@ test('exec of a missing file throws ENOENT and leaves no zombie', () => {
   expect(childrenOf().filter((child) => child.state === 'Z')).toEqual([]);
 });
 
+test('an exec failure is still reported when the fd map covers where the error pipe was', () => {
+  const devNull = openSync('/dev/null', 'r');
+  try {
+    const fds: Record<number, number> = {};
+    for (let fd = 3; fd <= 60; fd++) fds[fd] = devNull;
+    expect(() => start({ file: '/nonexistent/prefork-app', args: ['x'], fds })).toThrow(expect.objectContaining({ code: 'ENOENT' }));
+  } finally {
+    closeSync(devNull);
+  }
+  expect(childrenOf().filter((child) => child.state === 'Z')).toEqual([]);
+});
+
 test('exec of a file without execute permission throws EACCES', () => {
   const script = join(scratch, 'not-executable.sh');
   writeFileSync(script, '#!/bin/sh\nexit 0\n');
@@ -148,6 +160,14 @@ test('processGroup, cpus, uid and gid are applied', async () => {
     expect(status).toMatch(/^Gid:\s+65534\s+65534\s+65534\s+65534$/m);
     expect(status).toMatch(/^Groups:\s+65534\s*$/m);
   }
+});
+
+test('a uid above 2^31 is applied, not mistaken for "unchanged"', async () => {
+  if (process.getuid?.() !== 0) return; // only root may change uid
+  const child = sleeper({ uid: 2 ** 31 + 5, gid: 2 ** 31 + 7 });
+  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+  expect(status).toMatch(/^Uid:\s+2147483653\s/m);
+  expect(status).toMatch(/^Gid:\s+2147483655\s/m);
 });
 
 test('killing the parent kills its children (PDEATHSIG), also after a uid change', async () => {

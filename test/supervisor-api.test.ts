@@ -113,6 +113,33 @@ test('a reload whose new workers fail keeps the old ones serving, and says why',
   expect(serving).toContain(Number(await get(port)));
 });
 
+test('a reload whose new worker fails after the old one died refills the slot', async () => {
+  const supervisor = start({ workers: 1, waitReady: true, readyTimeout: 1000 }, 'ready-late');
+  await supervisor.ready();
+  const [old] = supervisor.workers;
+  writeFileSync(join(scratch, 'behaviour-0'), 'never-ready');
+  const reload = supervisor.reload();
+  await new Promise((resolve) => supervisor.once('fork', resolve));
+  process.kill(old.pid, 'SIGKILL');
+  await expect(reload).rejects.toMatchObject({ code: 'ERR_PREFORK_RELOAD_FAILED' });
+  writeFileSync(join(scratch, 'behaviour-0'), 'ready-late');
+  await waitFor(() => supervisor.workers[0]?.state === 'ready', 5000, 'the slot to be refilled');
+  expect(Number(await get(supervisor.addresses[0].port))).toBe(supervisor.workers[0].pid);
+});
+
+test('scaling down while the removed worker drains resets no new connection', async () => {
+  const supervisor = start({ workers: 2 });
+  await supervisor.ready();
+  const port = supervisor.addresses[0].port;
+  const slow = Array.from({ length: 8 }, () => get(port, '127.0.0.1', '/slow?ms=1500')); // keeps both draining a while
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const scaled = supervisor.scale(1);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  for (let i = 0; i < 40; i++) expect(await get(port)).toMatch(/^\d+$/);
+  await scaled;
+  expect((await Promise.all(slow)).every((body) => /^\d+$/.test(body))).toBe(true);
+});
+
 test('waitReady: a worker is ready when it calls ready(), not when it listens', async () => {
   const supervisor = start({ workers: 1, waitReady: true }, 'ready-late');
   const times: Record<string, number> = {};
@@ -172,5 +199,10 @@ test('isWorker() is not fooled by the environment variable alone', () => {
   expect(noChannel.stdout).toBe('false');
   const fileOnFd3 = child_process.spawnSync(process.execPath, ['-e', probe], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit', 'ignore'] });
   expect(fileOnFd3.stdout).toBe('false');
+  // A socketpair from the parent on fd 3 (what a worker's own child_process.fork() gives its child) is not it either.
+  const parentsSocketpair = child_process.spawnSync(process.execPath, ['-e', probe], {
+    env: { ...env, PREFORK_CHANNEL_ID: '12345' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit', 'pipe'],
+  });
+  expect(parentsSocketpair.stdout).toBe('false');
   expect(isWorker()).toBe(false);
 });
