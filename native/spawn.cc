@@ -1,4 +1,8 @@
 // fork + execve with an exact fd map, privileges, affinity and parent-death signal (DESIGN.md's syscall rules).
+// On Linux the child is a clone(CLONE_VM | CLONE_VFORK), as glibc's posix_spawn does: no page tables are
+// copied, so spawning costs the same whatever the primary's heap. The child therefore shares our memory
+// until execve: it calls raw syscalls only where glibc would touch process-wide state (setuid and friends
+// signal every thread glibc knows of, raise() uses the cached tid), and writes nothing but its own stack.
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -57,6 +61,17 @@ struct ChildPlan {
   _exit(127);
 }
 
+#ifdef __linux__
+// Raw syscalls: glibc's wrappers would make every thread of the primary change its ids too.
+int raw_setgroups(size_t count, const gid_t* groups) { return static_cast<int>(syscall(SYS_setgroups, count, groups)); }
+int raw_setgid(gid_t gid) { return static_cast<int>(syscall(SYS_setgid, gid)); }
+int raw_setuid(uid_t uid) { return static_cast<int>(syscall(SYS_setuid, uid)); }
+#else
+int raw_setgroups(size_t count, const gid_t* groups) { return setgroups(static_cast<int>(count), groups); }
+int raw_setgid(gid_t gid) { return setgid(gid); }
+int raw_setuid(uid_t uid) { return setuid(uid); }
+#endif
+
 // Marks [low, high] close-on-exec so nothing but the fd map reaches the new program.
 void cloexec_range(unsigned low, unsigned high) {
 #if defined(__linux__) && defined(SYS_close_range)
@@ -103,16 +118,16 @@ void cloexec_range(unsigned low, unsigned high) {
   // Privileges first: a change of uid after PR_SET_PDEATHSIG clears it.
   if ((options.uid >= 0 || options.gid >= 0) && geteuid() == 0) {
     gid_t group = static_cast<gid_t>(options.gid);
-    if (setgroups(options.gid >= 0 ? 1 : 0, &group) < 0) fail(plan, kSetgroups);
+    if (raw_setgroups(options.gid >= 0 ? 1 : 0, &group) < 0) fail(plan, kSetgroups);
   }
-  if (options.gid >= 0 && setgid(static_cast<gid_t>(options.gid)) < 0) fail(plan, kSetgid);
-  if (options.uid >= 0 && setuid(static_cast<uid_t>(options.uid)) < 0) fail(plan, kSetuid);
+  if (options.gid >= 0 && raw_setgid(static_cast<gid_t>(options.gid)) < 0) fail(plan, kSetgid);
+  if (options.uid >= 0 && raw_setuid(static_cast<uid_t>(options.uid)) < 0) fail(plan, kSetuid);
 
 #ifdef __linux__
   if (options.death_signal != 0) {
     if (prctl(PR_SET_PDEATHSIG, options.death_signal) < 0) fail(plan, kPrctl);
     // The parent may have died before prctl: then nobody would send the signal.
-    if (getppid() != plan.parent) raise(options.death_signal);
+    if (getppid() != plan.parent) kill(getpid(), options.death_signal);
   }
   if (!options.cpus.empty() && sched_setaffinity(0, sizeof(plan.cpus), &plan.cpus) < 0) fail(plan, kAffinity);
 #endif
@@ -142,6 +157,28 @@ void cloexec_range(unsigned low, unsigned high) {
   execve(options.file, options.argv, options.envp);
   fail(plan, kExecve);
 }
+
+#ifdef __linux__
+// The child's stack while it shares our memory. spawn() runs on the main thread only, and CLONE_VFORK
+// suspends it until the child has exec'd or exited, so one static stack is never used twice at once.
+alignas(64) char child_stack[256 * 1024];
+
+int run_child_entry(void* plan) { run_child(*static_cast<ChildPlan*>(plan)); }
+
+const char* const kStartChildCall = "clone";
+
+pid_t start_child(ChildPlan& plan) {
+  return clone(run_child_entry, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+}
+#else
+const char* const kStartChildCall = "fork";
+
+pid_t start_child(ChildPlan& plan) {
+  pid_t pid = fork();
+  if (pid == 0) run_child(plan);
+  return pid;
+}
+#endif
 
 int open_error_pipe(int fds[2]) {
 #ifdef __linux__
@@ -182,14 +219,13 @@ Failure spawn(const SpawnOptions& options, Spawned* out) {
   sigset_t all, previous;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
-  pid_t pid = fork();
-  if (pid == 0) run_child(plan);
+  pid_t pid = start_child(plan);
   int fork_errno = errno;
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   close(error_pipe[1]);
   if (pid < 0) {
     close(error_pipe[0]);
-    return {-fork_errno, "fork"};
+    return {-fork_errno, kStartChildCall};
   }
 
   ChildFailure failure;

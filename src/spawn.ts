@@ -161,11 +161,17 @@ export function kill(pid: number, signal: NodeJS.Signals = 'SIGTERM'): void {
 function environment(env: unknown): string[] {
   if (typeof env !== 'object' || env === null || Array.isArray(env)) throw invalidType('env', 'an object', env);
   const entries: string[] = [];
-  for (const [key, value] of Object.entries(env)) {
+  for (const key of Object.keys(env)) {
+    const value = (env as Record<string, unknown>)[key];
     if (value === undefined) continue;
-    checkString(`env key`, key);
-    if (key.includes('=')) throw invalidValue('env key', 'must not contain "="', key);
-    entries.push(`${key}=${checkString(`env.${key}`, String(value), { allowEmpty: true })}`);
+    const entry = `${key}=${String(value)}`;
+    // One scan per entry on the hot path; the exact complaint is worked out only when there is one.
+    if (key === '' || key.includes('=') || entry.includes('\0')) {
+      checkString('env key', key);
+      if (key.includes('=')) throw invalidValue('env key', 'must not contain "="', key);
+      checkString(`env.${key}`, String(value), { allowEmpty: true });
+    }
+    entries.push(entry);
   }
   return entries;
 }
