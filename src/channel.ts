@@ -45,6 +45,15 @@ export class ControlChannel extends EventEmitter {
     this.poller.start(READABLE);
   }
 
+  /** Keep the event loop alive while this channel is open (the default), or not. */
+  ref(): void {
+    if (!this.isClosed) this.poller.ref();
+  }
+
+  unref(): void {
+    if (!this.isClosed) this.poller.unref();
+  }
+
   get closed(): boolean {
     return this.isClosed;
   }

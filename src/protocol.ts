@@ -4,17 +4,19 @@
 export const CHANNEL_FD = 3;
 export const FIRST_LISTEN_FD = 4;
 
-/** Environment variables the primary sets for a worker. */
+/** Environment variables the primary sets for a worker (PREFORK_WORKER_*; the user's settings have other names). */
 export const ENV_WORKER_ID = 'PREFORK_WORKER_ID';
-export const ENV_GENERATION = 'PREFORK_GENERATION';
-export const ENV_LISTEN = 'PREFORK_LISTEN'; // JSON: InheritedSocket[]
-export const ENV_SHUTDOWN_TIMEOUT = 'PREFORK_SHUTDOWN_TIMEOUT';
-export const ENV_WAIT_READY = 'PREFORK_WAIT_READY';
+export const ENV_GENERATION = 'PREFORK_WORKER_GENERATION';
+export const ENV_LISTEN = 'PREFORK_WORKER_SOCKETS'; // JSON: InheritedSocket[]
+export const ENV_SHUTDOWN_TIMEOUT = 'PREFORK_WORKER_SHUTDOWN_TIMEOUT';
+export const ENV_WAIT_READY = 'PREFORK_WORKER_WAIT_READY';
 /** The inode of the worker's channel socket: fd 3 must be that very socket, not any socketpair from the parent. */
-export const ENV_CHANNEL_ID = 'PREFORK_CHANNEL_ID';
+export const ENV_CHANNEL_ID = 'PREFORK_WORKER_CHANNEL';
 
 /** A listen socket a worker inherits: its address and the fd it sits on in the worker. */
 export interface InheritedSocket {
+  /** The address's index in the primary's table (what 'listening' reports). */
+  index: number;
   host: string;
   port: number;
   family: 'IPv4' | 'IPv6';
@@ -33,8 +35,21 @@ export interface SocketAddress {
 
 export type WorkerMessage =
   | { type: 'online' }
+  | { type: 'socket'; requestId: number; host: string | null; port: number; ipv6Only: boolean; backlog: number }
   | { type: 'listening'; index: number; address: SocketAddress }
   | { type: 'ready' }
   | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number };
 
-export type PrimaryMessage = { type: 'shutdown'; timeout: number } | { type: 'stats'; requestId: number };
+export interface SerializedError {
+  message: string;
+  code?: string;
+  errno?: number;
+  syscall?: string;
+}
+
+export type PrimaryMessage =
+  | { type: 'shutdown'; timeout: number }
+  | { type: 'stats'; requestId: number }
+  /** The slot's socket for an address, sent with its fd (`socket.fd` is then the received fd's number). */
+  | { type: 'socket'; requestId: number; socket: InheritedSocket }
+  | { type: 'socket-error'; requestId: number; error: SerializedError };

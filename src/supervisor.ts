@@ -1,9 +1,10 @@
 // The primary: owns one listen socket per (address, worker slot), and starts, restarts, reloads, scales and stops workers.
 import { EventEmitter } from 'node:events';
 import { closeSync, fstatSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { createChannelPair, ControlChannel } from './channel';
 import { preforkError, type ErrorWithCode } from './errors';
-import { settleOptions, MAX_WORKERS, type SupervisorConfig, type SupervisorOptions } from './options';
+import { settleOptions, MAX_WORKERS, type ListenConfig, type SupervisorConfig, type SupervisorOptions } from './options';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID, FIRST_LISTEN_FD,
   type InheritedSocket, type PrimaryMessage, type SocketAddress, type WorkerMessage,
@@ -74,7 +75,8 @@ class WorkerProcess {
 
 interface Slot {
   readonly id: number;
-  sockets: ListenSocket[]; // empty while a crash-looping slot is out of the kernel's balancing
+  sockets: ListenSocket[]; // one per known address (index as in resolvedAddresses)
+  outOfGroup: boolean; // sockets closed while a crash-looping slot waits: it takes no connections
   worker: WorkerProcess | null;
   incoming: WorkerProcess | null; // a reload's replacement, until it is ready
   generation: number;
@@ -102,6 +104,8 @@ export class Supervisor extends EventEmitter {
   private readonly processes = new Set<WorkerProcess>();
   private resolvedAddresses: ResolvedAddress[] = [];
   private sharedSockets: ListenSocket[] = [];
+  /** Addresses being opened for a worker's request, by their key: two workers asking for port 0 get one port. */
+  private readonly openingAddresses = new Map<string, Promise<number>>();
   /** Every listen socket the primary holds; all closed at the end of a shutdown. */
   private readonly ownedSockets = new Set<ListenSocket>();
   private socketsClosed = false;
@@ -143,7 +147,7 @@ export class Supervisor extends EventEmitter {
     return this.serialize(async () => {
       for (const slot of [...this.slots]) {
         if (this.state !== 'running') throw this.notRunning('reload');
-        if (!this.slots.includes(slot) || slot.sockets.length === 0 || slot.restartTimer) continue; // restarts with the new code anyway
+        if (!this.slots.includes(slot) || slot.outOfGroup || slot.restartTimer) continue; // restarts with the new code anyway
         const old = slot.worker;
         const next = this.spawnWorker(slot);
         slot.incoming = next;
@@ -247,20 +251,8 @@ export class Supervisor extends EventEmitter {
 
   private async start(): Promise<void> {
     try {
-      // The first socket of each address settles its numeric host and, for port 0, the port all slots share.
-      const firstSockets: ListenSocket[] = [];
-      for (const config of this.config.listen) {
-        const socket = await this.openSocket(config.host, config.port, config.ipv6Only);
-        firstSockets.push(socket);
-        this.resolvedAddresses.push({
-          host: socket.host, port: socket.port, family: socket.family, ipv6Only: config.ipv6Only, backlog: config.backlog,
-          configuredHost: config.host ?? null, configuredPort: config.port,
-        });
-      }
-      if (this.config.sockets === 'shared') this.sharedSockets = firstSockets;
-      for (let id = 0; id < this.config.workers; id++) {
-        this.addSlot(id, id === 0 && this.config.sockets === 'reuseport' ? firstSockets : await this.openSockets());
-      }
+      for (let id = 0; id < this.config.workers; id++) this.addSlot(id, []);
+      for (const config of this.config.listen) await this.addAddress(config);
       for (const slot of this.slots) slot.worker = this.spawnWorker(slot);
       await Promise.all(this.slots.map((slot) => slot.worker?.ready));
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
@@ -274,13 +266,47 @@ export class Supervisor extends EventEmitter {
 
   private addSlot(id: number, sockets: ListenSocket[]): Slot {
     const slot: Slot = {
-      id, sockets, worker: null, incoming: null, generation: 0, restarts: 0, consecutiveCrashes: 0, recentRestarts: [], restartTimer: null,
+      id, sockets, outOfGroup: false, worker: null, incoming: null, generation: 0, restarts: 0, consecutiveCrashes: 0,
+      recentRestarts: [], restartTimer: null,
     };
     this.slots[id] = slot;
     return slot;
   }
 
-  /** One socket per address for a slot, bound but not listening: it joins the balancing when its worker listens. */
+  /**
+   * A new address, from the `listen` option or a worker's request: its first socket settles the numeric host
+   * and, for port 0, the one port every slot shares. Every slot gets its socket now, bound but not listening:
+   * each joins the kernel's balancing when its worker listens.
+   */
+  private async addAddress(config: ListenConfig): Promise<number> {
+    const first = await this.openSocket(config.host, config.port, config.ipv6Only);
+    const index = this.resolvedAddresses.length;
+    this.resolvedAddresses.push({
+      host: first.host, port: first.port, family: first.family, ipv6Only: config.ipv6Only, backlog: config.backlog,
+      configuredHost: config.host ?? null, configuredPort: config.port,
+    });
+    if (this.config.sockets === 'shared') this.sharedSockets[index] = first;
+    let unused: ListenSocket | null = this.config.sockets === 'shared' ? null : first;
+    for (const slot of [...this.slots]) {
+      if (slot.outOfGroup || slot.sockets[index] !== undefined) continue; // a closed slot reopens all when it restarts
+      if (this.config.sockets === 'shared') slot.sockets[index] = first;
+      else if (unused) [slot.sockets[index], unused] = [unused, null];
+      else slot.sockets[index] = await this.openSocket(first.host, first.port, config.ipv6Only);
+    }
+    if (unused) this.closeSockets([unused]);
+    return index;
+  }
+
+  /** The index of a known address that `host:port` (as a listen() call names it) refers to, or -1. */
+  private findAddress(host: string | undefined, port: number): number {
+    return this.resolvedAddresses.findIndex(
+      (address) =>
+        (port === address.configuredPort || port === address.port) &&
+        (host === undefined || host === address.configuredHost || host === address.host),
+    );
+  }
+
+  /** One socket per known address for a new or restarting slot. */
   private async openSockets(): Promise<ListenSocket[]> {
     if (this.config.sockets === 'shared') return [...this.sharedSockets];
     const sockets: ListenSocket[] = [];
@@ -301,6 +327,7 @@ export class Supervisor extends EventEmitter {
   private closeSlotSockets(slot: Slot): void {
     if (this.config.sockets === 'reuseport') this.closeSockets(slot.sockets);
     slot.sockets = [];
+    slot.outOfGroup = true;
   }
 
   private closeSockets(sockets: ListenSocket[]): void {
@@ -314,15 +341,7 @@ export class Supervisor extends EventEmitter {
   private spawnWorker(slot: Slot): WorkerProcess {
     if (this.stopRequested()) throw this.notRunning('start a worker'); // a shutdown collects only the workers it saw
     slot.generation += 1;
-    const inherited: InheritedSocket[] = slot.sockets.map((socket, i) => ({
-      host: this.resolvedAddresses[i].host,
-      port: this.resolvedAddresses[i].port,
-      family: this.resolvedAddresses[i].family,
-      fd: FIRST_LISTEN_FD + i,
-      backlog: this.resolvedAddresses[i].backlog,
-      configuredHost: this.resolvedAddresses[i].configuredHost,
-      configuredPort: this.resolvedAddresses[i].configuredPort,
-    }));
+    const inherited = slot.sockets.map((socket, i) => this.describeSocket(i, FIRST_LISTEN_FD + i));
     const fds: Record<number, number> = {};
     slot.sockets.forEach((socket, i) => (fds[FIRST_LISTEN_FD + i] = socket.fd));
     const [ours, theirs] = createChannelPair();
@@ -378,6 +397,40 @@ export class Supervisor extends EventEmitter {
     return worker;
   }
 
+  private describeSocket(index: number, fd: number): InheritedSocket {
+    const { host, port, family, backlog, configuredHost, configuredPort } = this.resolvedAddresses[index];
+    return { index, host, port, family, fd, backlog, configuredHost, configuredPort };
+  }
+
+  /** A worker listens on an address it did not inherit: open it (once for all slots) and send the slot's socket. */
+  private async answerSocketRequest(worker: WorkerProcess, request: Extract<WorkerMessage, { type: 'socket' }>): Promise<void> {
+    try {
+      let index = this.findAddress(request.host ?? undefined, request.port);
+      if (index < 0) {
+        const key = `${request.host ?? ''}|${request.port}|${request.ipv6Only}`;
+        let opening = this.openingAddresses.get(key);
+        if (!opening) {
+          const label = `${request.host === null ? '' : isIP(request.host) === 6 ? `[${request.host}]` : request.host}:${request.port}`;
+          opening = this.addAddress({ host: request.host ?? undefined, port: request.port, ipv6Only: request.ipv6Only, backlog: request.backlog, label });
+          this.openingAddresses.set(key, opening);
+          opening.catch(() => {}).finally(() => this.openingAddresses.delete(key));
+        }
+        index = await opening;
+      }
+      const slot = this.slots[worker.info.id];
+      const socket = slot?.sockets[index];
+      if (!socket || (slot.worker !== worker && slot.incoming !== worker)) throw this.notRunning('serve a socket to a stopped worker');
+      if (!worker.channel.closed) {
+        worker.channel.send({ type: 'socket', requestId: request.requestId, socket: this.describeSocket(index, -1) } satisfies PrimaryMessage, [socket.fd]);
+      }
+    } catch (cause) {
+      const { message, code, errno, syscall } = cause as NodeJS.ErrnoException;
+      if (!worker.channel.closed) {
+        worker.channel.send({ type: 'socket-error', requestId: request.requestId, error: { message, code, errno, syscall } } satisfies PrimaryMessage);
+      }
+    }
+  }
+
   /** As node:cluster does: with an inspector in execArgv, each worker gets its own port, counting up from ours. */
   private workerExecArgv(): string[] {
     const execArgv = this.config.execArgv;
@@ -400,7 +453,9 @@ export class Supervisor extends EventEmitter {
       case 'online':
         if (info.state === 'starting') info.state = 'online';
         this.emit('online', info);
-        if (!this.config.waitReady && this.resolvedAddresses.length === 0) this.markReady(worker);
+        break;
+      case 'socket':
+        void this.answerSocketRequest(worker, message);
         break;
       case 'listening':
         worker.adopted.add(message.index);
@@ -477,10 +532,11 @@ export class Supervisor extends EventEmitter {
 
   private async restartSlot(slot: Slot, old: Worker, delay: number): Promise<void> {
     if (this.stopRequested() || this.slots[slot.id] !== slot) return;
-    if (slot.sockets.length === 0) {
+    if (slot.outOfGroup) {
       const sockets = await this.openSockets();
       if (this.stopRequested() || this.slots[slot.id] !== slot) return this.closeSockets(sockets);
       slot.sockets = sockets;
+      slot.outOfGroup = false;
     }
     slot.restarts += 1;
     slot.worker = this.spawnWorker(slot);

@@ -30,6 +30,8 @@ const CONTEXT_KEY = Symbol.for('prefork.worker');
 type ContextHolder = { [CONTEXT_KEY]?: WorkerContext | null };
 
 const servers = new Map<net.Server, Set<ServerResponse>>();
+const socketRequests = new Map<number, { resolve: (socket: InheritedSocket) => void; reject: (error: Error) => void }>();
+let nextRequestId = 1;
 const shutdownHandlers: Array<() => unknown> = [];
 let shutdownStarted = false;
 let exitTimer: NodeJS.Timeout | undefined;
@@ -71,11 +73,16 @@ function context(): WorkerContext | null {
   holder[CONTEXT_KEY] = found;
 
   found.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
+    if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(found, message, fds);
     for (const fd of fds) closeSync(fd);
     if (message.type === 'shutdown') shutdown(message.timeout);
     else if (message.type === 'stats') void sendStats(found, message.requestId);
   });
-  found.channel.on('close', () => shutdown(ORPHAN_DRAIN_MS)); // EOF: the primary is gone
+  found.channel.on('close', () => {
+    for (const request of socketRequests.values()) request.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone'));
+    socketRequests.clear();
+    shutdown(ORPHAN_DRAIN_MS); // EOF: the primary is gone
+  });
   found.channel.on('error', (error: Error) => process.stderr.write(`prefork: worker ${found.id}: ${error.message}\n`));
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => shutdown(found.shutdownTimeout));
   send({ type: 'online' });
@@ -122,22 +129,20 @@ export function onShutdown(handler: () => unknown): void {
 }
 
 /** In a worker: serve `server` from the primary's socket for `address`. Resolves once it is listening. */
-export function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
+/**
+ * In a worker: serve `server` from the primary's socket for `address`, inherited or, for an address the
+ * primary did not open in advance, asked for over the control channel. Resolves once it is listening.
+ * Errors the server emitted itself are marked in `serverErrors`, so a caller can avoid reporting them twice.
+ */
+export async function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
   const found = context();
   if (!found) throw preforkError('ERR_PREFORK_NOT_WORKER', 'adopt() needs a prefork worker');
-  const index = found.sockets.findIndex((socket) => matches(socket, address));
-  if (index < 0) {
-    const known = found.sockets.map((socket) => `${socket.configuredHost ?? ''}:${socket.configuredPort}`).join(', ') || 'nothing';
-    throw preforkError(
-      'ERR_PREFORK_NO_SOCKET',
-      `Worker ${found.id} has no socket for ${address.label}: the primary listens on ${known}. Add it to the supervisor's "listen" option`,
-    );
-  }
-  const socket = found.sockets[index];
+  const socket = found.sockets.find((candidate) => matches(candidate, address)) ?? (await requestSocket(found, address));
   const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
   track(server);
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => {
+      serverErrors.add(error);
       server.off('listening', onListening);
       try {
         closeSync(fd);
@@ -148,7 +153,7 @@ export function adopt(server: net.Server, address: ListenConfig, backlog: number
     };
     const onListening = () => {
       server.off('error', onError);
-      send({ type: 'listening', index, address: { host: socket.host, port: socket.port, family: socket.family } });
+      send({ type: 'listening', index: socket.index, address: { host: socket.host, port: socket.port, family: socket.family } });
       resolve(server);
     };
     server.once('error', onError);
@@ -156,6 +161,36 @@ export function adopt(server: net.Server, address: ListenConfig, backlog: number
     // backlog positionally: listen({ fd, backlog }) ignores it.
     server.listen({ fd }, backlog ?? socket.backlog);
   });
+}
+
+export const serverErrors = new WeakSet<Error>();
+
+function requestSocket(found: WorkerContext, address: ListenConfig): Promise<InheritedSocket> {
+  if (found.channel.closed) return Promise.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone: no socket to listen on'));
+  const requestId = nextRequestId++;
+  found.channel.ref(); // the channel is unref'd: without this, a worker waiting for its socket would exit
+  return new Promise<InheritedSocket>((resolve, reject) => {
+    socketRequests.set(requestId, { resolve, reject });
+    found.channel.send({
+      type: 'socket', requestId, host: address.host ?? null, port: address.port, ipv6Only: address.ipv6Only, backlog: address.backlog,
+    } satisfies WorkerMessage);
+  }).finally(() => {
+    if (socketRequests.size === 0) found.channel.unref();
+  });
+}
+
+function onSocketReply(found: WorkerContext, message: PrimaryMessage, fds: number[]): void {
+  if (message.type !== 'socket' && message.type !== 'socket-error') return;
+  const request = socketRequests.get(message.requestId);
+  socketRequests.delete(message.requestId);
+  if (message.type === 'socket-error') {
+    const { message: text, ...details } = message.error;
+    request?.reject(Object.assign(new Error(text), details));
+    return;
+  }
+  const socket = { ...message.socket, fd: fds[0] };
+  found.sockets.push(socket); // kept for this worker's next server on the same address, closed on shutdown
+  request?.resolve(socket);
 }
 
 function matches(socket: InheritedSocket, address: ListenConfig): boolean {
