@@ -1,0 +1,145 @@
+#!/usr/bin/env node
+// The prefork command: `prefork [options] [--] app.js [app args]` runs an unchanged app on every core.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { optionsFromEnvironment } from './env-options';
+import { MAX_WORKERS, type SupervisorOptions } from './options';
+import { supervise } from './supervisor';
+
+const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
+
+Runs app.js (.js, .cjs or .mjs) once per CPU core, every worker serving the same ports from
+SO_REUSEPORT sockets the prefork primary owns. The app needs no change.
+
+Options:
+  --workers N            number of workers (default: the CPUs this process may use)
+  --shutdown-timeout MS  time a worker gets to finish in-flight requests before SIGKILL (default 10000)
+  --ready-timeout MS     time a new worker gets to become ready (default 30000; 0: no limit)
+  --wait-ready           a worker is ready only once it calls process.send('ready') or prefork's ready()
+  --node-arg ARG         a Node.js option for the workers, e.g. --node-arg=--max-old-space-size=512
+                         (repeatable)
+  --log-prefix           prefix each line workers print with "[worker N] "
+  -h, --help             print this help
+  -v, --version          print prefork's version
+
+Environment: PREFORK_WORKERS, PREFORK_SHUTDOWN_TIMEOUT, PREFORK_READY_TIMEOUT, PREFORK_WAIT_READY and the
+other PREFORK_* variables of the README set the same options; a flag wins over its variable.
+
+Signals to the primary: TERM/INT stop gracefully, HUP reloads worker by worker, TTIN/TTOU add/remove one.
+`;
+
+class UsageError extends Error {}
+
+interface Command {
+  options: SupervisorOptions;
+  nodeArgs: string[];
+  logPrefix: boolean;
+  app: string;
+  appArgs: string[];
+}
+
+function integerFlag(flag: string, text: string | undefined, min: number, max: number): number {
+  if (text === undefined) throw new UsageError(`${flag} needs a value`);
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new UsageError(`${flag} must be an integer from ${min} to ${max}. Received '${text}'`);
+  }
+  return Number(text);
+}
+
+export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
+  const options: SupervisorOptions = {};
+  const nodeArgs: string[] = [];
+  let logPrefix = false;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      i += 1;
+      break;
+    }
+    if (!arg.startsWith('-') || arg === '-') break; // the app
+    const equals = arg.indexOf('=');
+    const flag = equals > 0 ? arg.slice(0, equals) : arg;
+    const inline = equals > 0 ? arg.slice(equals + 1) : undefined;
+    const value = () => inline ?? argv[++i];
+    const noValue = () => {
+      if (inline !== undefined) throw new UsageError(`${flag} takes no value`);
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        return 'help';
+      case '-v':
+      case '--version':
+        return 'version';
+      case '--workers':
+        options.workers = integerFlag(flag, value(), 1, MAX_WORKERS);
+        break;
+      case '--shutdown-timeout':
+        options.shutdownTimeout = integerFlag(flag, value(), 0, 2 ** 31 - 1);
+        break;
+      case '--ready-timeout':
+        options.readyTimeout = integerFlag(flag, value(), 0, 2 ** 31 - 1);
+        break;
+      case '--wait-ready':
+        noValue();
+        options.waitReady = true;
+        break;
+      case '--node-arg': {
+        const nodeArg = value();
+        if (nodeArg === undefined || nodeArg === '') throw new UsageError('--node-arg needs a value');
+        nodeArgs.push(nodeArg);
+        break;
+      }
+      case '--log-prefix':
+        noValue();
+        logPrefix = true;
+        break;
+      default:
+        throw new UsageError(`unknown option ${flag}`);
+    }
+  }
+  const app = argv[i];
+  if (app === undefined) throw new UsageError('no app to run');
+  const path = resolve(app);
+  if (!existsSync(path) || !statSync(path).isFile()) throw new UsageError(`${app}: no such file`);
+  return { options, nodeArgs, logPrefix, app: path, appArgs: argv.slice(i + 1) };
+}
+
+function main(argv: string[]): void {
+  let command: ReturnType<typeof parseCommandLine>;
+  let environment: SupervisorOptions;
+  try {
+    command = parseCommandLine(argv);
+    environment = optionsFromEnvironment();
+  } catch (error) {
+    const usage = error instanceof UsageError ? ' (see prefork --help)' : '';
+    process.stderr.write(`prefork: ${(error as Error).message}${usage}\n`);
+    process.exit(2);
+  }
+  if (command === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (command === 'version') {
+    const manifest = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    process.stdout.write(`${manifest.version}\n`);
+    return;
+  }
+  try {
+    supervise({
+      ...environment,
+      ...command.options,
+      script: command.app,
+      args: command.appArgs,
+      // Workers preload the register module, which turns their listen() calls into the primary's sockets.
+      execArgv: [...command.nodeArgs, '--require', join(__dirname, 'register.js')],
+      env: command.logPrefix ? { PREFORK_LOG_PREFIX: '1' } : {},
+    });
+  } catch (error) {
+    process.stderr.write(`prefork: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
+main(process.argv.slice(2));

@@ -1,0 +1,67 @@
+// Supervisor options from PREFORK_* environment variables (register mode and the prefork command).
+import type { SupervisorOptions } from './options';
+import { MAX_WORKERS } from './options';
+
+type Parse = (text: string, name: string) => unknown;
+
+function fail(name: string, allowed: string, text: string, type: typeof TypeError | typeof RangeError = TypeError): never {
+  const error = new type(`The ${name} environment variable must be ${allowed}. Received '${text}'`);
+  throw Object.assign(error, { code: 'ERR_INVALID_ARG_VALUE' });
+}
+
+const integer = (min: number, max: number): Parse => (text, name) => {
+  if (!/^\d+$/.test(text.trim())) fail(name, `an integer from ${min} to ${max}`, text);
+  const value = Number(text);
+  if (value < min || value > max) fail(name, `an integer from ${min} to ${max}`, text, RangeError);
+  return value;
+};
+
+const boolean: Parse = (text, name) => {
+  const value = text.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(value)) return false;
+  return fail(name, '1, true, yes, on, 0, false, no or off', text);
+};
+
+const text: Parse = (value, name) => (value.trim() === '' ? fail(name, 'non-empty', value) : value.trim());
+
+const MS = integer(0, 2 ** 31 - 1);
+
+/** Variable → [option path, parser]. Documented in the README's table. */
+export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
+  PREFORK_WORKERS: ['workers', integer(1, MAX_WORKERS)],
+  PREFORK_SHUTDOWN_TIMEOUT: ['shutdownTimeout', MS],
+  PREFORK_READY_TIMEOUT: ['readyTimeout', MS],
+  PREFORK_WAIT_READY: ['waitReady', boolean],
+  PREFORK_USER: ['user', text],
+  PREFORK_GROUP: ['group', text],
+  PREFORK_CPU_AFFINITY: ['cpuAffinity', boolean],
+  PREFORK_SOCKETS: ['sockets', (value, name) => (['reuseport', 'shared'].includes(value.trim()) ? value.trim() : fail(name, "'reuseport' or 'shared'", value))],
+  PREFORK_RESTART_DELAY: ['restart.delay', MS],
+  PREFORK_RESTART_MAX_DELAY: ['restart.maxDelay', MS],
+  PREFORK_RESTART_RESET_AFTER: ['restart.resetAfter', MS],
+  PREFORK_MAX_RESTARTS: ['restart.maxRestarts', integer(0, 1_000_000)],
+  PREFORK_RESTART_WINDOW: ['restart.window', MS],
+};
+
+/** PREFORK_LOG_PREFIX: workers prefix their output lines with "[worker N] ". Read in the worker. */
+export const ENV_LOG_PREFIX = 'PREFORK_LOG_PREFIX';
+
+/** The supervisor options the environment sets; a bad value throws an error that names the variable. */
+export function optionsFromEnvironment(env: NodeJS.ProcessEnv = process.env): SupervisorOptions {
+  const options: Record<string, unknown> = {};
+  for (const [name, [path, parse]] of Object.entries(ENVIRONMENT_OPTIONS)) {
+    const raw = env[name];
+    if (raw === undefined) continue;
+    const value = parse(raw, name);
+    const [head, tail] = path.split('.');
+    if (tail === undefined) options[head] = value;
+    else options[head] = { ...(options[head] as object | undefined), [tail]: value };
+  }
+  if (env[ENV_LOG_PREFIX] !== undefined) boolean(env[ENV_LOG_PREFIX], ENV_LOG_PREFIX);
+  return options as SupervisorOptions;
+}
+
+export function logPrefixWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[ENV_LOG_PREFIX] !== undefined && boolean(env[ENV_LOG_PREFIX], ENV_LOG_PREFIX) === true;
+}

@@ -1,0 +1,89 @@
+// Register mode, in a worker: every TCP listen() of any net.Server (http, https, http2, net, frameworks)
+// is served from the primary's per-slot socket for that address. Also PM2's process.send('ready').
+import net from 'node:net';
+import { logPrefixWanted } from './env-options';
+import type { ListenConfig } from './options';
+import { adopt, ready, serverErrors, workerId } from './worker';
+
+const originalListen = net.Server.prototype.listen;
+
+type Listen = { config: ListenConfig; backlog: number | undefined; callback: (() => void) | undefined; signal?: AbortSignal };
+
+/**
+ * The TCP port listens, parsed as net.Server.listen does; null for what passes through to Node unchanged:
+ * Unix socket paths and Windows pipes (each worker binds its own), `{ fd }` and handles (the caller's own
+ * socket), and anything Node itself would reject (so its error is Node's).
+ */
+export function parseListenArguments(args: unknown[]): Listen | null {
+  const callback = typeof args[args.length - 1] === 'function' ? (args[args.length - 1] as () => void) : undefined;
+  const rest = callback ? args.slice(0, -1) : args;
+  const toPort = (value: unknown): number | null => {
+    if (value === undefined || value === null) return 0;
+    const port = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+    return typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535 ? port : null;
+  };
+  const first = rest[0];
+  if (typeof first === 'object' && first !== null) {
+    const options = first as { port?: unknown; host?: unknown; backlog?: unknown; ipv6Only?: unknown; path?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown; signal?: AbortSignal };
+    if (options.path !== undefined || options.fd !== undefined || options.handle !== undefined || options._handle !== undefined) return null;
+    const port = toPort(options.port);
+    if (port === null || (options.host !== undefined && typeof options.host !== 'string')) return null;
+    const backlog = typeof options.backlog === 'number' ? options.backlog : typeof rest[1] === 'number' ? rest[1] : undefined;
+    return { config: config(options.host as string | undefined, port, options.ipv6Only === true, backlog), backlog, callback, signal: options.signal };
+  }
+  if (typeof first === 'string' && !/^\d+$/.test(first)) return null; // a pipe path
+  const port = toPort(first);
+  if (port === null) return null;
+  const host = typeof rest[1] === 'string' ? rest[1] : undefined;
+  const backlogArgument = host === undefined ? rest[1] : rest[2];
+  const backlog = typeof backlogArgument === 'number' ? backlogArgument : undefined;
+  return { config: config(host, port, false, backlog), backlog, callback };
+}
+
+function config(host: string | undefined, port: number, ipv6Only: boolean, backlog: number | undefined): ListenConfig {
+  return { host: host === '' ? undefined : host, port, ipv6Only, backlog: backlog ?? 511, label: `${host ?? ''}:${port}` };
+}
+
+function interceptedListen(this: net.Server, ...args: unknown[]): net.Server {
+  const listen = parseListenArguments(args);
+  if (listen === null) return originalListen.apply(this, args as Parameters<typeof originalListen>);
+  if (listen.callback) this.once('listening', listen.callback);
+  listen.signal?.addEventListener('abort', () => this.close(), { once: true });
+  adopt(this, listen.config, listen.backlog).catch((error: Error) => {
+    if (!serverErrors.has(error)) this.emit('error', error); // the primary's error (EADDRINUSE…), as Node would emit it
+  });
+  return this;
+}
+
+/** PM2's habit: process.send('ready') means ready() where there is no IPC channel to send on. */
+function acceptPm2Ready(): void {
+  if (typeof process.send === 'function') return;
+  process.send = ((message: unknown, ...rest: unknown[]) => {
+    if (message === 'ready') ready();
+    const callback = rest.find((argument) => typeof argument === 'function') as (() => void) | undefined;
+    if (callback) process.nextTick(callback);
+    return true;
+  }) as unknown as typeof process.send;
+}
+
+/** "[worker N] " before every line this worker writes, when PREFORK_LOG_PREFIX asks for it. */
+function prefixOutput(): void {
+  const prefix = `[worker ${workerId()}] `;
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    let atLineStart = true;
+    stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+      const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString() : String(chunk);
+      const prefixed = (atLineStart ? prefix : '') + text.replace(/\n(?=.)/g, `\n${prefix}`);
+      atLineStart = text.endsWith('\n');
+      return write(prefixed, ...rest);
+    }) as typeof stream.write;
+  }
+}
+
+export function interceptListens(): void {
+  if (net.Server.prototype.listen === interceptedListen) return;
+  net.Server.prototype.listen = interceptedListen as typeof net.Server.prototype.listen;
+  acceptPm2Ready();
+  if (logPrefixWanted()) prefixOutput();
+}

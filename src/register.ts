@@ -1,0 +1,32 @@
+// `node -r prefork/register app.js` and `node --import prefork/register app.mjs`: the process becomes the
+// primary of app.js and runs none of its code; each worker runs the app with every listen() intercepted.
+import Module from 'node:module';
+import { optionsFromEnvironment } from './env-options';
+import { interceptListens } from './intercept';
+import { supervise } from './supervisor';
+import { isWorker } from './worker';
+
+/** True in the primary: register.mjs then holds the ES-module main back. */
+export let runsPrimary = false;
+
+function startPrimary(): void {
+  const script = process.argv[1];
+  if (!script) {
+    process.stderr.write('prefork/register: no app to run. Usage: node -r prefork/register app.js\n');
+    process.exit(1);
+  }
+  try {
+    // Workers are started as this process was: same Node options (so they preload prefork/register too).
+    supervise({ ...optionsFromEnvironment(), script, args: process.argv.slice(2), execArgv: process.execArgv });
+  } catch (error) {
+    process.stderr.write(`prefork: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
+  // The primary runs no app code: Node calls Module.runMain for the main module after the preloads
+  // (a documented hook for -r preloads); under --import, register.mjs holds the main back instead.
+  (Module as unknown as { runMain: (...args: unknown[]) => void }).runMain = () => {};
+  runsPrimary = true;
+}
+
+if (isWorker()) interceptListens();
+else startPrimary();
