@@ -4,7 +4,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { optionsFromEnvironment } from './env-options';
 import { MAX_WORKERS, type SupervisorOptions } from './options';
-import { supervise } from './supervisor';
+import { runApp } from './run';
 
 const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
 
@@ -127,7 +127,7 @@ function main(argv: string[]): void {
     return;
   }
   try {
-    supervise({
+    runApp({
       ...environment,
       ...command.options,
       script: command.app,

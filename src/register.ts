@@ -3,7 +3,7 @@
 import Module from 'node:module';
 import { optionsFromEnvironment } from './env-options';
 import { interceptListens } from './intercept';
-import { supervise } from './supervisor';
+import { runApp } from './run';
 import { isWorker } from './worker';
 
 /** True in the primary: register.mjs then holds the ES-module main back. */
@@ -17,7 +17,7 @@ function startPrimary(): void {
   }
   try {
     // Workers are started as this process was: same Node options (so they preload prefork/register too).
-    supervise({ ...optionsFromEnvironment(), script, args: process.argv.slice(2), execArgv: process.execArgv });
+    runApp({ ...optionsFromEnvironment(), script, args: process.argv.slice(2), execArgv: process.execArgv });
   } catch (error) {
     process.stderr.write(`prefork: ${(error as Error).message}\n`);
     process.exit(1);

@@ -221,7 +221,8 @@ export class Supervisor extends EventEmitter {
       for (const worker of all) this.requestStop(worker, timeout);
       await Promise.all(all.map((worker) => worker.child.exited));
       this.state = 'stopped';
-      for (const [signal, handler] of this.signalHandlers) process.off(signal, handler);
+      // Exiting: the handlers stay until then, so a late SIGTERM cannot kill the primary mid-exit.
+      if (!this.config.exitProcess) for (const [signal, handler] of this.signalHandlers) process.off(signal, handler);
       this.emit('shutdown');
       if (this.config.exitProcess) {
         const failure = this.failure as ErrorWithCode | null;
