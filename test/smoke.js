@@ -1,5 +1,6 @@
 // Smoke test of an installed prefork (CI runs it against the packed tarball): loads the prebuilt binary,
-// serves HTTP from a spawned worker on an SO_REUSEPORT socket, and reaps it. Usage: node smoke.js <project dir>
+// serves HTTP from a spawned worker on an SO_REUSEPORT socket and reaps it, then runs an unmodified app
+// under `node -r prefork/register` and the prefork command. Usage: node smoke.js <project dir>
 const { closeSync } = require('node:fs');
 const http = require('node:http');
 const { createRequire } = require('node:module');
@@ -30,6 +31,46 @@ async function main() {
   if (body !== String(worker.pid)) throw new Error(`expected pid ${worker.pid}, got ${body}`);
   if (exit.signal !== 'SIGTERM') throw new Error(`expected SIGTERM exit, got ${JSON.stringify(exit)}`);
   console.log(`smoke: ${loaded} served HTTP from worker ${worker.pid} and reaped it`);
+  await registerMode();
+}
+
+/** The installed package's zero-code mode and command: an unmodified app served by 2 workers. */
+async function registerMode() {
+  const { spawn, execFileSync } = require('node:child_process');
+  const { writeFileSync } = require('node:fs');
+  const projectDir = path.resolve(process.argv[2]);
+  const version = execFileSync(path.join(projectDir, 'node_modules', '.bin', 'prefork'), ['--version'], { encoding: 'utf8' }).trim();
+  if (version !== require(path.join(packageDir, 'package.json')).version) throw new Error(`prefork --version printed ${version}`);
+  const appPath = path.join(projectDir, 'app.js');
+  writeFileSync(appPath, `require('http').createServer((q, s) => s.end(String(process.pid))).listen(0, '127.0.0.1', function () { console.log('PORT ' + this.address().port) });\n`);
+  const primary = spawn(process.execPath, ['-r', 'prefork/register', appPath], { cwd: projectDir, env: { ...process.env, PREFORK_WORKERS: '2' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    let output = '';
+    const port = await new Promise((resolve, reject) => {
+      primary.stdout.on('data', (chunk) => {
+        output += chunk;
+        const ports = [...output.matchAll(/PORT (\d+)/g)];
+        if (ports.length === 2) resolve(Number(ports[0][1]));
+      });
+      primary.once('exit', (code) => reject(new Error(`register mode exited with ${code}`)));
+    });
+    const pids = new Set();
+    for (let i = 0; i < 40; i++) {
+      pids.add(await new Promise((resolve, reject) =>
+        http.get({ port, host: '127.0.0.1', agent: false }, (response) => {
+          let text = '';
+          response.on('data', (chunk) => (text += chunk)).on('end', () => resolve(text));
+        }).on('error', reject),
+      ));
+    }
+    if (pids.size !== 2) throw new Error(`expected 2 worker pids to answer, got ${[...pids]}`);
+    const exited = new Promise((resolve) => primary.once('exit', (code) => resolve(code)));
+    primary.kill('SIGTERM');
+    if ((await exited) !== 0) throw new Error('the primary did not exit 0 on SIGTERM');
+    console.log(`smoke: node -r prefork/register served an unmodified app from 2 workers; prefork --version ${version}`);
+  } finally {
+    primary.kill('SIGKILL');
+  }
 }
 
 main().catch((error) => {
