@@ -6,6 +6,7 @@
         "native/binding.cc",
         "native/channel.cc",
         "native/reap.cc",
+        "native/shm.cc",
         "native/socket.cc",
         "native/spawn.cc"
       ],

@@ -3,7 +3,7 @@
 // Usage: node bench/spawn.js [--runs N] [--quick] [--write]
 //   --runs N   spawn runs per contender for `node -e 0` (default 40; /bin/true gets 5 × N)
 //   --quick    15 runs per contender, fewer socket iterations
-//   --write    also write the report to bench/RESULTS.md (that file is only ever produced by this script)
+//   --write    also write the report to its section of bench/RESULTS.md (bench/http.js writes the other one)
 // Needs lib/ (npx tsc -p tsconfig.build.json) and the native addon (build/Release).
 'use strict';
 
@@ -13,6 +13,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const prefork = require('../lib');
+const { writeSection } = require('./results-file');
 
 const CHILD_TIMEOUT_MS = 30_000;
 const SPAWN_WARMUP = 3;
@@ -181,7 +182,7 @@ function commandLine() {
 function report(sections, options, totalSeconds) {
   const cpus = os.cpus();
   return [
-    '# prefork benchmark: spawn-to-exit and listen sockets',
+    '## Spawn-to-exit and listen sockets',
     '',
     'Produced by `bench/spawn.js`; do not edit by hand, re-run the command below instead.',
     '',
@@ -257,8 +258,7 @@ async function main() {
   const text = report(sections, options, Number(nowNs() - began) / 1e9);
   process.stdout.write(text);
   if (options.write) {
-    const target = path.join(__dirname, 'RESULTS.md');
-    fs.writeFileSync(target, text);
+    const target = writeSection('spawn', text);
     process.stdout.write(`\nWrote ${path.relative(process.cwd(), target) || target}\n`);
   }
 }

@@ -211,6 +211,27 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), prefork::peer_pid(IntArgument(info, 0)));
 }
 
+// createSharedRegion(bytes) -> fd of a zero-filled shared memory region
+Napi::Value CreateSharedRegion(const Napi::CallbackInfo& info) {
+  int fd = prefork::create_shared_region(static_cast<size_t>(info[0].As<Napi::Number>().Int64Value()));
+  if (fd < 0) throw SystemError(info.Env(), fd, "memfd_create");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// mapSharedRegion(fd, bytes) -> an ArrayBuffer over the MAP_SHARED mapping, unmapped when collected
+Napi::Value MapSharedRegion(const Napi::CallbackInfo& info) {
+  size_t bytes = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+  int error = 0;
+  void* address = prefork::map_shared_region(IntArgument(info, 0), bytes, &error);
+  if (address == nullptr) throw SystemError(info.Env(), error, "mmap");
+  return Napi::ArrayBuffer::New(
+      info.Env(), address, bytes, [](Napi::Env, void* data, size_t* length) {
+        prefork::unmap_shared_region(data, *length);
+        delete length;
+      },
+      new size_t(bytes));
+}
+
 // A uv_poll_t on one fd, calling back (status, events) on the main thread. Heap-allocated apart from
 // the JS object because uv_close completes later; closed by close() or by the env's cleanup hook
 // (without which Node aborts when a worker_thread that loaded the addon exits).
@@ -334,6 +355,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec));
   exports.Set("peerPid", Napi::Function::New(env, PeerPid));
+  exports.Set("createSharedRegion", Napi::Function::New(env, CreateSharedRegion));
+  exports.Set("mapSharedRegion", Napi::Function::New(env, MapSharedRegion));
   exports.Set("Poller", Poller::Define(env));
   exports.Set("buildSystem", Napi::String::New(env, PREFORK_BUILD_SYSTEM));
   return exports;

@@ -80,4 +80,12 @@ int dup_cloexec(int fd);
 // Pid of the process that created the peer end of a Unix socket (SO_PEERCRED), or -errno.
 int peer_pid(int fd);
 
+// ---- shm.cc --------------------------------------------------------------
+
+// A zero-filled shared memory region of `bytes`, as a CLOEXEC fd, or -errno.
+int create_shared_region(size_t bytes);
+// Maps the whole region MAP_SHARED; nullptr and *error = -errno on failure.
+void* map_shared_region(int fd, size_t bytes, int* error);
+void unmap_shared_region(void* address, size_t bytes);
+
 }  // namespace prefork

@@ -41,6 +41,10 @@ export interface NativeBinding {
   dupCloexec(fd: number): number;
   /** Pid of the process that created the peer end of a Unix socket, or -errno. */
   peerPid(fd: number): number;
+  /** A zero-filled shared memory region (memfd), as a CLOEXEC fd. */
+  createSharedRegion(bytes: number): number;
+  /** The region mapped MAP_SHARED, as an ArrayBuffer (unmapped when collected). */
+  mapSharedRegion(fd: number, bytes: number): ArrayBuffer;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
   buildSystem: 'node-gyp' | 'cmake-js';
 }

@@ -11,3 +11,8 @@ export type { Worker, WorkerState, WorkerStats, SupervisorStats } from './superv
 export type { SupervisorOptions, RestartOptions, ListenAddress } from './options';
 export { listen, currentSupervisor } from './listen';
 export { isWorker, isPrimary, workerId, generation, ready, onShutdown } from './worker';
+
+// Shared state across workers.
+export { CounterStore, DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from './store';
+export type { CounterStoreOptions, CounterValue } from './store';
+export { RateLimitStore, FastifyRateLimitStore } from './rate-limit';

@@ -55,6 +55,8 @@ export interface SupervisorOptions {
   /** 'reuseport': one socket per worker slot, balanced by the kernel (Linux). 'shared': one socket all workers accept
    *  from (where SO_REUSEPORT does not balance: macOS, FreeBSD). Default: 'reuseport' on Linux, 'shared' elsewhere. */
   sockets?: 'reuseport' | 'shared';
+  /** Keys the shared counter store (CounterStore, RateLimitStore) holds; 0: no shared store. Default 65536. */
+  storeCapacity?: number;
   /** Handle SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU in the primary. Default true. */
   signals?: boolean;
   /** Exit the primary process when the supervisor ends: 0 after a requested shutdown, 1 after a failure. Default true. */
@@ -86,6 +88,7 @@ export interface SupervisorConfig {
   gid: number | undefined;
   cpuAffinity: boolean;
   sockets: 'reuseport' | 'shared';
+  storeCapacity: number;
   signals: boolean;
   exitProcess: boolean;
 }
@@ -94,7 +97,7 @@ export const MAX_WORKERS = 1024;
 const MAX_MS = 2 ** 31 - 1; // setTimeout's limit
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
-  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'signals', 'exitProcess',
+  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess',
 ] as const;
 const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
 export const RESTART_DEFAULTS: Required<RestartOptions> = {
@@ -133,6 +136,7 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     gid,
     cpuAffinity,
     sockets,
+    storeCapacity: options.storeCapacity === undefined ? 65536 : checkInteger('storeCapacity', options.storeCapacity, 0, 16 * 1024 * 1024),
     signals: options.signals === undefined ? true : checkBoolean('signals', options.signals),
     exitProcess: options.exitProcess === undefined ? true : checkBoolean('exitProcess', options.exitProcess),
   };

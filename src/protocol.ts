@@ -1,8 +1,9 @@
 // What the primary and a worker say to each other: the worker's environment and the control-channel messages.
 
-/** The fd a worker finds its control channel on. Its listen sockets follow from FIRST_LISTEN_FD. */
+/** The fds a worker finds its control channel and the counter store's shared memory on; listen sockets follow. */
 export const CHANNEL_FD = 3;
-export const FIRST_LISTEN_FD = 4;
+export const STORE_FD = 4;
+export const FIRST_LISTEN_FD = 5;
 
 /** Environment variables the primary sets for a worker (PREFORK_WORKER_*; the user's settings have other names). */
 export const ENV_WORKER_ID = 'PREFORK_WORKER_ID';
@@ -12,6 +13,8 @@ export const ENV_SHUTDOWN_TIMEOUT = 'PREFORK_WORKER_SHUTDOWN_TIMEOUT';
 export const ENV_WAIT_READY = 'PREFORK_WORKER_WAIT_READY';
 /** The inode of the worker's channel socket: fd 3 must be that very socket, not any socketpair from the parent. */
 export const ENV_CHANNEL_ID = 'PREFORK_WORKER_CHANNEL';
+/** The counter store's capacity, when the primary shares one on STORE_FD. */
+export const ENV_STORE = 'PREFORK_WORKER_STORE';
 
 /** A listen socket a worker inherits: its address and the fd it sits on in the worker. */
 export interface InheritedSocket {

@@ -6,10 +6,13 @@ import { createChannelPair, ControlChannel } from './channel';
 import { preforkError, type ErrorWithCode } from './errors';
 import { settleOptions, MAX_WORKERS, type ListenConfig, type SupervisorConfig, type SupervisorOptions } from './options';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID, FIRST_LISTEN_FD,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
+  FIRST_LISTEN_FD, STORE_FD,
   type InheritedSocket, type PrimaryMessage, type SocketAddress, type WorkerMessage,
 } from './protocol';
 import { createListenSocket, type ListenSocket } from './socket';
+import type { CounterTable } from './counter-table';
+import { CounterStore, createRegion, type CounterStoreOptions } from './store';
 import { spawn, type ChildHandle } from './spawn';
 import { allowedCpus, tcpMigrateReq } from './system';
 import { checkInteger } from './validate';
@@ -118,10 +121,14 @@ export class Supervisor extends EventEmitter {
   private statsRequests = new Map<number, (reply: Extract<WorkerMessage, { type: 'stats' }>) => void>();
   private nextStatsRequest = 1;
   private readonly signalHandlers = new Map<NodeJS.Signals, () => void>();
+  /** The counter store's shared memory, created before any worker and inherited by every one; -1: none. */
+  private storeFd = -1;
+  private storeTable: CounterTable | null = null;
 
   constructor(config: SupervisorConfig) {
     super();
     this.config = config;
+    if (config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(config.storeCapacity));
     if (config.signals) this.installSignalHandlers();
     this.started = this.start();
     this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
@@ -140,6 +147,12 @@ export class Supervisor extends EventEmitter {
   /** The addresses the primary listens on, with the ports settled (port 0 becomes the port the kernel chose). */
   get addresses(): SocketAddress[] {
     return this.resolvedAddresses.map(({ host, port, family }) => ({ host, port, family }));
+  }
+
+  /** A CounterStore on the counters this supervisor's workers share (to read or reset them from the primary). */
+  store(options?: CounterStoreOptions): CounterStore {
+    if (!this.storeTable) throw preforkError('ERR_PREFORK_NO_STORE', 'This supervisor shares no counter store (storeCapacity: 0)');
+    return new CounterStore(options, this.storeTable);
   }
 
   /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
@@ -220,6 +233,8 @@ export class Supervisor extends EventEmitter {
       const all = [...this.processes];
       for (const worker of all) this.requestStop(worker, timeout);
       await Promise.all(all.map((worker) => worker.child.exited));
+      if (this.storeFd >= 0) closeSync(this.storeFd);
+      this.storeFd = -1;
       this.state = 'stopped';
       // Exiting: the handlers stay until then, so a late SIGTERM cannot kill the primary mid-exit.
       if (!this.config.exitProcess) for (const [signal, handler] of this.signalHandlers) process.off(signal, handler);
@@ -347,6 +362,7 @@ export class Supervisor extends EventEmitter {
     slot.sockets.forEach((socket, i) => (fds[FIRST_LISTEN_FD + i] = socket.fd));
     const [ours, theirs] = createChannelPair();
     fds[CHANNEL_FD] = theirs;
+    if (this.storeFd >= 0) fds[STORE_FD] = this.storeFd;
     let child: ChildHandle;
     try {
       const cpus = this.config.cpuAffinity ? allowedCpus() : [];
@@ -361,6 +377,7 @@ export class Supervisor extends EventEmitter {
           [ENV_SHUTDOWN_TIMEOUT]: String(this.config.shutdownTimeout),
           [ENV_WAIT_READY]: this.config.waitReady ? '1' : '0',
           [ENV_CHANNEL_ID]: String(fstatSync(theirs).ino),
+          ...(this.storeFd >= 0 ? { [ENV_STORE]: String(this.config.storeCapacity) } : {}),
           NODE_APP_INSTANCE: String(slot.id), // PM2's name for the same thing
         },
         cwd: this.config.cwd,

@@ -7,7 +7,7 @@ import { ControlChannel } from './channel';
 import { preforkError } from './errors';
 import type { ListenConfig } from './options';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_WORKER_ID,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, STORE_FD,
   type InheritedSocket, type PrimaryMessage, type WorkerMessage,
 } from './protocol';
 
@@ -18,6 +18,8 @@ interface WorkerContext {
   channel: ControlChannel;
   shutdownTimeout: number;
   waitReady: boolean;
+  /** Keys of the primary's shared counter store (on STORE_FD), or null when it shares none. */
+  storeCapacity: number | null;
 }
 
 /** How long an orphaned worker (its primary died) may drain before it exits. */
@@ -62,13 +64,15 @@ function context(): WorkerContext | null {
     channel: new ControlChannel(CHANNEL_FD, { ref: false }),
     shutdownTimeout: Number(process.env[ENV_SHUTDOWN_TIMEOUT]),
     waitReady: process.env[ENV_WAIT_READY] === '1',
+    storeCapacity: process.env[ENV_STORE] ? Number(process.env[ENV_STORE]) : null,
   };
-  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID]) {
+  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE]) {
     delete process.env[name];
   }
   // Node marks inherited fds CLOEXEC only up to the first gap: a grandchild holding a listen socket would
   // join the reuseport group and never accept.
   native.setCloexec(CHANNEL_FD);
+  if (found.storeCapacity !== null) native.setCloexec(STORE_FD);
   for (const socket of sockets) native.setCloexec(socket.fd);
   holder[CONTEXT_KEY] = found;
 
@@ -102,6 +106,11 @@ export function isWorker(): boolean {
 /** True in any process that is not a prefork worker: the primary, or a plain `node app.js`. */
 export function isPrimary(): boolean {
   return context() === null;
+}
+
+/** The capacity of the counter store the primary shares on STORE_FD, or null (not a worker, or none shared). */
+export function inheritedStoreCapacity(): number | null {
+  return context()?.storeCapacity ?? null;
 }
 
 /** This worker's slot, 0 … workers-1; null outside a worker. */

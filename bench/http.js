@@ -1,0 +1,1141 @@
+// HTTP benchmark: prefork (API and `-r prefork/register`) against a single process, node:cluster
+// (round-robin and SCHED_NONE) and bare SO_REUSEPORT processes with no supervisor, under wrk on 127.0.0.1.
+//
+// Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]
+//                           [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]
+//                           [--only id,id] [--verbose]
+//   --quick          1 s runs, 2 rounds, 1 s warm-up, one fault run of each kind (about 2 minutes)
+//   --write          also write bench/RESULTS.md (this script's section) and bench/results.svg
+//   --duration S     seconds per measured wrk run (default 5)        --rounds N   measured runs per pair (default 3)
+//   --workers N      workers per contender (default: available CPUs) --only ids   contenders to run (see CONTENDERS)
+// Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
+'use strict';
+
+const childProcess = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const prefork = require('../lib');
+const { hash } = require('./apps/handler');
+const { writeSection } = require('./results-file');
+
+const ROOT = path.resolve(__dirname, '..');
+const APPS = path.join(__dirname, 'apps');
+const HOST = '127.0.0.1';
+const STOP_TIMEOUT_MS = 15_000;
+const START_TIMEOUT_MS = 30_000;
+const EVENT_TIMEOUT_MS = 60_000;
+const CPU_TARGET_MS = 0.5;
+const STATS_SETTLE_MS = 150; // the apps write their counters every 100 ms
+
+// ---- arguments ---------------------------------------------------------------------------------
+
+const USAGE =
+  'Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]\n' +
+  '                          [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]\n' +
+  '                          [--only id,id] [--verbose]\n';
+
+function parseArgs(argv) {
+  const options = {
+    quick: false, write: false, faults: true, verbose: false, only: null,
+    duration: 5, rounds: 3, warmup: 2, connections: 50, threads: 2, workers: defaultWorkers(), startupRounds: 5, faultRounds: 3,
+  };
+  const given = new Set();
+  const numbers = {
+    '--duration': ['duration', 1], '--rounds': ['rounds', 1], '--warmup': ['warmup', 0], '--connections': ['connections', 1],
+    '--threads': ['threads', 1], '--workers': ['workers', 2], '--startup-rounds': ['startupRounds', 1], '--fault-rounds': ['faultRounds', 1],
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
+    if (flag === '--quick') options.quick = true;
+    else if (flag === '--write') options.write = true;
+    else if (flag === '--no-faults') options.faults = false;
+    else if (flag === '--verbose') options.verbose = true;
+    else if (flag === '--only') options.only = (inline ?? argv[++i] ?? '').split(',').filter(Boolean);
+    else if (flag === '--help' || flag === '-h') {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else if (numbers[flag]) {
+      const [key, min] = numbers[flag];
+      const value = Number(inline ?? argv[++i]);
+      if (!Number.isFinite(value) || value < min) throw new Error(`${flag} needs a number ≥ ${min}`);
+      if (!Number.isInteger(value)) throw new Error(`${flag} needs a whole number (wrk takes whole seconds)`);
+      options[key] = value;
+      given.add(key);
+    } else {
+      throw new Error(`unknown argument: ${argv[i]}\n${USAGE}`);
+    }
+  }
+  if (options.quick) {
+    const quick = { duration: 1, rounds: 2, warmup: 1, startupRounds: 1, faultRounds: 1 };
+    for (const [key, value] of Object.entries(quick)) if (!given.has(key)) options[key] = value;
+  }
+  if (options.threads > options.connections) options.threads = options.connections;
+  if (options.only) {
+    const unknown = options.only.filter((id) => !CONTENDERS.some((contender) => contender.id === id));
+    if (unknown.length > 0) throw new Error(`unknown contender ${unknown.join(', ')}; known: ${CONTENDERS.map((c) => c.id).join(', ')}`);
+  }
+  return options;
+}
+
+function defaultWorkers() {
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+}
+
+// ---- small helpers -----------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  const rank = (p / 100) * (sorted.length - 1);
+  const low = Math.floor(rank);
+  const high = Math.ceil(rank);
+  return sorted[low] + (sorted[high] - sorted[low]) * (rank - low);
+}
+const median = (values) => percentile([...values].filter(Number.isFinite).sort((a, b) => a - b), 50);
+const sum = (values) => values.reduce((total, value) => total + value, 0);
+
+function log(line) {
+  process.stderr.write(`${line}\n`);
+}
+
+async function waitFor(check, timeoutMs, what, intervalMs = 5) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ---- /proc: CPU time and memory ----------------------------------------------------------------
+
+const CLK_TCK = (() => {
+  try {
+    return Number(childProcess.execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+function alive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** CPU time of a whole process in ms: the threads' schedstat (ns), else utime + stime (clock ticks). */
+function cpuMs(pid) {
+  if (!pid) return null;
+  try {
+    let total = 0;
+    for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    return total;
+  } catch {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** The machine's CPU counters (ticks): total, idle (idle + iowait), softirq. */
+function machineCpu() {
+  const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { total: sum(fields.slice(0, 8)), idle: fields[3] + fields[4], softirq: fields[6] };
+}
+
+function rssMb(pid) {
+  try {
+    const kb = /^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb === undefined ? null : Number(kb) / 1024;
+  } catch {
+    return null;
+  }
+}
+
+// ---- wrk ---------------------------------------------------------------------------------------
+
+function haveWrk() {
+  return childProcess.spawnSync('wrk', ['--version'], { stdio: 'ignore' }).error === undefined;
+}
+
+/** wrk, or an explanation of how to get it. As root on Debian/Ubuntu it installs the `wrk` package. */
+function ensureWrk() {
+  if (haveWrk()) return;
+  const root = typeof process.getuid === 'function' && process.getuid() === 0;
+  const apt = childProcess.spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0;
+  if (root && apt) {
+    log('bench: wrk is missing; installing it: apt-get install -y wrk');
+    let result = childProcess.spawnSync('apt-get', ['install', '-y', 'wrk'], { stdio: 'inherit' });
+    if (result.status !== 0) {
+      log('bench: apt-get install failed; running apt-get update first');
+      childProcess.spawnSync('apt-get', ['update'], { stdio: 'inherit' });
+      result = childProcess.spawnSync('apt-get', ['install', '-y', 'wrk'], { stdio: 'inherit' });
+    }
+    if (haveWrk()) return;
+  }
+  throw new Error(
+    'wrk (the HTTP load generator) is not installed. Install it and re-run: `sudo apt-get install wrk` (Debian, Ubuntu), ' +
+      '`sudo dnf install wrk` (Fedora), `brew install wrk` (macOS), or build it from its source.',
+  );
+}
+
+function wrkArgs({ path: urlPath, close, seconds, port, threads, connections }) {
+  const args = ['-t', String(threads), '-c', String(connections), '-d', `${seconds}s`, '--latency'];
+  if (close) args.push('-H', 'Connection: close');
+  args.push(`http://${HOST}:${port}${urlPath}`);
+  return args;
+}
+
+function shellQuote(arg) {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
+}
+
+const toMs = (value, unit) => Number(value) * ({ us: 0.001, ms: 1, s: 1000, m: 60_000 }[unit] ?? NaN);
+
+function parseWrk(output) {
+  const number = (re) => {
+    const match = re.exec(output);
+    return match ? Number(match[1]) : 0;
+  };
+  const latency = (p) => {
+    const match = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(output);
+    return match ? toMs(match[1], match[2]) : NaN;
+  };
+  const rps = /^Requests\/sec:\s+([\d.]+)/m.exec(output);
+  if (!rps) throw new Error(`could not read wrk's output:\n${output}`);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+  const errors = {
+    connect: socket ? Number(socket[1]) : 0,
+    read: socket ? Number(socket[2]) : 0,
+    write: socket ? Number(socket[3]) : 0,
+    timeout: socket ? Number(socket[4]) : 0,
+    non2xx: number(/Non-2xx or 3xx responses:\s+(\d+)/),
+  };
+  return {
+    rps: Number(rps[1]),
+    requests: number(/^\s*(\d+) requests in/m),
+    p50: latency(50),
+    p99: latency(99),
+    errors,
+    failed: errors.connect + errors.read + errors.write + errors.timeout + errors.non2xx,
+  };
+}
+
+/** Starts wrk. `stop()` ends an open-ended run with SIGINT (wrk then prints its summary as usual). */
+function startWrk(spec) {
+  const args = wrkArgs(spec);
+  const child = childProcess.spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.wrk.add(child);
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const done = new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      live.wrk.delete(child);
+      if (code !== 0) reject(new Error(`wrk ${args.join(' ')} exited with ${signal ?? code}:\n${output}`));
+      else resolve(parseWrk(output));
+    });
+  });
+  done.catch(() => {});
+  const guard = setTimeout(() => child.kill('SIGKILL'), (spec.seconds + 20) * 1000);
+  done.finally(() => clearTimeout(guard)).catch(() => {});
+  return {
+    pid: child.pid,
+    args,
+    done,
+    stop() {
+      child.kill('SIGINT');
+      return done;
+    },
+  };
+}
+
+// ---- the CPU-heavy handler's calibration -------------------------------------------------------
+
+/** Hash iterations that take CPU_TARGET_MS here, measured once (the fastest of several batches: least disturbed). */
+function calibrateHash() {
+  hash(200);
+  let best = Infinity;
+  const batch = 400;
+  for (let i = 0; i < 15; i++) {
+    const start = nowMs();
+    hash(batch);
+    best = Math.min(best, (nowMs() - start) / batch);
+  }
+  return { iterations: Math.max(1, Math.round(CPU_TARGET_MS / best)), perIterationUs: best * 1000 };
+}
+
+// ---- contenders --------------------------------------------------------------------------------
+
+const node = process.execPath;
+const rel = (file) => path.relative(ROOT, file);
+
+/**
+ * Each contender: how to start it (a command, or the bare processes' own spawning), whether it has a primary
+ * and a supervisor that handles kill -9 / SIGHUP / SIGTTIN / SIGTTOU.
+ */
+const CONTENDERS = [
+  {
+    id: 'single', label: 'single process', short: 'single', color: '#9e9e9e', single: true, primary: false, faults: [],
+    command: () => ({ args: [rel(path.join(APPS, 'server.js'))], env: {} }),
+  },
+  {
+    id: 'cluster-rr', label: 'node:cluster round-robin', short: 'cluster RR', color: '#e57373', primary: true, faults: ['kill'],
+    command: () => ({ args: [rel(path.join(APPS, 'cluster.js'))], env: { BENCH_SCHED: 'rr' } }),
+  },
+  {
+    id: 'cluster-none', label: 'node:cluster SCHED_NONE', short: 'cluster NONE', color: '#ffb74d', primary: true, faults: [],
+    command: () => ({ args: [rel(path.join(APPS, 'cluster.js'))], env: { BENCH_SCHED: 'none' } }),
+  },
+  {
+    id: 'prefork-api', label: 'prefork supervise()', short: 'prefork API', color: '#1e88e5', primary: true, faults: ['kill', 'reload', 'scale'],
+    command: () => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: {} }),
+  },
+  {
+    id: 'prefork-register', label: 'prefork -r prefork/register', short: 'prefork -r', color: '#3949ab', primary: true, faults: ['kill', 'reload', 'scale'],
+    command: (workers) => ({ args: ['-r', 'prefork/register', rel(path.join(APPS, 'server.js'))], env: { PREFORK_WORKERS: String(workers) } }),
+  },
+  {
+    id: 'bare', label: 'bare SO_REUSEPORT processes', short: 'bare reuseport', color: '#43a047', primary: false, faults: [], bare: true,
+    command: () => ({ args: [rel(path.join(APPS, 'server.js'))], env: { BENCH_LISTEN_FD: '3' } }),
+  },
+];
+
+const WORKLOADS = [
+  { id: 'keepalive', label: 'hello world, keep-alive', path: '/', close: false },
+  { id: 'close', label: 'hello world, `Connection: close`', path: '/', close: true },
+  { id: 'cpu', label: 'CPU-heavy (~0.5 ms of SHA-256), keep-alive', path: '/cpu', close: false },
+  { id: 'json', label: '4 KB JSON, keep-alive', path: '/json', close: false },
+];
+
+// Everything started, so that an error or Ctrl-C still stops it all.
+const live = { instances: new Set(), wrk: new Set() };
+
+let statsRoot = null;
+let instanceCounter = 0;
+
+class Instance {
+  constructor(contender, options, hashIterations) {
+    this.contender = contender;
+    this.options = options;
+    this.workers = contender.single ? 1 : options.workers;
+    this.statsDir = path.join(statsRoot, `${contender.id}-${++instanceCounter}`);
+    fs.mkdirSync(this.statsDir);
+    this.env = {
+      ...baseEnv(),
+      BENCH_HOST: HOST,
+      BENCH_WORKERS: String(this.workers),
+      BENCH_STATS_DIR: this.statsDir,
+      BENCH_HASH_ITERATIONS: String(hashIterations),
+    };
+    this.events = [];
+    this.eventWaiters = new Set();
+    this.stderrTail = [];
+    this.child = null; // the process we started (primary or single process)
+    this.bareChildren = [];
+    this.exited = null;
+    this.loadEndedAt = 0;
+  }
+
+  get primaryPid() {
+    return this.contender.primary ? this.child.pid : null;
+  }
+
+  /** Spawns the contender and resolves with the ms until every worker answered (distinct pids on /pid). */
+  async start() {
+    const { contender } = this;
+    const { args, env } = contender.command(this.workers);
+    Object.assign(this.env, env);
+    live.instances.add(this);
+    if (contender.bare) {
+      // No supervisor: one SO_REUSEPORT socket per process, made here, each mapped as fd 3 into its process.
+      const began = nowMs();
+      const sockets = [await prefork.createListenSocket({ host: HOST, port: 0 })];
+      this.port = sockets[0].port;
+      for (let i = 1; i < this.workers; i++) sockets.push(await prefork.createListenSocket({ host: HOST, port: this.port }));
+      for (const socket of sockets) {
+        this.bareChildren.push(prefork.spawn({ file: node, args: [node, ...args], env: { ...this.env }, cwd: ROOT, fds: { 3: socket.fd } }));
+        fs.closeSync(socket.fd); // the processes hold the only copies: nothing else is in the way
+      }
+      this.exited = Promise.all(this.bareChildren.map((child) => child.exited));
+      return this.waitForWorkers(began);
+    }
+    this.port = await freePort();
+    this.env.BENCH_PORT = String(this.port);
+    const began = nowMs();
+    this.child = childProcess.spawn(node, args, { cwd: ROOT, env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    this.exitInfo = null;
+    this.exited.then((info) => (this.exitInfo = info));
+    let buffer = '';
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (chunk) => {
+      buffer += chunk;
+      let newline;
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        this.onLine(buffer.slice(0, newline));
+        buffer = buffer.slice(newline + 1);
+      }
+    });
+    return this.waitForWorkers(began);
+  }
+
+  commandLine() {
+    const { args, env } = this.contender.command(this.workers);
+    if (this.contender.bare) {
+      return `${this.workers} × \`BENCH_LISTEN_FD=3 node ${args.join(' ')}\`, each spawned with prefork.spawn() holding its own ` +
+        'prefork.createListenSocket() socket as fd 3 (no parent process stays in between)';
+    }
+    const vars = Object.entries({ ...env, BENCH_WORKERS: this.contender.single ? undefined : String(this.workers) })
+      .filter(([, value]) => value !== undefined)
+      .map(([key, value]) => `${key}=${value}`);
+    return `\`${[...vars, 'BENCH_PORT=<port>', 'node', ...args].join(' ')}\``;
+  }
+
+  onLine(line) {
+    this.stderrTail.push(line);
+    if (this.stderrTail.length > 50) this.stderrTail.shift();
+    if (this.options.verbose) log(`[${this.contender.id}] ${line}`);
+    let event = null;
+    let match;
+    if ((match = /^bench-event (.*)$/.exec(line))) event = JSON.parse(match[1]);
+    else if (/^prefork: reload done/.test(line)) event = { event: 'reload' };
+    else if ((match = /^prefork: scaled from (\d+) to (\d+) workers/.exec(line))) event = { event: 'scale', from: Number(match[1]), to: Number(match[2]) };
+    else if ((match = /^prefork: worker \d+ restarted as pid (\d+)/.exec(line))) event = { event: 'restart', pid: Number(match[1]) };
+    if (!event) return;
+    event.at = nowMs();
+    this.events.push(event);
+    for (const waiter of this.eventWaiters) waiter(event);
+  }
+
+  /** Resolves with the first event after `since` that `test` accepts. */
+  waitEvent(test, since, what) {
+    const found = this.events.find((event) => event.at >= since && test(event));
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.eventWaiters.delete(waiter);
+        reject(new Error(`${this.contender.id}: no ${what} within ${EVENT_TIMEOUT_MS} ms; its stderr:\n${this.stderrTail.join('\n')}`));
+      }, EVENT_TIMEOUT_MS);
+      const waiter = (event) => {
+        if (event.at < since || !test(event)) return;
+        clearTimeout(timer);
+        this.eventWaiters.delete(waiter);
+        resolve(event);
+      };
+      this.eventWaiters.add(waiter);
+    });
+  }
+
+  /** Probes /pid over new connections (two at a time) until `workers` distinct pids answered. */
+  async waitForWorkers(began) {
+    const seen = new Set();
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (seen.size < this.workers) {
+      if (this.exitInfo) throw new Error(`${this.contender.id} exited (${JSON.stringify(this.exitInfo)}) while starting:\n${this.stderrTail.join('\n')}`);
+      if (Date.now() > deadline) throw new Error(`${this.contender.id}: not all ${this.workers} workers answered within ${START_TIMEOUT_MS} ms (saw ${seen.size})`);
+      const answers = await Promise.all([this.probe(), this.probe()]);
+      for (const pid of answers) if (pid) seen.add(pid);
+      if (answers.includes(null)) await sleep(2);
+    }
+    return nowMs() - began;
+  }
+
+  probe() {
+    return new Promise((resolve) => {
+      const request = http.get({ host: HOST, port: this.port, path: '/pid', agent: false, timeout: 2000 }, (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => resolve(Number(body) || null));
+        response.on('error', () => resolve(null));
+      });
+      request.on('timeout', () => request.destroy());
+      request.on('error', () => resolve(null));
+    });
+  }
+
+  /** The counters every app process of this instance wrote, by pid. */
+  readStats() {
+    const stats = new Map();
+    let files = [];
+    try {
+      files = fs.readdirSync(this.statsDir);
+    } catch {
+      return stats;
+    }
+    for (const file of files) {
+      if (!file.endsWith('.json')) continue;
+      try {
+        const entry = JSON.parse(fs.readFileSync(path.join(this.statsDir, file), 'utf8'));
+        stats.set(entry.pid, entry);
+      } catch {
+        // being replaced this instant: the next read has it
+      }
+    }
+    return stats;
+  }
+
+  /** Pids of the app processes alive now (workers; the single process itself). */
+  workerPids() {
+    return [...this.readStats().keys()].filter(alive);
+  }
+
+  /** Graceful stop: SIGTERM to the primary (or to each process), SIGKILL after STOP_TIMEOUT_MS. Nothing may survive. */
+  async stop() {
+    const workers = this.workerPids();
+    const targets = this.contender.bare ? this.bareChildren : [this.child];
+    for (const target of targets) target.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      for (const target of targets) target.kill('SIGKILL');
+    }, STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+    // Workers go with their primary (prefork drains them; cluster's disconnect). Make sure, then clean up.
+    try {
+      await waitFor(() => workers.every((pid) => !alive(pid)), 5000, 'workers to exit', 20);
+    } catch {
+      for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    live.instances.delete(this);
+    fs.rmSync(this.statsDir, { recursive: true, force: true });
+  }
+
+  /** Kills everything at once (on an error or Ctrl-C). */
+  killNow() {
+    for (const pid of this.workerPids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    if (this.child) this.child.kill('SIGKILL');
+    for (const child of this.bareChildren) child.kill('SIGKILL');
+  }
+}
+
+function baseEnv() {
+  const env = { ...process.env };
+  for (const key of Object.keys(env)) if (key.startsWith('PREFORK_') || key.startsWith('BENCH_') || key === 'NODE_CLUSTER_SCHED_POLICY') delete env[key];
+  return env;
+}
+
+// ---- measured runs -----------------------------------------------------------------------------
+
+/** One wrk run against an instance, with the spread over its workers and the CPU of everyone involved. */
+async function measure(instance, workload, seconds, options) {
+  await sleep(instance.loadEndedAt + STATS_SETTLE_MS - nowMs()); // its counters must show its last run
+  const before = instance.readStats();
+  const workers = instance.workerPids();
+  const cpuBefore = { primary: cpuMs(instance.primaryPid), workers: sum(workers.map((pid) => cpuMs(pid) ?? 0)), machine: machineCpu() };
+  const began = nowMs();
+  const wrk = startWrk({ path: workload.path, close: workload.close, seconds, port: instance.port, threads: options.threads, connections: options.connections });
+  const wrkCpuAt = (async () => {
+    // wrk's own CPU, read just before it exits (its counters vanish with it)
+    await sleep(Math.max(0, seconds * 1000 - 150));
+    return cpuMs(wrk.pid);
+  })();
+  const result = await wrk.done;
+  const elapsed = nowMs() - began;
+  const cpuAfter = { primary: cpuMs(instance.primaryPid), workers: sum(workers.map((pid) => cpuMs(pid) ?? 0)), machine: machineCpu() };
+  const wrkCpu = await wrkCpuAt;
+  instance.loadEndedAt = nowMs();
+  await sleep(STATS_SETTLE_MS);
+  const after = instance.readStats();
+  const perWorker = workers.map((pid) => ({
+    pid,
+    requests: (after.get(pid)?.requests ?? 0) - (before.get(pid)?.requests ?? 0),
+    connections: (after.get(pid)?.connections ?? 0) - (before.get(pid)?.connections ?? 0),
+  }));
+  const ticks = cpuAfter.machine.total - cpuBefore.machine.total;
+  const cores = os.cpus().length;
+  return {
+    ...result,
+    perWorker,
+    cpu: {
+      primary: instance.primaryPid ? (cpuAfter.primary - cpuBefore.primary) / elapsed : null,
+      workers: (cpuAfter.workers - cpuBefore.workers) / elapsed,
+      // from wrk's start to the sample just before its end: the same rate over (nearly) the same time
+      wrk: wrkCpu === null ? null : wrkCpu / Math.max(1, seconds * 1000 - 150),
+      idle: ticks > 0 ? ((cpuAfter.machine.idle - cpuBefore.machine.idle) / ticks) * cores : null,
+      softirq: ticks > 0 ? ((cpuAfter.machine.softirq - cpuBefore.machine.softirq) / ticks) * cores : null,
+    },
+  };
+}
+
+/** Fault runs under open-ended `Connection: close` (or keep-alive) load, stopped 1 s after the fault settled. */
+async function faultRun(instance, kind, close, options) {
+  const wrk = startWrk({ path: '/', close, seconds: 300, port: instance.port, threads: options.threads, connections: options.connections });
+  const figures = {};
+  try {
+    await sleep(1000);
+    if (kind === 'kill') {
+      const [victim] = instance.workerPids();
+      const killedAt = Date.now();
+      process.kill(victim, 'SIGKILL');
+      const replacement = await waitFor(
+        () => [...instance.readStats().values()].find((entry) => entry.pid !== victim && entry.listeningAt !== null && entry.listeningAt >= killedAt),
+        EVENT_TIMEOUT_MS,
+        `a replacement for pid ${victim}`,
+      );
+      figures.respawnMs = replacement.listeningAt - killedAt;
+    } else if (kind === 'reload') {
+      const began = nowMs();
+      process.kill(instance.primaryPid, 'SIGHUP');
+      const done = await instance.waitEvent((event) => event.event === 'reload', began, 'reload');
+      figures.durationMs = done.at - began;
+    } else if (kind === 'scale') {
+      const workers = instance.workers;
+      let began = nowMs();
+      process.kill(instance.primaryPid, 'SIGTTIN');
+      let done = await instance.waitEvent((event) => event.event === 'scale' && event.to === workers + 1, began, `scale to ${workers + 1}`);
+      figures.upMs = done.at - began;
+      await sleep(1000);
+      began = nowMs();
+      process.kill(instance.primaryPid, 'SIGTTOU');
+      done = await instance.waitEvent((event) => event.event === 'scale' && event.to === workers, began, `scale to ${workers}`);
+      figures.downMs = done.at - began;
+    }
+    await sleep(1000);
+  } catch (error) {
+    await wrk.stop().catch(() => {});
+    throw error;
+  }
+  const result = await wrk.stop();
+  return { ...figures, requests: result.requests, failed: result.failed, errors: result.errors, p99: result.p99 };
+}
+
+function memory(instance) {
+  const primary = instance.primaryPid ? rssMb(instance.primaryPid) : null;
+  const workers = instance.workerPids().map(rssMb).filter((value) => value !== null);
+  return { primary, workerMean: workers.length ? sum(workers) / workers.length : null, total: (primary ?? 0) + sum(workers), count: workers.length };
+}
+
+// ---- the run -----------------------------------------------------------------------------------
+
+async function run(options) {
+  const contenders = CONTENDERS.filter((contender) => !options.only || options.only.includes(contender.id));
+  const calibration = calibrateHash();
+  log(`bench: ${contenders.length} contenders × ${WORKLOADS.length} workloads, ${options.workers} workers each; ` +
+    `${options.rounds} rounds of ${options.duration} s; /cpu hashes ${calibration.iterations} × SHA-256 (~${CPU_TARGET_MS} ms)`);
+
+  const startup = new Map(contenders.map((contender) => [contender.id, []]));
+  // Order A B C … then … C B A, so that drift over the run hits every contender alike.
+  const order = (round) => (round % 2 === 0 ? contenders : [...contenders].reverse());
+
+  // Start-up alone, before the load: start, every worker answers, stop.
+  for (let round = 0; round < options.startupRounds - 1; round++) {
+    for (const contender of order(round)) {
+      const instance = new Instance(contender, options, calibration.iterations);
+      startup.get(contender.id).push(await instance.start());
+      await instance.stop();
+    }
+  }
+  log(`bench: start-up measured (${options.startupRounds - 1} separate rounds); starting every contender for the load runs`);
+
+  const instances = new Map();
+  for (const contender of order(options.startupRounds - 1)) {
+    const instance = new Instance(contender, options, calibration.iterations);
+    startup.get(contender.id).push(await instance.start());
+    instances.set(contender.id, instance);
+  }
+  await sleep(1000);
+  const idleMemory = new Map(contenders.map((contender) => [contender.id, memory(instances.get(contender.id))]));
+
+  const results = new Map(); // workload id -> contender id -> runs
+  for (const workload of WORKLOADS) {
+    const byContender = new Map(contenders.map((contender) => [contender.id, []]));
+    results.set(workload.id, byContender);
+    if (options.warmup > 0) {
+      for (const contender of contenders) {
+        const instance = instances.get(contender.id);
+        await startWrk({ path: workload.path, close: workload.close, seconds: options.warmup, port: instance.port, threads: options.threads, connections: options.connections }).done;
+        instance.loadEndedAt = nowMs();
+      }
+    }
+    for (let round = 0; round < options.rounds; round++) {
+      for (const contender of order(round)) {
+        const result = await measure(instances.get(contender.id), workload, options.duration, options);
+        byContender.get(contender.id).push(result);
+        log(`bench: ${workload.id} round ${round + 1} ${contender.id}: ${Math.round(result.rps)} req/s, p99 ${result.p99.toFixed(1)} ms, ` +
+          `failed ${result.failed}, primary CPU ${result.cpu.primary === null ? '-' : `${(result.cpu.primary * 100).toFixed(2)}%`}`);
+      }
+    }
+  }
+  const loadedMemory = new Map(contenders.map((contender) => [contender.id, memory(instances.get(contender.id))]));
+
+  const faults = new Map(contenders.map((contender) => [contender.id, { kill: [], reloadClose: [], reloadKeepalive: [], scale: [] }]));
+  if (options.faults) {
+    for (let round = 0; round < options.faultRounds; round++) {
+      for (const contender of order(round)) {
+        const instance = instances.get(contender.id);
+        const into = faults.get(contender.id);
+        const runs = [];
+        if (contender.faults.includes('kill')) runs.push(['kill', true, into.kill]);
+        if (contender.faults.includes('reload')) runs.push(['reload', true, into.reloadClose], ['reload', false, into.reloadKeepalive]);
+        if (contender.faults.includes('scale')) runs.push(['scale', true, into.scale]);
+        for (const [kind, close, list] of runs) {
+          const result = await faultRun(instance, kind, close, options);
+          list.push(result);
+          log(`bench: fault ${kind} (${close ? 'close' : 'keep-alive'}) ${contender.id}: failed ${result.failed} of ${result.requests} ${JSON.stringify(result.errors)} ` +
+            `${JSON.stringify({ respawnMs: result.respawnMs, durationMs: result.durationMs, upMs: result.upMs, downMs: result.downMs })}`);
+        }
+      }
+    }
+  }
+
+  const commands = new Map(contenders.map((contender) => [contender.id, instances.get(contender.id).commandLine()]));
+  for (const instance of instances.values()) await instance.stop();
+  return { contenders, calibration, startup, idleMemory, loadedMemory, results, faults, commands };
+}
+
+// ---- summaries and goals -----------------------------------------------------------------------
+
+function summarize(runs) {
+  const rps = runs.map((r) => r.rps);
+  const perPid = new Map();
+  for (const r of runs) {
+    for (const w of r.perWorker) {
+      const entry = perPid.get(w.pid) ?? { requests: 0, connections: 0 };
+      entry.requests += w.requests;
+      entry.connections += w.connections;
+      perPid.set(w.pid, entry);
+    }
+  }
+  const totals = [...perPid.values()];
+  const requestTotal = sum(totals.map((t) => t.requests));
+  const connectionTotal = sum(totals.map((t) => t.connections));
+  const shares = (key, total) => (total > 0 ? totals.map((t) => t[key] / total) : []);
+  const cpu = (key) => median(runs.map((r) => r.cpu[key]).filter((value) => value !== null));
+  return {
+    n: runs.length,
+    rps: median(rps),
+    min: Math.min(...rps),
+    max: Math.max(...rps),
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+    failed: sum(runs.map((r) => r.failed)),
+    requests: sum(runs.map((r) => r.requests)),
+    requestShares: shares('requests', requestTotal),
+    connectionShares: shares('connections', connectionTotal),
+    cpu: { primary: cpu('primary'), workers: cpu('workers'), wrk: cpu('wrk'), idle: cpu('idle'), softirq: cpu('softirq') },
+  };
+}
+
+function goals(summaries, faults) {
+  const rps = (workload, id) => summaries.get(workload)?.get(id)?.rps;
+  const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? a / b : NaN);
+  const list = [];
+  for (const id of ['prefork-api', 'prefork-register']) {
+    const name = id === 'prefork-api' ? 'prefork supervise()' : 'prefork -r';
+    list.push({ key: 'close-vs-rr', id, text: `\`Connection: close\`: ${name} / cluster RR`, target: '≥ 2', value: ratio(rps('close', id), rps('close', 'cluster-rr')), met: (v) => v >= 2, digits: 2 });
+    list.push({ key: 'close-vs-bare', id, text: `\`Connection: close\`: ${name} / bare SO_REUSEPORT`, target: '≥ 0.95', value: ratio(rps('close', id), rps('close', 'bare')), met: (v) => v >= 0.95, digits: 2 });
+    list.push({ key: 'keepalive-vs-rr', id, text: `keep-alive: ${name} / cluster RR`, target: '≥ 1', value: ratio(rps('keepalive', id), rps('keepalive', 'cluster-rr')), met: (v) => v >= 1, digits: 2 });
+    list.push({ key: 'cpu-vs-single', id, text: `CPU-heavy: ${name} / single process`, target: '≥ 1.85', value: ratio(rps('cpu', id), rps('cpu', 'single')), met: (v) => v >= 1.85, digits: 2 });
+    const primaryCpu = Math.max(...WORKLOADS.map((w) => summaries.get(w.id)?.get(id)?.cpu.primary).filter(Number.isFinite));
+    list.push({ key: 'primary-cpu', id, text: `${name}: primary's CPU under load (highest workload median, % of one core)`, target: '< 1%', value: primaryCpu * 100, met: (v) => v < 1, digits: 3, unit: '%' });
+    const reloads = [...(faults.get(id)?.reloadClose ?? []), ...(faults.get(id)?.reloadKeepalive ?? [])];
+    list.push({
+      key: 'reload-failed', id, text: `${name}: failed requests during rolling reloads (${reloads.length} runs)`, target: '0',
+      value: reloads.length ? sum(reloads.map((r) => r.failed)) : NaN, met: (v) => v === 0, digits: 0,
+    });
+  }
+  for (const goal of list) goal.ok = Number.isFinite(goal.value) ? goal.met(goal.value) : null;
+  return list;
+}
+
+// ---- report ------------------------------------------------------------------------------------
+
+const fmtInt = (value) => (Number.isFinite(value) ? Math.round(value).toLocaleString('en-US') : 'n/a');
+const fmt = (value, digits = 1) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+const pct = (value, digits = 0) => (Number.isFinite(value) ? `${(value * 100).toFixed(digits)}%` : 'n/a');
+const ms = (value) => (Number.isFinite(value) ? `${value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : Math.round(value)} ms` : 'n/a');
+const mb = (value) => (Number.isFinite(value) ? `${value.toFixed(1)} MB` : '—');
+
+function spread(shares) {
+  if (shares.length <= 1) return '—';
+  return `${pct(Math.min(...shares))} / ${pct(Math.max(...shares))}`;
+}
+
+function throughputTable(data, summaries) {
+  const lines = [
+    '| workload | contender | req/s (median) | min – max of runs | p50 | p99 | spread: min / max share | primary CPU | failed |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const workload of WORKLOADS) {
+    data.contenders.forEach((contender, i) => {
+      const s = summaries.get(workload.id).get(contender.id);
+      lines.push(
+        `| ${i === 0 ? workload.label : ''} | ${contender.label} | **${fmtInt(s.rps)}** | ${fmtInt(s.min)} – ${fmtInt(s.max)} | ` +
+          `${ms(s.p50)} | ${ms(s.p99)} | ${spread(s.requestShares)} | ${contender.primary ? pct(s.cpu.primary, 2) : '—'} | ${s.failed} |`,
+      );
+    });
+  }
+  return lines.join('\n');
+}
+
+function cpuTable(data, summaries) {
+  const cores = (value) => (Number.isFinite(value) ? value.toFixed(2) : '—');
+  const lines = [
+    '| workload | contender | app processes | primary | wrk | softirq | machine idle | connection share min / max |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const workload of WORKLOADS) {
+    data.contenders.forEach((contender, i) => {
+      const s = summaries.get(workload.id).get(contender.id);
+      lines.push(
+        `| ${i === 0 ? workload.label : ''} | ${contender.label} | ${cores(s.cpu.workers)} | ${contender.primary ? cores(s.cpu.primary) : '—'} | ` +
+          `${cores(s.cpu.wrk)} | ${cores(s.cpu.softirq)} | ${cores(s.cpu.idle)} | ${spread(s.connectionShares)} |`,
+      );
+    });
+  }
+  return lines.join('\n');
+}
+
+function lifecycleTable(data) {
+  const medianOf = (list, key) => median(list.map((r) => r[key]));
+  const failed = (list) => (list.length ? `${sum(list.map((r) => r.failed))} of ${fmtInt(sum(list.map((r) => r.requests)))}` : '—');
+  const lines = [
+    '| contender | start-up: all workers answer | respawn after `kill -9` | failed during `kill -9` | rolling reload | failed during reload (close) | failed during reload (keep-alive) | scale up / down | failed during scale up + down |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const contender of data.contenders) {
+    const f = data.faults.get(contender.id);
+    const reloads = [...f.reloadClose, ...f.reloadKeepalive];
+    lines.push(
+      `| ${contender.label} | ${ms(median(data.startup.get(contender.id)))} | ${f.kill.length ? ms(medianOf(f.kill, 'respawnMs')) : '—'} | ${failed(f.kill)} | ` +
+        `${reloads.length ? ms(medianOf(reloads, 'durationMs')) : '—'} | ${failed(f.reloadClose)} | ${failed(f.reloadKeepalive)} | ` +
+        `${f.scale.length ? `${ms(medianOf(f.scale, 'upMs'))} / ${ms(medianOf(f.scale, 'downMs'))}` : '—'} | ${failed(f.scale)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function memoryTable(data) {
+  const bare = data.idleMemory.get('single')?.workerMean;
+  const lines = [
+    '| contender | primary RSS (idle) | per app process (idle) | primary RSS (after load) | per app process (after load) | total after load | total / single process |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  const singleLoaded = data.loadedMemory.get('single')?.total;
+  for (const contender of data.contenders) {
+    const idle = data.idleMemory.get(contender.id);
+    const loaded = data.loadedMemory.get(contender.id);
+    lines.push(
+      `| ${contender.label} | ${mb(idle.primary)} | ${mb(idle.workerMean)} | ${mb(loaded.primary)} | ${mb(loaded.workerMean)} | ${mb(loaded.total)} | ` +
+        `${Number.isFinite(singleLoaded) ? `${fmt(loaded.total / singleLoaded, 2)}×` : 'n/a'} |`,
+    );
+  }
+  if (Number.isFinite(bare)) lines.push('', `The bare app (one plain process, idle) takes ${mb(bare)}.`);
+  return lines.join('\n');
+}
+
+function goalsTable(list) {
+  const lines = ['| goal | target | this run | |', '| --- | ---: | ---: | --- |'];
+  for (const goal of list) {
+    lines.push(`| ${goal.text} | ${goal.target} | ${Number.isFinite(goal.value) ? `${goal.value.toFixed(goal.digits)}${goal.unit ?? ''}` : 'n/a'} | ${goal.ok === null ? 'not measured' : goal.ok ? 'met' : '**missed**'} |`);
+  }
+  return lines.join('\n');
+}
+
+function commandLine() {
+  const script = path.relative(ROOT, process.argv[1]) || process.argv[1];
+  return ['node', ...process.execArgv, script, ...process.argv.slice(2)].join(' ');
+}
+
+function machine() {
+  const cpus = os.cpus();
+  let kernelFacts = '';
+  try {
+    const migrate = fs.readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim();
+    kernelFacts = `; net.ipv4.tcp_migrate_req=${migrate}`;
+  } catch {
+    // not Linux ≥ 5.14
+  }
+  return `${cpus.length > 0 ? cpus[0].model.trim() : 'unknown CPU'}, ${cpus.length} CPUs, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ` +
+    `${os.platform()} ${os.release()} (${os.arch()})${kernelFacts}`;
+}
+
+function wrkVersion() {
+  const result = childProcess.spawnSync('wrk', ['--version'], { encoding: 'utf8' });
+  return (`${result.stdout}${result.stderr}`.split('\n')[0] || 'wrk').replace(/\s*Copyright.*$/, '').trim();
+}
+
+/** Notes on what bounds the numbers; the ones for missed goals are shown when the goal was missed. */
+function analysis(goalList, summaries, data) {
+  const missed = new Set(goalList.filter((goal) => goal.ok === false).map((goal) => goal.key));
+  const s = (workload, id) => summaries.get(workload)?.get(id);
+  const cores = (value) => (Number.isFinite(value) ? value.toFixed(2) : 'n/a');
+  const notes = [];
+  const close = (id) => s('close', id);
+  notes.push(
+    '- **Everything shares two cores.** wrk runs on the same machine as the servers, so every figure is a share of ' +
+      `the same two CPUs: in the \`Connection: close\` runs wrk took ${cores(close('prefork-api')?.cpu.wrk)} cores against ` +
+      `prefork and the kernel's softirq time (loopback TCP) ${cores(close('prefork-api')?.cpu.softirq)} cores; the machine was idle ` +
+      `${cores(close('prefork-api')?.cpu.idle)} cores of the time. Two workers cannot get two cores while the client needs one too, ` +
+      'which is why hello world on every core is far from 2× one process here, and why the CPU-heavy workload (where wrk ' +
+      'needs little) is the one that shows the cores. On a machine where the load comes from elsewhere the multi-process ' +
+      'contenders gain more.',
+  );
+  notes.push(
+    "- **node:cluster round-robin pays in its primary.** Its primary accepts every connection and hands it to a worker over " +
+      `IPC: with \`Connection: close\` it used ${pct(close('cluster-rr')?.cpu.primary)} of a core, against ` +
+      `${pct(close('prefork-api')?.cpu.primary, 2)} for prefork's primary, which is not on the path of a connection at all. ` +
+      'With keep-alive there are only 50 connections to hand over, so round-robin costs almost nothing there and the ' +
+      'contenders meet.',
+  );
+  if (missed.has('close-vs-rr')) {
+    notes.push(
+      '- **`Connection: close` ≥ 2× cluster round-robin was missed.** The ratio is bounded by the two shared cores: ' +
+        "cluster's primary turns CPU into handovers, but prefork's workers cannot use the CPU it saves beyond what wrk and " +
+        'the kernel leave (see the CPU table: the machine is near 0 idle in every `Connection: close` run). The gap is ' +
+        'the one the issue measured (cluster RR at a third to a half of a single process), and it widens with spare cores.',
+    );
+  }
+  if (missed.has('close-vs-bare')) {
+    notes.push(
+      '- **`Connection: close` ≥ 0.95× bare SO_REUSEPORT was missed in this run.** prefork\'s primary is idle during ' +
+        'the load (see its CPU) and its workers serve the same kind of socket as the bare processes, so the hot path is the ' +
+        'same; the difference is within the spread of runs (see min – max) on this shared machine. Re-run on a quiet machine.',
+    );
+  }
+  if (missed.has('keepalive-vs-rr')) {
+    notes.push(
+      '- **keep-alive ≥ cluster round-robin was missed in this run.** With keep-alive both hand the 50 connections out ' +
+        'once and then serve them with no primary in between; the difference is within the noise of runs (see min – max).',
+    );
+  }
+  if (missed.has('cpu-vs-single')) {
+    notes.push(
+      '- **CPU-heavy ≥ 1.85× a single process was missed in this run.** The limit is 2× on two cores minus what wrk, ' +
+        `the kernel and other work on the machine take (wrk: ${cores(s('cpu', 'prefork-api')?.cpu.wrk)} cores, idle ` +
+        `${cores(s('cpu', 'prefork-api')?.cpu.idle)} cores).`,
+    );
+  }
+  if (missed.has('primary-cpu')) {
+    notes.push(
+      "- **The primary's CPU went over 1% in this run.** It does no work per request or per connection; what it spends " +
+        'is reading its control channels and timers. Look at the per-workload figures to see which run it was.',
+    );
+  }
+  if (missed.has('reload-failed')) {
+    notes.push(
+      '- **Requests failed during a rolling reload.** See the wrk error classes in the log of the run (read errors: ' +
+        'connections reset; connect errors: refused).',
+    );
+  }
+  const scaleFailures = ['prefork-api', 'prefork-register'].map((id) => sum((data.faults.get(id)?.scale ?? []).map((r) => r.failed)));
+  if (scaleFailures.some((n) => n > 0)) {
+    notes.push(
+      '- **Scaling down can reset a few queued connections.** A removed slot\'s socket closes once its worker drains; ' +
+        'connections the kernel already queued on it are reset unless `net.ipv4.tcp_migrate_req=1` (Linux ≥ 5.14) moves ' +
+        'them to the other sockets. The machine setting is given above.',
+    );
+  }
+  return notes.join('\n');
+}
+
+function report(data, options, seconds) {
+  const summaries = new Map(WORKLOADS.map((w) => [w.id, new Map(data.contenders.map((c) => [c.id, summarize(data.results.get(w.id).get(c.id))]))]));
+  const goalList = goals(summaries, data.faults);
+  const wrkCommand = (workload) => `\`wrk ${wrkArgs({ ...workload, seconds: options.duration, port: '<port>', threads: options.threads, connections: options.connections }).map(shellQuote).join(' ')}\``;
+  const text = [
+    '## HTTP: prefork against node:cluster, a single process and bare SO_REUSEPORT',
+    '',
+    'Produced by `bench/http.js`; do not edit by hand, re-run the command below instead. Chart: [results.svg](results.svg).',
+    '',
+    `- Command (from the package root): \`${commandLine()}\`${options.quick ? ' (quick mode: short runs, expect more noise)' : ''}`,
+    `- Date: ${new Date().toISOString()}`,
+    `- Machine: ${machine()}`,
+    `- Node: ${process.version}; load generator: ${wrkVersion()} on the same machine, over 127.0.0.1`,
+    `- Each contender runs ${options.workers} app processes (1 for the single process). Runs: ${options.rounds} measured wrk runs of ` +
+      `${options.duration} s per contender and workload after one ${options.warmup} s warm-up, contenders alternated ` +
+      `(A B C … then … C B A); start-up over ${options.startupRounds} starts; fault figures over ${options.faultRounds} run(s) each. ` +
+      `Total time ${seconds.toFixed(0)} s.`,
+    `- The CPU-heavy handler hashes ${data.calibration.iterations} × SHA-256 of 1 KB per request, calibrated once at start ` +
+      `(${fmt(data.calibration.perIterationUs, 2)} µs each: ${CPU_TARGET_MS} ms).`,
+    '',
+    '### Goals',
+    '',
+    goalsTable(goalList),
+    '',
+    '### Throughput and latency',
+    '',
+    throughputTable(data, summaries),
+    '',
+    'req/s is the median of the runs; p50 / p99 are wrk\'s latency percentiles, median of the runs. *Spread* is the smallest ' +
+      'and largest share of the requests any one app process served (50% / 50% is even for two). *Primary CPU* is the ' +
+      "primary process's CPU time during the runs (all its threads, from /proc) over the wall time, in % of one core. " +
+      '*Failed* counts wrk\'s socket errors (connect, read, write, timeout) and non-2xx responses over all runs.',
+    '',
+    '### Where the CPU went (cores, median of the runs)',
+    '',
+    cpuTable(data, summaries),
+    '',
+    '### Start-up, faults and rolling reload',
+    '',
+    lifecycleTable(data),
+    '',
+    'Start-up: from spawning the command to every worker having answered `GET /pid` (distinct pids over new connections). ' +
+      'The fault runs put the same `Connection: close` load as above (50 connections) on the contender (and a keep-alive ' +
+      'load for the second reload column); 1 s in, a worker is `kill -9`ed (respawn: from the kill to the replacement ' +
+      'listening), or the primary gets `SIGHUP` (rolling reload: until the supervisor reports it done), or `SIGTTIN` then ' +
+      '1 s later `SIGTTOU` (scale: until the supervisor reports each done); the load goes on 1 s after that. *Failed* is ' +
+      "wrk's socket errors plus non-2xx responses of the whole run, of all its requests. node:cluster's primary refills a " +
+      'killed worker with `cluster.fork()` (as cluster apps do); it has no reload or scaling of its own.',
+    '',
+    '### Memory',
+    '',
+    memoryTable(data),
+    '',
+    'RSS from /proc/PID/status; idle: 1 s after start-up; after load: after the throughput runs, before the fault runs.',
+    '',
+    '### What bounds these numbers',
+    '',
+    analysis(goalList, summaries, data),
+    '',
+    '### Commands',
+    '',
+    ...data.contenders.map((contender) => `- ${contender.label}: ${data.commands.get(contender.id)}`),
+    '',
+    'Every app process serves [bench/apps/handler.js](apps/handler.js) (`/`, `/cpu`, `/json`, `/pid`). ' +
+      'wrk, per workload (`<port>`: the contender\'s):',
+    '',
+    ...WORKLOADS.map((workload) => `- ${workload.label}: ${wrkCommand(workload)}`),
+    '',
+  ].join('\n');
+  return { text, summaries, goalList };
+}
+
+// ---- the chart ---------------------------------------------------------------------------------
+
+function escapeXml(text) {
+  return String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** One panel per workload (each its own scale): median req/s bars, min – max whiskers, the value above each bar. */
+function chart(data, summaries, options) {
+  const panelWidth = 250;
+  const panelHeight = 260;
+  const left = 20;
+  const top = 70;
+  const gap = 25;
+  const barArea = panelWidth - 50;
+  const width = left * 2 + WORKLOADS.length * panelWidth + (WORKLOADS.length - 1) * gap;
+  const height = top + panelHeight + 110;
+  const contenders = data.contenders;
+  const out = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif">`);
+  out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
+  out.push(`<text x="${left}" y="28" font-size="18" font-weight="bold">HTTP requests per second on ${os.cpus().length} cores (median of ${options.rounds} runs; whiskers: min – max)</text>`);
+  out.push(`<text x="${left}" y="50" font-size="12" fill="#555">${escapeXml(`${machine()}, Node ${process.version}, wrk -t${options.threads} -c${options.connections} on the same machine. ${new Date().toISOString().slice(0, 10)}`)}</text>`);
+  WORKLOADS.forEach((workload, w) => {
+    const x0 = left + w * (panelWidth + gap);
+    const stats = contenders.map((contender) => summaries.get(workload.id).get(contender.id));
+    const maxValue = Math.max(...stats.map((s) => s.max).filter(Number.isFinite), 1);
+    const scale = (panelHeight - 40) / (maxValue * 1.12);
+    const baseY = top + panelHeight;
+    const slot = barArea / contenders.length;
+    out.push(`<text x="${x0 + panelWidth / 2}" y="${top - 4}" font-size="13" font-weight="bold" text-anchor="middle">${escapeXml(workload.label.replace(/`/g, ''))}</text>`);
+    out.push(`<line x1="${x0 + 25}" y1="${baseY}" x2="${x0 + 25 + barArea}" y2="${baseY}" stroke="#333"/>`);
+    stats.forEach((s, c) => {
+      const bx = x0 + 25 + c * slot + slot * 0.12;
+      const bw = slot * 0.76;
+      const h = Number.isFinite(s.rps) ? s.rps * scale : 0;
+      out.push(`<rect x="${bx.toFixed(1)}" y="${(baseY - h).toFixed(1)}" width="${bw.toFixed(1)}" height="${h.toFixed(1)}" fill="${contenders[c].color}"><title>${escapeXml(`${contenders[c].label}: ${fmtInt(s.rps)} req/s (${fmtInt(s.min)} – ${fmtInt(s.max)})`)}</title></rect>`);
+      if (Number.isFinite(s.min) && Number.isFinite(s.max)) {
+        const cx = bx + bw / 2;
+        const y1 = baseY - s.max * scale;
+        const y2 = baseY - s.min * scale;
+        out.push(`<line x1="${cx.toFixed(1)}" y1="${y1.toFixed(1)}" x2="${cx.toFixed(1)}" y2="${y2.toFixed(1)}" stroke="#222" stroke-width="1"/>`);
+        out.push(`<line x1="${(cx - 4).toFixed(1)}" y1="${y1.toFixed(1)}" x2="${(cx + 4).toFixed(1)}" y2="${y1.toFixed(1)}" stroke="#222"/>`);
+        out.push(`<line x1="${(cx - 4).toFixed(1)}" y1="${y2.toFixed(1)}" x2="${(cx + 4).toFixed(1)}" y2="${y2.toFixed(1)}" stroke="#222"/>`);
+      }
+      const label = Number.isFinite(s.rps) ? (s.rps >= 10000 ? `${(s.rps / 1000).toFixed(1)}k` : `${(s.rps / 1000).toFixed(2)}k`) : 'n/a';
+      const labelY = baseY - Math.max(h, Number.isFinite(s.max) ? s.max * scale : 0) - 5;
+      out.push(`<text x="${(bx + bw / 2).toFixed(1)}" y="${labelY.toFixed(1)}" font-size="10" text-anchor="middle">${label}</text>`);
+    });
+  });
+  const legendY = top + panelHeight + 35;
+  const columns = 3;
+  contenders.forEach((contender, c) => {
+    const x = left + (c % columns) * 330;
+    const y = legendY + Math.floor(c / columns) * 22;
+    out.push(`<rect x="${x}" y="${y - 11}" width="14" height="14" fill="${contender.color}"/>`);
+    out.push(`<text x="${x + 20}" y="${y}" font-size="13">${escapeXml(contender.label)}</text>`);
+  });
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
+// ---- main --------------------------------------------------------------------------------------
+
+function cleanupNow() {
+  for (const child of live.wrk) child.kill('SIGKILL');
+  for (const instance of live.instances) instance.killNow();
+  if (statsRoot) fs.rmSync(statsRoot, { recursive: true, force: true });
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  if (process.platform !== 'linux') throw new Error('bench/http.js reads /proc and needs SO_REUSEPORT balancing: Linux only');
+  ensureWrk();
+  statsRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'prefork-bench-'));
+  process.on('exit', cleanupNow);
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => {
+      log(`bench: ${signal}: stopping everything`);
+      cleanupNow();
+      process.exit(130);
+    });
+  }
+  const began = nowMs();
+  const data = await run(options);
+  const { text, summaries } = report(data, options, (nowMs() - began) / 1000);
+  process.stdout.write(`${text}\n`);
+  if (options.write) {
+    const target = writeSection('http', text);
+    const svg = path.join(__dirname, 'results.svg');
+    fs.writeFileSync(svg, chart(data, summaries, options));
+    process.stdout.write(`Wrote ${path.relative(process.cwd(), target) || target} and ${path.relative(process.cwd(), svg) || svg}\n`);
+  }
+  fs.rmSync(statsRoot, { recursive: true, force: true });
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench/http.js failed: ${error && error.stack ? error.stack : error}\n`);
+  cleanupNow();
+  process.exitCode = 1;
+});

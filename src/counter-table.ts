@@ -1,0 +1,316 @@
+// A fixed-capacity hash table of windowed counters in a shared ArrayBuffer, updated with 32-bit Atomics and
+// no lock on the hot path. Every step is one atomic store or compare-and-swap, so a process killed at any
+// instruction leaves the table usable: what it was in the middle of is either done or not, and entries it
+// was claiming (marked with its pid) are recovered by the next process that finds it dead.
+//
+// Entry (Int32 words): state, incarnation, hash, key length, packed counter, 3 spare, 2 float64 reset times,
+// then the key as UTF-16 code units. The incarnation is 0 until the entry is published, then even, and odd
+// while it is rewritten for another key: one atomic load of it tells a reader whether the key words are
+// settled (a seqlock). The packed counter is tag (4 bits) | count (28 bits): one CAS moves the count, or
+// opens a new window by bumping the tag; the window's reset time is written first into the float64 slot of
+// the new tag's parity, so it is in place before any process can see that tag.
+//
+// Keys are passed as (prefix, key) and compared in two parts, so the hot path builds no string.
+
+const MAGIC = 0x50524631; // "PRF1"
+const HEADER_WORDS = 16;
+const H_MAGIC = 0;
+const H_CAPACITY = 1;
+const H_ENTRY_WORDS = 2;
+const H_RECLAIM_LOCK = 3; // pid of the process reclaiming expired entries (full table only), or 0
+
+/** Keys up to this many UTF-16 code units are stored as they are; longer ones as a digest (store.ts). */
+export const MAX_STORED_KEY = 64;
+const ENTRY_WORDS = 12 + MAX_STORED_KEY / 2;
+const STATE = 0; // EMPTY, LIVE, or -pid while that process claims the entry
+const INCARNATION = 1; // odd while the entry is rewritten for another key (reclaim)
+const HASH = 2;
+const LENGTH = 3; // -1: a recovered entry that matches no key (reclaimable)
+const PACKED = 4;
+const RESET_AT = 8; // words 8-11: float64 reset time for even tags, then for odd tags
+const KEY = 12;
+
+const EMPTY = 0;
+const LIVE = 1;
+const COUNT_MASK = 2 ** 28 - 1;
+const TAGS = 14; // tags 0…13 for windows: an even cycle, so consecutive tags alternate float64 slots
+const SENTINEL_TAG = 15; // packed = sentinel | pid while that process reclaims the entry
+const STALL_CHECK_SPINS = 2000;
+const DEAD_AFTER_MS = 5000; // a pid that holds a mark this long is taken for dead even if the pid exists (reused)
+
+export const FULL = -2;
+const ABSENT = -1;
+
+export interface CounterValue {
+  count: number;
+  /** When the window ends, in ms since the epoch (Date.now()). */
+  resetAt: number;
+}
+
+export function regionBytes(capacity: number): number {
+  return (HEADER_WORDS + capacity * ENTRY_WORDS) * 4;
+}
+
+/** FNV-1a over UTF-16 code units; `hashKey(key, hashKey(prefix))` hashes prefix + key. */
+export function hashKey(key: string, hash = 0x811c9dc5): number {
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 16777619);
+  return hash | 0;
+}
+
+/** A key as the table sees it: prefix and key, and the hash of both. */
+export interface TableKey {
+  prefix: string;
+  key: string;
+  hash: number;
+}
+
+const pack = (tag: number, count: number) => ((tag << 28) | count) | 0;
+const tagOf = (packed: number) => packed >>> 28;
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class CounterTable {
+  readonly capacity: number;
+  private readonly words: Int32Array;
+  private readonly floats: Float64Array;
+  private readonly chars: Uint16Array;
+  private readonly pid = process.pid;
+  /** The incarnation locate() saw when it matched the key (avoids an allocation per call). */
+  private matchedIncarnation = 0;
+
+  /** `initialize`: the creator writes the header; everyone else checks it. */
+  constructor(buffer: ArrayBuffer, capacity: number, initialize: boolean) {
+    this.words = new Int32Array(buffer);
+    this.floats = new Float64Array(buffer);
+    this.chars = new Uint16Array(buffer);
+    if (initialize) {
+      this.words[H_CAPACITY] = capacity;
+      this.words[H_ENTRY_WORDS] = ENTRY_WORDS;
+      Atomics.store(this.words, H_MAGIC, MAGIC);
+    } else if (this.words[H_MAGIC] !== MAGIC || this.words[H_CAPACITY] !== capacity || this.words[H_ENTRY_WORDS] !== ENTRY_WORDS) {
+      throw new Error('prefork: the shared counter region has another layout (a different prefork version?)');
+    }
+    this.capacity = capacity;
+  }
+
+  /** Adds one in the key's current window (opening a new one of `windowMs` if it ended). FULL: no room. */
+  increment(key: TableKey, windowMs: number, now: number): CounterValue | typeof FULL {
+    for (;;) {
+      let entry = this.locate(key, true);
+      if (entry === FULL) entry = this.reclaim(key, now);
+      if (entry === FULL) return FULL;
+      const packed = this.stablePacked(entry);
+      if (packed === null) continue;
+      const tag = tagOf(packed);
+      const slots = (entry + RESET_AT) >> 1;
+      const resetAt = this.floats[slots + (tag & 1)];
+      if (now < resetAt) {
+        const count = packed & COUNT_MASK;
+        if (count === COUNT_MASK) return { count, resetAt }; // saturated
+        if (Atomics.compareExchange(this.words, entry + PACKED, packed, packed + 1) === packed) return { count: count + 1, resetAt };
+      } else {
+        const next = (tag + 1) % TAGS;
+        const nextResetAt = now + windowMs;
+        this.floats[slots + (next & 1)] = nextResetAt; // in place before the CAS publishes the new tag
+        if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(next, 1)) === packed) return { count: 1, resetAt: nextResetAt };
+      }
+    }
+  }
+
+  /** Takes one back in the current window (never below 0). */
+  decrement(key: TableKey, now: number): void {
+    for (;;) {
+      const entry = this.locate(key, false);
+      if (entry < 0) return;
+      const packed = this.stablePacked(entry);
+      if (packed === null) continue;
+      const resetAt = this.floats[((entry + RESET_AT) >> 1) + (tagOf(packed) & 1)];
+      if (now >= resetAt || (packed & COUNT_MASK) === 0) return;
+      if (Atomics.compareExchange(this.words, entry + PACKED, packed, packed - 1) === packed) return;
+    }
+  }
+
+  /** Ends the key's window: its next increment starts from 1. */
+  reset(key: TableKey): void {
+    for (;;) {
+      const entry = this.locate(key, false);
+      if (entry < 0) return;
+      const packed = this.stablePacked(entry);
+      if (packed === null) continue;
+      const next = (tagOf(packed) + 1) % TAGS;
+      this.floats[((entry + RESET_AT) >> 1) + (next & 1)] = 0;
+      if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(next, 0)) === packed) return;
+    }
+  }
+
+  /** The key's count in its current window, or null when it has none. */
+  get(key: TableKey, now: number): CounterValue | null {
+    for (;;) {
+      const entry = this.locate(key, false);
+      if (entry < 0) return null;
+      const packed = this.stablePacked(entry);
+      if (packed === null) continue;
+      const resetAt = this.floats[((entry + RESET_AT) >> 1) + (tagOf(packed) & 1)];
+      const count = packed & COUNT_MASK;
+      return now < resetAt && count > 0 ? { count, resetAt } : null;
+    }
+  }
+
+  /** Entries in use (for tests and stats; a snapshot). */
+  size(): number {
+    let used = 0;
+    for (let index = 0; index < this.capacity; index++) {
+      if (Atomics.load(this.words, HEADER_WORDS + index * ENTRY_WORDS + STATE) !== EMPTY) used += 1;
+    }
+    return used;
+  }
+
+  // ---- internals -----------------------------------------------------------------------------
+
+  /** The packed counter of the entry locate() just matched, if it still holds that key; else null (look again). */
+  private stablePacked(entry: number): number | null {
+    const packed = Atomics.load(this.words, entry + PACKED);
+    if (tagOf(packed) === SENTINEL_TAG || Atomics.load(this.words, entry + INCARNATION) !== this.matchedIncarnation) {
+      this.settle(entry);
+      return null;
+    }
+    return packed;
+  }
+
+  private holds(entry: number, { prefix, key, hash }: TableKey): boolean {
+    if (this.words[entry + HASH] !== hash || this.words[entry + LENGTH] !== prefix.length + key.length) return false;
+    const base = (entry + KEY) * 2;
+    for (let i = 0; i < prefix.length; i++) if (this.chars[base + i] !== prefix.charCodeAt(i)) return false;
+    const rest = base + prefix.length;
+    for (let i = 0; i < key.length; i++) if (this.chars[rest + i] !== key.charCodeAt(i)) return false;
+    return true;
+  }
+
+  /**
+   * Linear probing from the key's home slot; one atomic load per entry on the way. With `create`, claims
+   * the first empty entry. Sets matchedIncarnation for stablePacked().
+   */
+  private locate(key: TableKey, create: boolean): number {
+    let index = (key.hash >>> 0) % this.capacity;
+    for (let probes = 0; probes < this.capacity; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
+      const entry = HEADER_WORDS + index * ENTRY_WORDS;
+      for (;;) {
+        const incarnation = Atomics.load(this.words, entry + INCARNATION);
+        if (incarnation === 0) {
+          // Not published yet: empty, being claimed, or just published.
+          const state = Atomics.load(this.words, entry + STATE);
+          if (state === EMPTY) {
+            if (!create) return ABSENT;
+            if (Atomics.compareExchange(this.words, entry + STATE, EMPTY, -this.pid) !== EMPTY) continue;
+            this.writeKey(entry, key);
+            Atomics.store(this.words, entry + PACKED, pack(0, 0));
+            Atomics.store(this.words, entry + STATE, LIVE);
+            Atomics.store(this.words, entry + INCARNATION, 2); // published: the key words are settled
+            continue;
+          }
+          if (state < 0) this.settle(entry);
+          continue;
+        }
+        if (incarnation & 1) {
+          this.settle(entry); // being rewritten for another key (or left half-rewritten by a dead process)
+          continue;
+        }
+        if (this.holds(entry, key)) {
+          this.matchedIncarnation = incarnation;
+          return entry;
+        }
+        break;
+      }
+    }
+    return create ? FULL : ABSENT;
+  }
+
+  private writeKey(entry: number, { prefix, key, hash }: TableKey): void {
+    const base = (entry + KEY) * 2;
+    for (let i = 0; i < prefix.length; i++) this.chars[base + i] = prefix.charCodeAt(i);
+    for (let i = 0; i < key.length; i++) this.chars[base + prefix.length + i] = key.charCodeAt(i);
+    this.words[entry + LENGTH] = prefix.length + key.length;
+    this.words[entry + HASH] = hash;
+    const slots = (entry + RESET_AT) >> 1;
+    this.floats[slots] = 0;
+    this.floats[slots + 1] = 0;
+  }
+
+  /**
+   * A full table: the first expired entry along the key's probe sequence is rewritten for it. Reclaimers
+   * take turns (a pid lock in the header) and look for the key once more first, so a key is never in two
+   * entries. Readers of the old key see the sentinel or a new incarnation and look up again.
+   */
+  private reclaim(key: TableKey, now: number): number {
+    this.acquire(H_RECLAIM_LOCK);
+    try {
+      const existing = this.locate(key, false);
+      if (existing >= 0) return existing;
+      let index = (key.hash >>> 0) % this.capacity;
+      for (let probes = 0; probes < this.capacity; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
+        const entry = HEADER_WORDS + index * ENTRY_WORDS;
+        const incarnation = Atomics.load(this.words, entry + INCARNATION);
+        const packed = Atomics.load(this.words, entry + PACKED);
+        if (incarnation === 0 || incarnation & 1 || tagOf(packed) === SENTINEL_TAG) continue;
+        const resetAt = this.floats[((entry + RESET_AT) >> 1) + (tagOf(packed) & 1)];
+        if (this.words[entry + LENGTH] !== -1 && now < resetAt) continue;
+        if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(SENTINEL_TAG, this.pid)) !== packed) continue;
+        Atomics.add(this.words, entry + INCARNATION, 1); // odd: rewriting
+        this.writeKey(entry, key);
+        Atomics.add(this.words, entry + INCARNATION, 1); // even again: a new incarnation
+        Atomics.store(this.words, entry + PACKED, pack((tagOf(packed) + 1) % TAGS, 0));
+        return this.locate(key, false);
+      }
+      return FULL;
+    } finally {
+      Atomics.compareExchange(this.words, H_RECLAIM_LOCK, this.pid, 0);
+    }
+  }
+
+  private acquire(word: number): void {
+    let since = 0;
+    for (let spins = 1; ; spins++) {
+      const holder = Atomics.compareExchange(this.words, word, 0, this.pid);
+      if (holder === 0 || holder === this.pid) return;
+      if (spins % STALL_CHECK_SPINS !== 0) continue;
+      since ||= Date.now();
+      if (!alive(holder) || Date.now() - since > DEAD_AFTER_MS) Atomics.compareExchange(this.words, word, holder, 0);
+    }
+  }
+
+  /**
+   * Waits out a claim or a rewrite of `entry` by another process. If that process is dead, finishes its
+   * work for it: a half-claimed entry goes back to empty, a half-rewritten one becomes an entry that matches
+   * no key (reclaimable). Spins, then checks the holder's pid: these windows last a few hundred nanoseconds.
+   */
+  private settle(entry: number): void {
+    let since = 0;
+    for (let spins = 1; ; spins++) {
+      const state = Atomics.load(this.words, entry + STATE);
+      const packed = Atomics.load(this.words, entry + PACKED);
+      const claimer = state < 0 ? -state : 0;
+      // The sentinel is set before the incarnation turns odd and cleared after it is even again.
+      const rewriter = state === LIVE && tagOf(packed) === SENTINEL_TAG ? packed & COUNT_MASK : 0;
+      if (!claimer && !rewriter) return;
+      if (spins % STALL_CHECK_SPINS !== 0) continue;
+      since ||= Date.now();
+      const holder = claimer || rewriter;
+      if (alive(holder) && Date.now() - since < DEAD_AFTER_MS) continue;
+      if (claimer) {
+        Atomics.compareExchange(this.words, entry + STATE, state, EMPTY);
+      } else if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(SENTINEL_TAG, this.pid)) === packed) {
+        this.words[entry + LENGTH] = -1;
+        if (Atomics.load(this.words, entry + INCARNATION) & 1) Atomics.add(this.words, entry + INCARNATION, 1);
+        Atomics.store(this.words, entry + PACKED, pack(0, 0));
+      }
+    }
+  }
+}
