@@ -3,11 +3,12 @@
 //
 // Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]
 //                           [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]
-//                           [--only id,id] [--verbose]
+//                           [--only id,id] [--workloads id,id|none] [--verbose]
 //   --quick          1 s runs, 2 rounds, 1 s warm-up, one fault run of each kind (about 2 minutes)
 //   --write          also write bench/RESULTS.md (this script's section) and bench/results.svg
 //   --duration S     seconds per measured wrk run (default 5)        --rounds N   measured runs per pair (default 3)
 //   --workers N      workers per contender (default: available CPUs) --only ids   contenders to run (see CONTENDERS)
+//   --workloads ids  keepalive, close, cpu, json (default all; `none`: start-up, memory and faults only)
 // Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
 'use strict';
 
@@ -35,11 +36,11 @@ const STATS_SETTLE_MS = 150; // the apps write their counters every 100 ms
 const USAGE =
   'Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]\n' +
   '                          [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]\n' +
-  '                          [--only id,id] [--verbose]\n';
+  '                          [--only id,id] [--workloads id,id|none] [--verbose]\n';
 
 function parseArgs(argv) {
   const options = {
-    quick: false, write: false, faults: true, verbose: false, only: null,
+    quick: false, write: false, faults: true, verbose: false, only: null, workloads: null,
     duration: 5, rounds: 3, warmup: 2, connections: 50, threads: 2, workers: defaultWorkers(), startupRounds: 5, faultRounds: 3,
   };
   const given = new Set();
@@ -54,6 +55,7 @@ function parseArgs(argv) {
     else if (flag === '--no-faults') options.faults = false;
     else if (flag === '--verbose') options.verbose = true;
     else if (flag === '--only') options.only = (inline ?? argv[++i] ?? '').split(',').filter(Boolean);
+    else if (flag === '--workloads') options.workloads = (inline ?? argv[++i] ?? '').split(',').filter((id) => id && id !== 'none');
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE);
       process.exit(0);
@@ -73,6 +75,10 @@ function parseArgs(argv) {
     for (const [key, value] of Object.entries(quick)) if (!given.has(key)) options[key] = value;
   }
   if (options.threads > options.connections) options.threads = options.connections;
+  if (options.workloads) {
+    const unknown = options.workloads.filter((id) => !WORKLOADS.some((workload) => workload.id === id));
+    if (unknown.length > 0) throw new Error(`unknown workload ${unknown.join(', ')}; known: ${WORKLOADS.map((w) => w.id).join(', ')}`);
+  }
   if (options.only) {
     const unknown = options.only.filter((id) => !CONTENDERS.some((contender) => contender.id === id));
     if (unknown.length > 0) throw new Error(`unknown contender ${unknown.join(', ')}; known: ${CONTENDERS.map((c) => c.id).join(', ')}`);
@@ -581,7 +587,7 @@ async function measure(instance, workload, seconds, options) {
   }));
   const ticks = cpuAfter.machine.total - cpuBefore.machine.total;
   const cores = os.cpus().length;
-  return {
+  const measured = {
     ...result,
     perWorker,
     cpu: {
@@ -593,6 +599,11 @@ async function measure(instance, workload, seconds, options) {
       softirq: ticks > 0 ? ((cpuAfter.machine.softirq - cpuBefore.machine.softirq) / ticks) * cores : null,
     },
   };
+  const { cpu } = measured;
+  // Whatever else ran meanwhile (another test suite…): busy time not ours. Approximate: the kernel's accounting of
+  // interrupt time may overlap with the processes', so this errs low.
+  cpu.rest = cpu.idle === null ? null : Math.max(0, cores - cpu.idle - cpu.workers - (cpu.primary ?? 0) - (cpu.wrk ?? 0) - cpu.softirq);
+  return measured;
 }
 
 /** Fault runs under open-ended `Connection: close` (or keep-alive) load, stopped 1 s after the fault settled. */
@@ -647,8 +658,9 @@ function memory(instance) {
 
 async function run(options) {
   const contenders = CONTENDERS.filter((contender) => !options.only || options.only.includes(contender.id));
+  const workloads = WORKLOADS.filter((workload) => !options.workloads || options.workloads.includes(workload.id));
   const calibration = calibrateHash();
-  log(`bench: ${contenders.length} contenders × ${WORKLOADS.length} workloads, ${options.workers} workers each; ` +
+  log(`bench: ${contenders.length} contenders × ${workloads.length} workloads, ${options.workers} workers each; ` +
     `${options.rounds} rounds of ${options.duration} s; /cpu hashes ${calibration.iterations} × SHA-256 (~${CPU_TARGET_MS} ms)`);
 
   const startup = new Map(contenders.map((contender) => [contender.id, []]));
@@ -675,7 +687,7 @@ async function run(options) {
   const idleMemory = new Map(contenders.map((contender) => [contender.id, memory(instances.get(contender.id))]));
 
   const results = new Map(); // workload id -> contender id -> runs
-  for (const workload of WORKLOADS) {
+  for (const workload of workloads) {
     const byContender = new Map(contenders.map((contender) => [contender.id, []]));
     results.set(workload.id, byContender);
     if (options.warmup > 0) {
@@ -718,7 +730,7 @@ async function run(options) {
 
   const commands = new Map(contenders.map((contender) => [contender.id, instances.get(contender.id).commandLine()]));
   for (const instance of instances.values()) await instance.stop();
-  return { contenders, calibration, startup, idleMemory, loadedMemory, results, faults, commands };
+  return { contenders, workloads, calibration, startup, idleMemory, loadedMemory, results, faults, commands };
 }
 
 // ---- summaries and goals -----------------------------------------------------------------------
@@ -739,6 +751,7 @@ function summarize(runs) {
   const connectionTotal = sum(totals.map((t) => t.connections));
   const shares = (key, total) => (total > 0 ? totals.map((t) => t[key] / total) : []);
   const cpu = (key) => median(runs.map((r) => r.cpu[key]).filter((value) => value !== null));
+  const perRequestUs = median(runs.map((r) => (r.rps > 0 ? (r.cpu.workers / r.rps) * 1e6 : NaN)));
   return {
     n: runs.length,
     rps: median(rps),
@@ -750,7 +763,7 @@ function summarize(runs) {
     requests: sum(runs.map((r) => r.requests)),
     requestShares: shares('requests', requestTotal),
     connectionShares: shares('connections', connectionTotal),
-    cpu: { primary: cpu('primary'), workers: cpu('workers'), wrk: cpu('wrk'), idle: cpu('idle'), softirq: cpu('softirq') },
+    cpu: { primary: cpu('primary'), workers: cpu('workers'), wrk: cpu('wrk'), idle: cpu('idle'), softirq: cpu('softirq'), rest: cpu('rest'), perRequestUs },
   };
 }
 
@@ -764,7 +777,7 @@ function goals(summaries, faults) {
     list.push({ key: 'close-vs-bare', id, text: `\`Connection: close\`: ${name} / bare SO_REUSEPORT`, target: '≥ 0.95', value: ratio(rps('close', id), rps('close', 'bare')), met: (v) => v >= 0.95, digits: 2 });
     list.push({ key: 'keepalive-vs-rr', id, text: `keep-alive: ${name} / cluster RR`, target: '≥ 1', value: ratio(rps('keepalive', id), rps('keepalive', 'cluster-rr')), met: (v) => v >= 1, digits: 2 });
     list.push({ key: 'cpu-vs-single', id, text: `CPU-heavy: ${name} / single process`, target: '≥ 1.85', value: ratio(rps('cpu', id), rps('cpu', 'single')), met: (v) => v >= 1.85, digits: 2 });
-    const primaryCpu = Math.max(...WORKLOADS.map((w) => summaries.get(w.id)?.get(id)?.cpu.primary).filter(Number.isFinite));
+    const primaryCpu = Math.max(...[...summaries.values()].map((byId) => byId.get(id)?.cpu.primary).filter(Number.isFinite));
     list.push({ key: 'primary-cpu', id, text: `${name}: primary's CPU under load (highest workload median, % of one core)`, target: '< 1%', value: primaryCpu * 100, met: (v) => v < 1, digits: 3, unit: '%' });
     const reloads = [...(faults.get(id)?.reloadClose ?? []), ...(faults.get(id)?.reloadKeepalive ?? [])];
     list.push({
@@ -794,7 +807,7 @@ function throughputTable(data, summaries) {
     '| workload | contender | req/s (median) | min – max of runs | p50 | p99 | spread: min / max share | primary CPU | failed |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
-  for (const workload of WORKLOADS) {
+  for (const workload of data.workloads) {
     data.contenders.forEach((contender, i) => {
       const s = summaries.get(workload.id).get(contender.id);
       lines.push(
@@ -809,15 +822,15 @@ function throughputTable(data, summaries) {
 function cpuTable(data, summaries) {
   const cores = (value) => (Number.isFinite(value) ? value.toFixed(2) : '—');
   const lines = [
-    '| workload | contender | app processes | primary | wrk | softirq | machine idle | connection share min / max |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| workload | contender | app processes | app CPU per request | primary | wrk | softirq | other processes | idle | connection share min / max |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
-  for (const workload of WORKLOADS) {
+  for (const workload of data.workloads) {
     data.contenders.forEach((contender, i) => {
       const s = summaries.get(workload.id).get(contender.id);
       lines.push(
-        `| ${i === 0 ? workload.label : ''} | ${contender.label} | ${cores(s.cpu.workers)} | ${contender.primary ? cores(s.cpu.primary) : '—'} | ` +
-          `${cores(s.cpu.wrk)} | ${cores(s.cpu.softirq)} | ${cores(s.cpu.idle)} | ${spread(s.connectionShares)} |`,
+        `| ${i === 0 ? workload.label : ''} | ${contender.label} | ${cores(s.cpu.workers)} | ${fmt(s.cpu.perRequestUs, 0)} µs | ${contender.primary ? cores(s.cpu.primary) : '—'} | ` +
+          `${cores(s.cpu.wrk)} | ${cores(s.cpu.softirq)} | ${cores(s.cpu.rest)} | ${cores(s.cpu.idle)} | ${spread(s.connectionShares)} |`,
       );
     });
   }
@@ -968,7 +981,7 @@ function analysis(goalList, summaries, data) {
 }
 
 function report(data, options, seconds) {
-  const summaries = new Map(WORKLOADS.map((w) => [w.id, new Map(data.contenders.map((c) => [c.id, summarize(data.results.get(w.id).get(c.id))]))]));
+  const summaries = new Map(data.workloads.map((w) => [w.id, new Map(data.contenders.map((c) => [c.id, summarize(data.results.get(w.id).get(c.id))]))]));
   const goalList = goals(summaries, data.faults);
   const wrkCommand = (workload) => `\`wrk ${wrkArgs({ ...workload, seconds: options.duration, port: '<port>', threads: options.threads, connections: options.connections }).map(shellQuote).join(' ')}\``;
   const text = [
@@ -1033,7 +1046,7 @@ function report(data, options, seconds) {
     'Every app process serves [bench/apps/handler.js](apps/handler.js) (`/`, `/cpu`, `/json`, `/pid`). ' +
       'wrk, per workload (`<port>`: the contender\'s):',
     '',
-    ...WORKLOADS.map((workload) => `- ${workload.label}: ${wrkCommand(workload)}`),
+    ...data.workloads.map((workload) => `- ${workload.label}: ${wrkCommand(workload)}`),
     '',
   ].join('\n');
   return { text, summaries, goalList };
@@ -1053,7 +1066,8 @@ function chart(data, summaries, options) {
   const top = 70;
   const gap = 25;
   const barArea = panelWidth - 50;
-  const width = left * 2 + WORKLOADS.length * panelWidth + (WORKLOADS.length - 1) * gap;
+  const workloads = data.workloads;
+  const width = left * 2 + Math.max(1, workloads.length) * panelWidth + Math.max(0, workloads.length - 1) * gap;
   const height = top + panelHeight + 110;
   const contenders = data.contenders;
   const out = [];
@@ -1061,7 +1075,7 @@ function chart(data, summaries, options) {
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
   out.push(`<text x="${left}" y="28" font-size="18" font-weight="bold">HTTP requests per second on ${os.cpus().length} cores (median of ${options.rounds} runs; whiskers: min – max)</text>`);
   out.push(`<text x="${left}" y="50" font-size="12" fill="#555">${escapeXml(`${machine()}, Node ${process.version}, wrk -t${options.threads} -c${options.connections} on the same machine. ${new Date().toISOString().slice(0, 10)}`)}</text>`);
-  WORKLOADS.forEach((workload, w) => {
+  workloads.forEach((workload, w) => {
     const x0 = left + w * (panelWidth + gap);
     const stats = contenders.map((contender) => summaries.get(workload.id).get(contender.id));
     const maxValue = Math.max(...stats.map((s) => s.max).filter(Number.isFinite), 1);
