@@ -289,17 +289,23 @@ function startWrk(spec) {
 
 // ---- the CPU-heavy handler's calibration -------------------------------------------------------
 
-/** Hash iterations that take CPU_TARGET_MS here, measured once (the fastest of several batches: least disturbed). */
+/**
+ * Hash iterations that take CPU_TARGET_MS of CPU here, measured once: 200 ms of warm-up, then the median CPU time
+ * (not wall time: another process taking the core does not count) of 12 batches.
+ */
 function calibrateHash() {
-  hash(200);
-  let best = Infinity;
-  const batch = 400;
-  for (let i = 0; i < 15; i++) {
-    const start = nowMs();
+  const warmUntil = Date.now() + 200;
+  while (Date.now() < warmUntil) hash(20);
+  const batch = 200;
+  const perIteration = [];
+  for (let i = 0; i < 12; i++) {
+    const before = process.cpuUsage();
     hash(batch);
-    best = Math.min(best, (nowMs() - start) / batch);
+    const used = process.cpuUsage(before);
+    perIteration.push((used.user + used.system) / 1000 / batch);
   }
-  return { iterations: Math.max(1, Math.round(CPU_TARGET_MS / best)), perIterationUs: best * 1000 };
+  const ms = median(perIteration);
+  return { iterations: Math.max(1, Math.round(CPU_TARGET_MS / ms)), perIterationUs: ms * 1000 };
 }
 
 // ---- contenders --------------------------------------------------------------------------------
@@ -600,8 +606,8 @@ async function measure(instance, workload, seconds, options) {
     },
   };
   const { cpu } = measured;
-  // Whatever else ran meanwhile (another test suite…): busy time not ours. Approximate: the kernel's accounting of
-  // interrupt time may overlap with the processes', so this errs low.
+  // Whatever else ran meanwhile (another test suite…): busy time that is not ours, nor softirq. Approximate (kernel
+  // threads, the harness itself), but a large figure means the run was disturbed.
   cpu.rest = cpu.idle === null ? null : Math.max(0, cores - cpu.idle - cpu.workers - (cpu.primary ?? 0) - (cpu.wrk ?? 0) - cpu.softirq);
   return measured;
 }
@@ -751,7 +757,7 @@ function summarize(runs) {
   const connectionTotal = sum(totals.map((t) => t.connections));
   const shares = (key, total) => (total > 0 ? totals.map((t) => t[key] / total) : []);
   const cpu = (key) => median(runs.map((r) => r.cpu[key]).filter((value) => value !== null));
-  const perRequestUs = median(runs.map((r) => (r.rps > 0 ? (r.cpu.workers / r.rps) * 1e6 : NaN)));
+  const perRequestUs = median(runs.map((r) => (r.rps > 0 ? ((r.cpu.workers + (r.cpu.primary ?? 0)) / r.rps) * 1e6 : NaN)));
   return {
     n: runs.length,
     rps: median(rps),
@@ -822,7 +828,7 @@ function throughputTable(data, summaries) {
 function cpuTable(data, summaries) {
   const cores = (value) => (Number.isFinite(value) ? value.toFixed(2) : '—');
   const lines = [
-    '| workload | contender | app processes | app CPU per request | primary | wrk | softirq | other processes | idle | connection share min / max |',
+    '| workload | contender | app processes | CPU per request (app + primary) | primary | wrk | softirq | other processes | idle | connection share min / max |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const workload of data.workloads) {

@@ -1,7 +1,9 @@
 // Zero-code mode: unmodified express, fastify, koa, hono and node:http apps under `node -r prefork/register`,
 // an ES-module app under `--import`, https, two ports, PM2 habits, Unix paths, reload and kill -9 under load.
 import { readFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import https from 'node:https';
+import net from 'node:net';
 import { join } from 'node:path';
 import { get, isDead, waitFor } from './helpers';
 import { app, AppRun, stopAllApps } from './apps';
@@ -52,6 +54,34 @@ test('an https server with a self-signed certificate', async () => {
     answers.add(Number(body));
   }
   expect([...answers].sort()).toEqual([...pids].sort());
+});
+
+test('an http2 app and a plain net.Server (options-object listen) are intercepted too', async () => {
+  const h2 = new AppRun(['-r', 'prefork/register', app('http2.js')]);
+  const { port: h2Port, pids: h2Pids } = await h2.listening(2);
+  const answers = new Set<number>();
+  for (let i = 0; i < 30; i++) {
+    const session = http2.connect(`http://127.0.0.1:${h2Port}`);
+    const body = await new Promise<string>((resolve, reject) => {
+      const stream = session.request({ ':path': '/' });
+      let text = '';
+      stream.setEncoding('utf8').on('data', (chunk) => (text += chunk)).on('end', () => resolve(text)).on('error', reject);
+    });
+    session.close();
+    answers.add(Number(body));
+  }
+  expect([...answers].sort()).toEqual([...h2Pids].sort());
+
+  const tcp = new AppRun(['-r', 'prefork/register', app('net.js')]);
+  const { port, pids } = await tcp.listening(2);
+  const seen = new Set<number>();
+  for (let i = 0; i < 40; i++) {
+    seen.add(Number(await new Promise<string>((resolve, reject) => {
+      let text = '';
+      net.connect(port, '127.0.0.1').setEncoding('utf8').on('data', (chunk) => (text += chunk)).on('end', () => resolve(text)).on('error', reject);
+    })));
+  }
+  expect([...seen].sort()).toEqual([...pids].sort());
 });
 
 test('an app that listens on two ports gets both from the primary', async () => {
