@@ -8,7 +8,8 @@
         "native/reap.cc",
         "native/shm.cc",
         "native/socket.cc",
-        "native/spawn.cc"
+        "native/spawn.cc",
+        "native/watchdog.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

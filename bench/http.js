@@ -140,13 +140,21 @@ const CLK_TCK = (() => {
   }
 })();
 
-function alive(pid) {
+/** The process's state and start time (clock ticks since boot), or null when there is no such process. */
+function procStat(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0], start: Number(fields[19]) };
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** Whether the process an app's stats entry describes still runs: same pid and start time (pids get reused), not a zombie. */
+function alive(entry) {
+  const stat = procStat(entry.pid);
+  return stat !== null && stat.state !== 'Z' && (entry.start === null || entry.start === stat.start);
 }
 
 /** CPU time of a whole process in ms: the threads' schedstat (ns), else utime + stime (clock ticks). */
@@ -467,6 +475,11 @@ class Instance {
         resolve(event);
       };
       this.eventWaiters.add(waiter);
+      this.exited.then((info) => {
+        if (!this.eventWaiters.delete(waiter)) return;
+        clearTimeout(timer);
+        reject(new Error(`${this.contender.id} exited (${JSON.stringify(info)}) while waiting for ${what}; its stderr:\n${this.stderrTail.join('\n')}`));
+      });
     });
   }
 
@@ -521,12 +534,17 @@ class Instance {
 
   /** Pids of the app processes alive now (workers; the single process itself). */
   workerPids() {
-    return [...this.readStats().keys()].filter(alive);
+    return this.liveWorkers().map((entry) => entry.pid);
+  }
+
+  /** Stats entries of the app processes alive now. */
+  liveWorkers() {
+    return [...this.readStats().values()].filter(alive);
   }
 
   /** Graceful stop: SIGTERM to the primary (or to each process), SIGKILL after STOP_TIMEOUT_MS. Nothing may survive. */
   async stop() {
-    const workers = this.workerPids();
+    const workers = this.liveWorkers();
     const targets = this.contender.bare ? this.bareChildren : [this.child];
     for (const target of targets) target.kill('SIGTERM');
     const timer = setTimeout(() => {
@@ -536,9 +554,9 @@ class Instance {
     clearTimeout(timer);
     // Workers go with their primary (prefork drains them; cluster's disconnect). Make sure, then clean up.
     try {
-      await waitFor(() => workers.every((pid) => !alive(pid)), 5000, 'workers to exit', 20);
+      await waitFor(() => workers.every((entry) => !alive(entry)), 5000, 'workers to exit', 20);
     } catch {
-      for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      for (const entry of workers) if (alive(entry)) process.kill(entry.pid, 'SIGKILL');
     }
     live.instances.delete(this);
     fs.rmSync(this.statsDir, { recursive: true, force: true });
@@ -553,7 +571,7 @@ class Instance {
         // gone
       }
     }
-    if (this.child) this.child.kill('SIGKILL');
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     for (const child of this.bareChildren) child.kill('SIGKILL');
   }
 }
@@ -619,7 +637,7 @@ async function faultRun(instance, kind, close, options) {
   try {
     await sleep(1000);
     if (kind === 'kill') {
-      const [victim] = instance.workerPids();
+      const [victim] = instance.workerPids(); // checked just now: pid and start time are a worker's
       const killedAt = Date.now();
       process.kill(victim, 'SIGKILL');
       const replacement = await waitFor(

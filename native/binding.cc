@@ -211,6 +211,12 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), prefork::peer_pid(IntArgument(info, 0)));
 }
 
+// startOrphanWatchdog(fd, graceMs): SIGKILL this process graceMs after fd's peer is gone
+Napi::Value StartOrphanWatchdog(const Napi::CallbackInfo& info) {
+  prefork::start_orphan_watchdog(IntArgument(info, 0), IntArgument(info, 1));
+  return info.Env().Undefined();
+}
+
 // createSharedRegion(bytes) -> fd of a zero-filled shared memory region
 Napi::Value CreateSharedRegion(const Napi::CallbackInfo& info) {
   int fd = prefork::create_shared_region(static_cast<size_t>(info[0].As<Napi::Number>().Int64Value()));
@@ -355,6 +361,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec));
   exports.Set("peerPid", Napi::Function::New(env, PeerPid));
+  exports.Set("startOrphanWatchdog", Napi::Function::New(env, StartOrphanWatchdog));
   exports.Set("createSharedRegion", Napi::Function::New(env, CreateSharedRegion));
   exports.Set("mapSharedRegion", Napi::Function::New(env, MapSharedRegion));
   exports.Set("Poller", Poller::Define(env));

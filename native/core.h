@@ -88,4 +88,9 @@ int create_shared_region(size_t bytes);
 void* map_shared_region(int fd, size_t bytes, int* error);
 void unmap_shared_region(void* address, size_t bytes);
 
+// ---- watchdog.cc ---------------------------------------------------------
+
+// A thread that SIGKILLs this process `grace_ms` after the peer of the Unix socket `fd` has gone away.
+void start_orphan_watchdog(int fd, int grace_ms);
+
 }  // namespace prefork

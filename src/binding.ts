@@ -41,6 +41,8 @@ export interface NativeBinding {
   dupCloexec(fd: number): number;
   /** Pid of the process that created the peer end of a Unix socket, or -errno. */
   peerPid(fd: number): number;
+  /** A thread that SIGKILLs this process graceMs after the peer of the Unix socket fd is gone. */
+  startOrphanWatchdog(fd: number, graceMs: number): void;
   /** A zero-filled shared memory region (memfd), as a CLOEXEC fd. */
   createSharedRegion(bytes: number): number;
   /** The region mapped MAP_SHARED, as an ArrayBuffer (unmapped when collected). */

@@ -22,8 +22,10 @@ interface WorkerContext {
   storeCapacity: number | null;
 }
 
-/** How long an orphaned worker (its primary died) may drain before it exits. */
+/** How long an orphaned worker (its primary died) may drain before it exits… */
 const ORPHAN_DRAIN_MS = 900;
+/** …and when the native watchdog kills it if its JavaScript is stuck and cannot exit by itself. */
+const ORPHAN_KILL_MS = 950;
 /** Keep-alive connections still idle this long after a shutdown began are closed. */
 const IDLE_SWEEP_MS = 1000;
 
@@ -72,6 +74,7 @@ function context(): WorkerContext | null {
   // Node marks inherited fds CLOEXEC only up to the first gap: a grandchild holding a listen socket would
   // join the reuseport group and never accept.
   native.setCloexec(CHANNEL_FD);
+  native.startOrphanWatchdog(CHANNEL_FD, ORPHAN_KILL_MS);
   if (found.storeCapacity !== null) native.setCloexec(STORE_FD);
   for (const socket of sockets) native.setCloexec(socket.fd);
   holder[CONTEXT_KEY] = found;

@@ -133,6 +133,15 @@ test('kill -9 of the primary leaves no worker alive after 1 s', async () => {
   await waitFor(() => workers.every((worker) => isDead(worker.pid as number)), 1000, 'workers to follow their primary');
 });
 
+test('a worker whose event loop is stuck still dies within 1 s of its primary (the native watchdog)', async () => {
+  const primary = new Primary({ workers: 1 }, { behaviour: 'wedge-after-ready' });
+  const { workers } = await primary.allReady();
+  await new Promise((resolve) => setTimeout(resolve, 400)); // the worker is spinning now
+  primary.signal('SIGKILL');
+  await primary.exited;
+  await waitFor(() => isDead(workers[0].pid as number), 1000, 'the stuck worker to follow its primary');
+});
+
 test('workers of a primary started with --inspect get their own inspector ports', async () => {
   const base = 20000 + Math.floor(Math.random() * 20000);
   const primary = new Primary({ workers: 2 }, { nodeArgs: [`--inspect=127.0.0.1:${base}`] });

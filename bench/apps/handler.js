@@ -4,7 +4,8 @@
 //   GET /json  a 4 KB JSON document, serialised per request
 //   GET /pid   this process's pid (the harness's probe: start-up, respawn)
 // Each process counts its requests and connections and writes them to BENCH_STATS_DIR/<pid>.json (at
-// listening, then every 100 ms while they change), so the harness sees how load spread over the workers.
+// listening, then every 100 ms while they change), so the harness sees how load spread over the workers. The pid's
+// start time goes with it: pids are reused, and the harness must never signal a stranger.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -36,6 +37,17 @@ function hash(iterations = HASH_ITERATIONS) {
   return digest.toString('hex', 0, 8);
 }
 
+/** This process's start time in clock ticks since boot (/proc/self/stat field 22): with the pid, who it is. */
+function startTime() {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  } catch {
+    return null;
+  }
+}
+const START_TIME = startTime();
+
 let requests = 0;
 let connections = 0;
 let listeningAt = null;
@@ -43,7 +55,7 @@ let written = '';
 
 function writeStats() {
   if (!STATS_DIR) return;
-  const text = JSON.stringify({ pid: process.pid, ppid: process.ppid, requests, connections, listeningAt });
+  const text = JSON.stringify({ pid: process.pid, start: START_TIME, ppid: process.ppid, requests, connections, listeningAt });
   if (text === written) return;
   written = text;
   const file = path.join(STATS_DIR, `${process.pid}.json`);

@@ -1,0 +1,27 @@
+// `npm run bench`: every benchmark, one after the other, each writing its section of bench/RESULTS.md.
+//
+// Usage: node bench/index.js [--quick] [--no-write] [any bench/http.js option]
+//   --quick      short runs (the HTTP benchmark in about 2 minutes, then spawn.js's quick mode)
+//   --no-write   print only; leave bench/RESULTS.md and bench/results.svg as they are
+// Other options go to bench/http.js (see its header), e.g. `npm run bench -- --duration 10 --rounds 5`.
+'use strict';
+
+const childProcess = require('node:child_process');
+const path = require('node:path');
+
+const args = process.argv.slice(2);
+const write = !args.includes('--no-write');
+const quick = args.includes('--quick');
+const httpArgs = args.filter((arg) => arg !== '--no-write');
+
+function run(script, scriptArgs) {
+  const argv = [path.join(__dirname, script), ...scriptArgs, ...(write ? ['--write'] : [])];
+  process.stderr.write(`\n$ node ${path.relative(process.cwd(), argv[0])} ${argv.slice(1).join(' ')}\n`);
+  const result = childProcess.spawnSync(process.execPath, argv, { stdio: 'inherit' });
+  if (result.error) throw result.error;
+  return result.status ?? 1;
+}
+
+let status = run('http.js', httpArgs);
+if (status === 0) status = run('spawn.js', quick ? ['--quick'] : []);
+process.exitCode = status;
