@@ -30,6 +30,10 @@ const START_TIMEOUT_MS = 30_000;
 const EVENT_TIMEOUT_MS = 60_000;
 const CPU_TARGET_MS = 0.5;
 const STATS_SETTLE_MS = 150; // the apps write their counters every 100 ms
+// prefork restarts a crashed worker at once only after a stable run (restart.resetAfter, 30 s by default); later
+// crashes back off, with the slot's socket closed meanwhile. The fault runs kill a worker every few seconds, so
+// they lower it to measure what a first crash costs, not the crash-loop backoff.
+const RESET_AFTER_MS = 2000;
 
 // ---- arguments ---------------------------------------------------------------------------------
 
@@ -340,11 +344,14 @@ const CONTENDERS = [
   },
   {
     id: 'prefork-api', label: 'prefork supervise()', short: 'prefork API', color: '#1e88e5', primary: true, faults: ['kill', 'reload', 'scale'],
-    command: () => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: {} }),
+    command: () => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(RESET_AFTER_MS) } }),
   },
   {
     id: 'prefork-register', label: 'prefork -r prefork/register', short: 'prefork -r', color: '#3949ab', primary: true, faults: ['kill', 'reload', 'scale'],
-    command: (workers) => ({ args: ['-r', 'prefork/register', rel(path.join(APPS, 'server.js'))], env: { PREFORK_WORKERS: String(workers) } }),
+    command: (workers) => ({
+      args: ['-r', 'prefork/register', rel(path.join(APPS, 'server.js'))],
+      env: { PREFORK_WORKERS: String(workers), PREFORK_RESTART_RESET_AFTER: String(RESET_AFTER_MS) },
+    }),
   },
   {
     id: 'bare', label: 'bare SO_REUSEPORT processes', short: 'bare reuseport', color: '#43a047', primary: false, faults: [], bare: true,
@@ -637,7 +644,8 @@ async function faultRun(instance, kind, close, options) {
   try {
     await sleep(1000);
     if (kind === 'kill') {
-      const [victim] = instance.workerPids(); // checked just now: pid and start time are a worker's
+      // The longest-lived worker (stable for more than RESET_AFTER_MS), checked just now: its pid and start time.
+      const [victim] = instance.liveWorkers().sort((a, b) => a.start - b.start).map((entry) => entry.pid);
       const killedAt = Date.now();
       process.kill(victim, 'SIGKILL');
       const replacement = await waitFor(

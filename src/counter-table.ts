@@ -36,7 +36,12 @@ const COUNT_MASK = 2 ** 28 - 1;
 const TAGS = 14; // tags 0…13 for windows: an even cycle, so consecutive tags alternate float64 slots
 const SENTINEL_TAG = 15; // packed = sentinel | pid while that process reclaims the entry
 const STALL_CHECK_SPINS = 2000;
+/** A key lives within this many entries of its home slot: lookups, inserts and reclaims stop there. */
+export const MAX_PROBES = 256;
 const DEAD_AFTER_MS = 5000; // a pid that holds a mark this long is taken for dead even if the pid exists (reused)
+
+/** The entry layout, for tests that build the states a killed process leaves behind. */
+export const LAYOUT = { HEADER_WORDS, ENTRY_WORDS, STATE, INCARNATION, PACKED, LIVE, SENTINEL_TAG } as const;
 
 export const FULL = -2;
 const ABSENT = -1;
@@ -77,9 +82,15 @@ function alive(pid: number): boolean {
   }
 }
 
+const scratch = new ArrayBuffer(8);
+const scratchFloat = new Float64Array(scratch);
+const scratchBits = new BigInt64Array(scratch);
+
 export class CounterTable {
   readonly capacity: number;
+  private readonly maxProbes: number;
   private readonly words: Int32Array;
+  private readonly bits: BigInt64Array; // the float64 slots as bits, for compare-and-swap
   private readonly floats: Float64Array;
   private readonly chars: Uint16Array;
   private readonly pid = process.pid;
@@ -91,6 +102,7 @@ export class CounterTable {
     this.words = new Int32Array(buffer);
     this.floats = new Float64Array(buffer);
     this.chars = new Uint16Array(buffer);
+    this.bits = new BigInt64Array(buffer);
     if (initialize) {
       this.words[H_CAPACITY] = capacity;
       this.words[H_ENTRY_WORDS] = ENTRY_WORDS;
@@ -99,6 +111,7 @@ export class CounterTable {
       throw new Error('prefork: the shared counter region has another layout (a different prefork version?)');
     }
     this.capacity = capacity;
+    this.maxProbes = Math.min(capacity, MAX_PROBES);
   }
 
   /** Adds one in the key's current window (opening a new one of `windowMs` if it ended). FULL: no room. */
@@ -118,8 +131,7 @@ export class CounterTable {
         if (Atomics.compareExchange(this.words, entry + PACKED, packed, packed + 1) === packed) return { count: count + 1, resetAt };
       } else {
         const next = (tag + 1) % TAGS;
-        const nextResetAt = now + windowMs;
-        this.floats[slots + (next & 1)] = nextResetAt; // in place before the CAS publishes the new tag
+        const nextResetAt = this.claimResetSlot(slots + (next & 1), now + windowMs);
         if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(next, 1)) === packed) return { count: 1, resetAt: nextResetAt };
       }
     }
@@ -146,7 +158,7 @@ export class CounterTable {
       const packed = this.stablePacked(entry);
       if (packed === null) continue;
       const next = (tagOf(packed) + 1) % TAGS;
-      this.floats[((entry + RESET_AT) >> 1) + (next & 1)] = 0;
+      this.claimResetSlot(((entry + RESET_AT) >> 1) + (next & 1), 0);
       if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(next, 0)) === packed) return;
     }
   }
@@ -175,6 +187,21 @@ export class CounterTable {
 
   // ---- internals -----------------------------------------------------------------------------
 
+  /**
+   * Writes the reset time of the window about to open into its float64 slot, before the CAS that opens it,
+   * unless a competing process got there first: then theirs stands (one value per window, and a process
+   * stalled across windows cannot overwrite the time of a live one). Returns the value in the slot.
+   */
+  private claimResetSlot(slot: number, resetAt: number): number {
+    const seen = Atomics.load(this.bits, slot);
+    scratchFloat[0] = resetAt;
+    const wanted = scratchBits[0];
+    const before = Atomics.compareExchange(this.bits, slot, seen, wanted);
+    if (before === seen) return resetAt;
+    scratchBits[0] = before;
+    return scratchFloat[0];
+  }
+
   /** The packed counter of the entry locate() just matched, if it still holds that key; else null (look again). */
   private stablePacked(entry: number): number | null {
     const packed = Atomics.load(this.words, entry + PACKED);
@@ -200,7 +227,7 @@ export class CounterTable {
    */
   private locate(key: TableKey, create: boolean): number {
     let index = (key.hash >>> 0) % this.capacity;
-    for (let probes = 0; probes < this.capacity; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
+    for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
       const entry = HEADER_WORDS + index * ENTRY_WORDS;
       for (;;) {
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
@@ -217,6 +244,9 @@ export class CounterTable {
             continue;
           }
           if (state < 0) this.settle(entry);
+          // LIVE but not yet marked published: the key was written before LIVE, so finish the publishing
+          // (its publisher may have died between the two stores).
+          else Atomics.compareExchange(this.words, entry + INCARNATION, 0, 2);
           continue;
         }
         if (incarnation & 1) {
@@ -255,7 +285,7 @@ export class CounterTable {
       const existing = this.locate(key, false);
       if (existing >= 0) return existing;
       let index = (key.hash >>> 0) % this.capacity;
-      for (let probes = 0; probes < this.capacity; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
+      for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
         const entry = HEADER_WORDS + index * ENTRY_WORDS;
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
         const packed = Atomics.load(this.words, entry + PACKED);
@@ -308,7 +338,8 @@ export class CounterTable {
         Atomics.compareExchange(this.words, entry + STATE, state, EMPTY);
       } else if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(SENTINEL_TAG, this.pid)) === packed) {
         this.words[entry + LENGTH] = -1;
-        if (Atomics.load(this.words, entry + INCARNATION) & 1) Atomics.add(this.words, entry + INCARNATION, 1);
+        // A new incarnation (even), so readers that matched the old key look it up again.
+        Atomics.add(this.words, entry + INCARNATION, Atomics.load(this.words, entry + INCARNATION) & 1 ? 1 : 2);
         Atomics.store(this.words, entry + PACKED, pack(0, 0));
       }
     }

@@ -17,26 +17,29 @@ type Listen = { config: ListenConfig; backlog: number | undefined; callback: (()
 export function parseListenArguments(args: unknown[]): Listen | null {
   const callback = typeof args[args.length - 1] === 'function' ? (args[args.length - 1] as () => void) : undefined;
   const rest = callback ? args.slice(0, -1) : args;
-  const toPort = (value: unknown): number | null => {
-    if (value === undefined || value === null) return 0;
-    const port = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
-    return typeof port === 'number' && Number.isInteger(port) && port >= 0 && port <= 65535 ? port : null;
+  // Node's own rules: a value is a port when Number(value) >= 0 (' 3000', '0x0BB8' too); else a pipe name.
+  const toNumber = (value: unknown): number | false => {
+    const number = Number(value);
+    return number >= 0 ? number : false;
   };
+  const legalPort = (port: number | false): port is number => port !== false && Number.isInteger(port) && port <= 65535;
+  const backlogFrom = (...candidates: unknown[]) => candidates.map(toNumber).find((value): value is number => value !== false && value > 0);
   const first = rest[0];
   if (typeof first === 'object' && first !== null) {
-    const options = first as { port?: unknown; host?: unknown; backlog?: unknown; ipv6Only?: unknown; path?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown; signal?: AbortSignal };
-    if (options.path !== undefined || options.fd !== undefined || options.handle !== undefined || options._handle !== undefined) return null;
-    const port = toPort(options.port);
-    if (port === null || (options.host !== undefined && typeof options.host !== 'string')) return null;
-    const backlog = typeof options.backlog === 'number' ? options.backlog : typeof rest[1] === 'number' ? rest[1] : undefined;
-    return { config: config(options.host as string | undefined, port, options.ipv6Only === true, backlog), backlog, callback, signal: options.signal };
+    const options = first as { port?: unknown; host?: unknown; backlog?: unknown; ipv6Only?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown; signal?: AbortSignal };
+    if (options.handle || options._handle || (typeof options.fd === 'number' && options.fd >= 0)) return null;
+    if (options.port === undefined || options.port === null) return null; // a path, or an error Node reports
+    const port = toNumber(options.port);
+    if (!legalPort(port)) return null;
+    const host = typeof options.host === 'string' && options.host !== '' ? options.host : undefined;
+    const backlog = backlogFrom(options.backlog, rest[1], rest[2]);
+    return { config: config(host, port, options.ipv6Only === true, backlog), backlog, callback, signal: options.signal };
   }
-  if (typeof first === 'string' && !/^\d+$/.test(first)) return null; // a pipe path
-  const port = toPort(first);
-  if (port === null) return null;
-  const host = typeof rest[1] === 'string' ? rest[1] : undefined;
-  const backlogArgument = host === undefined ? rest[1] : rest[2];
-  const backlog = typeof backlogArgument === 'number' ? backlogArgument : undefined;
+  if (typeof first === 'string' && toNumber(first) === false) return null; // a pipe path
+  const port = first === undefined || first === null ? 0 : toNumber(first);
+  if (!legalPort(port)) return null;
+  const host = typeof rest[1] === 'string' && rest[1] !== '' ? rest[1] : undefined;
+  const backlog = host === undefined ? backlogFrom(rest[1], rest[2]) : backlogFrom(rest[2]);
   return { config: config(host, port, false, backlog), backlog, callback };
 }
 
@@ -46,9 +49,15 @@ function config(host: string | undefined, port: number, ipv6Only: boolean, backl
 
 function interceptedListen(this: net.Server, ...args: unknown[]): net.Server {
   const listen = parseListenArguments(args);
-  if (listen === null) return originalListen.apply(this, args as Parameters<typeof originalListen>);
+  // Pass-throughs, and a second listen(), which Node rejects with its own error.
+  if (listen === null || this.listening) return originalListen.apply(this, args as Parameters<typeof originalListen>);
   if (listen.callback) this.once('listening', listen.callback);
-  listen.signal?.addEventListener('abort', () => this.close(), { once: true });
+  if (listen.signal) {
+    // As Node: an aborted signal closes the server, even one aborted already or before the socket arrives.
+    const close = () => (this.listening ? this.close() : this.once('listening', () => this.close()));
+    if (listen.signal.aborted) process.nextTick(close);
+    else listen.signal.addEventListener('abort', close, { once: true });
+  }
   adopt(this, listen.config, listen.backlog).catch((error: Error) => {
     if (!serverErrors.has(error)) this.emit('error', error); // the primary's error (EADDRINUSE…), as Node would emit it
   });

@@ -28,7 +28,8 @@ export class RateLimitStore {
 
   increment(key: string): ClientRateLimitInfo {
     const { count, resetAt } = this.counters.increment(key, this.windowMs);
-    return { totalHits: count, resetTime: new Date(resetAt) };
+    // A full table with onFull: 'allow' answers 0; express-rate-limit wants at least 1 (and lets 1 pass).
+    return { totalHits: Math.max(1, count), resetTime: new Date(resetAt) };
   }
 
   decrement(key: string): void {
@@ -45,21 +46,23 @@ export class RateLimitStore {
   }
 }
 
-type RouteParams = { nameSpace?: string; timeWindow?: number; routeInfo?: { method?: string | string[]; url?: string } };
+type RouteParams = { routeInfo?: { method?: string | string[]; url?: string } };
 type Reply = { current: number; ttl: number };
 
 /**
  * @fastify/rate-limit's store: `fastify.register(rateLimit, { max, timeWindow, store: FastifyRateLimitStore })`.
- * The plugin constructs it; its `nameSpace` option is the key prefix (default 'fastify-rate-limit-'), and
- * each route with its own limits counts under its own prefix, as the plugin's built-in store does.
- * `continueExceeding` and `exponentialBackoff` are not supported (hits count in fixed windows).
+ * The plugin constructs it. Keys are prefixed 'fastify-rate-limit:'; each route with its own limits, and each
+ * limiter made with `fastify.createRateLimit()`, counts under its own prefix, as the plugin's own store keeps a
+ * map per route. (Workers run the same code, so they make their limiters in the same order: the n-th
+ * limiter of every worker shares counters with the n-th of the others.) `continueExceeding` and
+ * `exponentialBackoff` are not supported: hits count in fixed windows.
  */
 export class FastifyRateLimitStore {
   private readonly counters: CounterStore;
+  private children = 0;
 
-  constructor(params: RouteParams = {}) {
-    const route = params.routeInfo?.url ? `${[params.routeInfo.method].flat().join(',')}:${params.routeInfo.url}:` : '';
-    this.counters = new CounterStore({ prefix: `${params.nameSpace ?? 'fastify-rate-limit-'}${route}` });
+  constructor(_params: RouteParams = {}, prefix = 'fastify-rate-limit:') {
+    this.counters = new CounterStore({ prefix });
   }
 
   incr(key: string, callback: (error: Error | null, reply?: Reply) => void, timeWindow: number): void {
@@ -74,12 +77,13 @@ export class FastifyRateLimitStore {
     callback(null, reply);
   }
 
-  read(key: string, callback: (error: Error | null, reply?: Reply) => void, timeWindow: number): void {
+  read(key: string, callback: (error: Error | null, reply?: Reply) => void): void {
     const value = this.counters.get(key);
-    callback(null, value ? { current: value.count, ttl: Math.max(0, value.resetAt - Date.now()) } : { current: 0, ttl: timeWindow });
+    callback(null, value ? { current: value.count, ttl: Math.max(0, value.resetAt - Date.now()) } : { current: 0, ttl: 0 });
   }
 
   child(routeParams: RouteParams): FastifyRateLimitStore {
-    return new FastifyRateLimitStore(routeParams);
+    const route = routeParams.routeInfo?.url ? `${[routeParams.routeInfo.method].flat().join(',')} ${routeParams.routeInfo.url}` : `#${++this.children}`;
+    return new FastifyRateLimitStore(routeParams, `${this.counters.prefix}${route}:`);
   }
 }

@@ -15,7 +15,9 @@ export const DEFAULT_STORE_CAPACITY = 65536;
 export const MAX_STORE_CAPACITY = 16 * 1024 * 1024;
 /** Keys longer than this are refused. Keys over MAX_STORED_KEY characters are stored as a SHA-256 digest. */
 export const MAX_KEY_LENGTH = 4096;
-const MAX_WINDOW_MS = 2 ** 31 - 1;
+/** A year: windows are float64 times in the table, so this is a sanity bound, not a storage one. */
+const MAX_WINDOW_MS = 365 * 24 * 3600 * 1000;
+const DIGEST_HASH_TAG = 0x5bd1e995;
 
 /** Creates a region for `capacity` keys: the primary's shared one, or a private one. Returns its fd and table. */
 export function createRegion(capacity: number): { fd: number; table: CounterTable } {
@@ -128,9 +130,11 @@ export class CounterStore {
       tableKey.key = key;
       tableKey.hash = hashKey(key, this.prefixHash);
     } else {
+      // Hashed as UTF-16 (lone surrogates stay distinct), and with a hash of its own: a short key spelled
+      // like a digest never matches the digest's entry.
       tableKey.prefix = '';
-      tableKey.key = `#${createHash('sha256').update(this.prefix + key).digest('base64')}`;
-      tableKey.hash = hashKey(tableKey.key);
+      tableKey.key = `#${createHash('sha256').update(Buffer.from(this.prefix + key, 'utf16le')).digest('base64')}`;
+      tableKey.hash = hashKey(tableKey.key) ^ DIGEST_HASH_TAG;
     }
     return tableKey;
   }
