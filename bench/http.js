@@ -3,12 +3,13 @@
 //
 // Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]
 //                           [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]
-//                           [--only id,id] [--workloads id,id|none] [--verbose]
+//                           [--only id,id] [--workloads id,id|none] [--reset-after MS] [--verbose]
 //   --quick          1 s runs, 2 rounds, 1 s warm-up, one fault run of each kind (about 2 minutes)
 //   --write          also write bench/RESULTS.md (this script's section) and bench/results.svg
 //   --duration S     seconds per measured wrk run (default 5)        --rounds N   measured runs per pair (default 3)
 //   --workers N      workers per contender (default: available CPUs) --only ids   contenders to run (see CONTENDERS)
 //   --workloads ids  keepalive, close, cpu, json (default all; `none`: start-up, memory and faults only)
+//   --reset-after MS prefork's restart.resetAfter in the fault runs (default 2000; prefork's own default is 30000)
 // Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
 'use strict';
 
@@ -33,24 +34,29 @@ const STATS_SETTLE_MS = 150; // the apps write their counters every 100 ms
 // prefork restarts a crashed worker at once only after a stable run (restart.resetAfter, 30 s by default); later
 // crashes back off, with the slot's socket closed meanwhile. The fault runs kill a worker every few seconds, so
 // they lower it to measure what a first crash costs, not the crash-loop backoff.
-const RESET_AFTER_MS = 2000;
+const RESET_AFTER_MS = 2000; // --reset-after
+// V8's memory reducer runs a GC in an idle process about 8 s after its start-up allocations (~30 ms of CPU in a
+// primary): the measured runs begin once every contender has been up this long, so that it is not counted as load.
+const START_SETTLE_MS = 10_000;
 
 // ---- arguments ---------------------------------------------------------------------------------
 
 const USAGE =
   'Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]\n' +
   '                          [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]\n' +
-  '                          [--only id,id] [--workloads id,id|none] [--verbose]\n';
+  '                          [--only id,id] [--workloads id,id|none] [--reset-after MS] [--verbose]\n';
 
 function parseArgs(argv) {
   const options = {
     quick: false, write: false, faults: true, verbose: false, only: null, workloads: null,
     duration: 5, rounds: 3, warmup: 2, connections: 50, threads: 2, workers: defaultWorkers(), startupRounds: 5, faultRounds: 3,
+    resetAfter: RESET_AFTER_MS,
   };
   const given = new Set();
   const numbers = {
     '--duration': ['duration', 1], '--rounds': ['rounds', 1], '--warmup': ['warmup', 0], '--connections': ['connections', 1],
     '--threads': ['threads', 1], '--workers': ['workers', 2], '--startup-rounds': ['startupRounds', 1], '--fault-rounds': ['faultRounds', 1],
+    '--reset-after': ['resetAfter', 0],
   };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
@@ -344,13 +350,13 @@ const CONTENDERS = [
   },
   {
     id: 'prefork-api', label: 'prefork supervise()', short: 'prefork API', color: '#1e88e5', primary: true, faults: ['kill', 'reload', 'scale'],
-    command: () => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(RESET_AFTER_MS) } }),
+    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter) } }),
   },
   {
     id: 'prefork-register', label: 'prefork -r prefork/register', short: 'prefork -r', color: '#3949ab', primary: true, faults: ['kill', 'reload', 'scale'],
-    command: (workers) => ({
+    command: (workers, options) => ({
       args: ['-r', 'prefork/register', rel(path.join(APPS, 'server.js'))],
-      env: { PREFORK_WORKERS: String(workers), PREFORK_RESTART_RESET_AFTER: String(RESET_AFTER_MS) },
+      env: { PREFORK_WORKERS: String(workers), PREFORK_RESTART_RESET_AFTER: String(options.resetAfter) },
     }),
   },
   {
@@ -360,10 +366,10 @@ const CONTENDERS = [
 ];
 
 const WORKLOADS = [
-  { id: 'keepalive', label: 'hello world, keep-alive', path: '/', close: false },
-  { id: 'close', label: 'hello world, `Connection: close`', path: '/', close: true },
-  { id: 'cpu', label: 'CPU-heavy (~0.5 ms of SHA-256), keep-alive', path: '/cpu', close: false },
-  { id: 'json', label: '4 KB JSON, keep-alive', path: '/json', close: false },
+  { id: 'keepalive', label: 'hello world, keep-alive', short: 'hello world, keep-alive', path: '/', close: false },
+  { id: 'close', label: 'hello world, `Connection: close`', short: 'hello world, Connection: close', path: '/', close: true },
+  { id: 'cpu', label: 'CPU-heavy (~0.5 ms of SHA-256), keep-alive', short: 'CPU-heavy (0.5 ms/request)', path: '/cpu', close: false },
+  { id: 'json', label: '4 KB JSON, keep-alive', short: '4 KB JSON, keep-alive', path: '/json', close: false },
 ];
 
 // Everything started, so that an error or Ctrl-C still stops it all.
@@ -402,7 +408,7 @@ class Instance {
   /** Spawns the contender and resolves with the ms until every worker answered (distinct pids on /pid). */
   async start() {
     const { contender } = this;
-    const { args, env } = contender.command(this.workers);
+    const { args, env } = contender.command(this.workers, this.options);
     Object.assign(this.env, env);
     live.instances.add(this);
     if (contender.bare) {
@@ -439,10 +445,10 @@ class Instance {
   }
 
   commandLine() {
-    const { args, env } = this.contender.command(this.workers);
+    const { args, env } = this.contender.command(this.workers, this.options);
     if (this.contender.bare) {
       return `${this.workers} × \`BENCH_LISTEN_FD=3 node ${args.join(' ')}\`, each spawned with prefork.spawn() holding its own ` +
-        'prefork.createListenSocket() socket as fd 3 (no parent process stays in between)';
+        'prefork.createListenSocket() socket as fd 3 (their parent, the harness, does nothing else: no supervisor)';
     }
     const vars = Object.entries({ ...env, BENCH_WORKERS: this.contender.single ? undefined : String(this.workers) })
       .filter(([, value]) => value !== undefined)
@@ -473,7 +479,7 @@ class Instance {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.eventWaiters.delete(waiter);
-        reject(new Error(`${this.contender.id}: no ${what} within ${EVENT_TIMEOUT_MS} ms; its stderr:\n${this.stderrTail.join('\n')}`));
+        reject(new Error(`${this.contender.id}: no ${what} within ${EVENT_TIMEOUT_MS} ms; its stderr (last lines):\n${this.stderrTail.slice(-12).join('\n')}`));
       }, EVENT_TIMEOUT_MS);
       const waiter = (event) => {
         if (event.at < since || !test(event)) return;
@@ -485,7 +491,7 @@ class Instance {
       this.exited.then((info) => {
         if (!this.eventWaiters.delete(waiter)) return;
         clearTimeout(timer);
-        reject(new Error(`${this.contender.id} exited (${JSON.stringify(info)}) while waiting for ${what}; its stderr:\n${this.stderrTail.join('\n')}`));
+        reject(new Error(`${this.contender.id} exited (${JSON.stringify(info)}) while waiting for ${what}; its stderr (last lines):\n${this.stderrTail.slice(-12).join('\n')}`));
       });
     });
   }
@@ -637,14 +643,15 @@ async function measure(instance, workload, seconds, options) {
   return measured;
 }
 
-/** Fault runs under open-ended `Connection: close` (or keep-alive) load, stopped 1 s after the fault settled. */
+/** Fault runs under open-ended `Connection: close` (or keep-alive) load, stopped 1 s (--quick: 0.5 s) after the fault settled. */
 async function faultRun(instance, kind, close, options) {
   const wrk = startWrk({ path: '/', close, seconds: 300, port: instance.port, threads: options.threads, connections: options.connections });
   const figures = {};
+  const settle = options.quick ? 500 : 1000; // load before the fault and after it has settled
   try {
-    await sleep(1000);
+    await sleep(settle);
     if (kind === 'kill') {
-      // The longest-lived worker (stable for more than RESET_AFTER_MS), checked just now: its pid and start time.
+      // The longest-lived worker (stable for more than --reset-after), checked just now: its pid and start time.
       const [victim] = instance.liveWorkers().sort((a, b) => a.start - b.start).map((entry) => entry.pid);
       const killedAt = Date.now();
       process.kill(victim, 'SIGKILL');
@@ -671,7 +678,7 @@ async function faultRun(instance, kind, close, options) {
       done = await instance.waitEvent((event) => event.event === 'scale' && event.to === workers, began, `scale to ${workers}`);
       figures.downMs = done.at - began;
     }
-    await sleep(1000);
+    await sleep(settle);
   } catch (error) {
     await wrk.stop().catch(() => {});
     throw error;
@@ -715,6 +722,7 @@ async function run(options) {
     startup.get(contender.id).push(await instance.start());
     instances.set(contender.id, instance);
   }
+  const settledAt = nowMs() + START_SETTLE_MS; // the last contender has just started
   await sleep(1000);
   const idleMemory = new Map(contenders.map((contender) => [contender.id, memory(instances.get(contender.id))]));
 
@@ -729,6 +737,7 @@ async function run(options) {
         instance.loadEndedAt = nowMs();
       }
     }
+    await sleep(settledAt - nowMs());
     for (let round = 0; round < options.rounds; round++) {
       for (const contender of order(round)) {
         const result = await measure(instances.get(contender.id), workload, options.duration, options);
@@ -741,6 +750,7 @@ async function run(options) {
   const loadedMemory = new Map(contenders.map((contender) => [contender.id, memory(instances.get(contender.id))]));
 
   const faults = new Map(contenders.map((contender) => [contender.id, { kill: [], reloadClose: [], reloadKeepalive: [], scale: [] }]));
+  const data = { faultErrors: [] };
   if (options.faults) {
     for (let round = 0; round < options.faultRounds; round++) {
       for (const contender of order(round)) {
@@ -751,7 +761,16 @@ async function run(options) {
         if (contender.faults.includes('reload')) runs.push(['reload', true, into.reloadClose], ['reload', false, into.reloadKeepalive]);
         if (contender.faults.includes('scale')) runs.push(['scale', true, into.scale]);
         for (const [kind, close, list] of runs) {
-          const result = await faultRun(instance, kind, close, options);
+          let result;
+          try {
+            result = await faultRun(instance, kind, close, options);
+          } catch (error) {
+            // A fault run that did not finish is a finding, not the end of the benchmark: recorded, reported, and on.
+            list.push({ error: error.message });
+            data.faultErrors.push(`${contender.label}, ${kind} (${close ? '`Connection: close`' : 'keep-alive'}): ${error.message}`);
+            log(`bench: fault ${kind} ${contender.id} did not finish: ${error.message}`);
+            continue;
+          }
           list.push(result);
           log(`bench: fault ${kind} (${close ? 'close' : 'keep-alive'}) ${contender.id}: failed ${result.failed} of ${result.requests} ${JSON.stringify(result.errors)} ` +
             `${JSON.stringify({ respawnMs: result.respawnMs, durationMs: result.durationMs, upMs: result.upMs, downMs: result.downMs })}`);
@@ -762,7 +781,7 @@ async function run(options) {
 
   const commands = new Map(contenders.map((contender) => [contender.id, instances.get(contender.id).commandLine()]));
   for (const instance of instances.values()) await instance.stop();
-  return { contenders, workloads, calibration, startup, idleMemory, loadedMemory, results, faults, commands };
+  return Object.assign(data, { contenders, workloads, calibration, startup, idleMemory, loadedMemory, results, faults, commands });
 }
 
 // ---- summaries and goals -----------------------------------------------------------------------
@@ -812,9 +831,11 @@ function goals(summaries, faults) {
     const primaryCpu = Math.max(...[...summaries.values()].map((byId) => byId.get(id)?.cpu.primary).filter(Number.isFinite));
     list.push({ key: 'primary-cpu', id, text: `${name}: primary's CPU under load (highest workload median, % of one core)`, target: '< 1%', value: primaryCpu * 100, met: (v) => v < 1, digits: 3, unit: '%' });
     const reloads = [...(faults.get(id)?.reloadClose ?? []), ...(faults.get(id)?.reloadKeepalive ?? [])];
+    const unfinished = reloads.filter((r) => r.error).length;
     list.push({
       key: 'reload-failed', id, text: `${name}: failed requests during rolling reloads (${reloads.length} runs)`, target: '0',
-      value: reloads.length ? sum(reloads.map((r) => r.failed)) : NaN, met: (v) => v === 0, digits: 0,
+      value: reloads.length ? sum(reloads.map((r) => r.failed ?? 0)) : NaN, met: (v) => v === 0 && unfinished === 0, digits: 0,
+      unit: unfinished ? ` (${unfinished} reload${unfinished > 1 ? 's' : ''} did not finish)` : '',
     });
   }
   for (const goal of list) goal.ok = Number.isFinite(goal.value) ? goal.met(goal.value) : null;
@@ -854,15 +875,16 @@ function throughputTable(data, summaries) {
 function cpuTable(data, summaries) {
   const cores = (value) => (Number.isFinite(value) ? value.toFixed(2) : '—');
   const lines = [
-    '| workload | contender | app processes | CPU per request (app + primary) | primary | wrk | softirq | other processes | idle | connection share min / max |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| workload | contender | app processes | primary | wrk | softirq | other processes | idle | server CPU per request | all CPU per request | connection share min / max |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const workload of data.workloads) {
     data.contenders.forEach((contender, i) => {
       const s = summaries.get(workload.id).get(contender.id);
       lines.push(
-        `| ${i === 0 ? workload.label : ''} | ${contender.label} | ${cores(s.cpu.workers)} | ${fmt(s.cpu.perRequestUs, 0)} µs | ${contender.primary ? cores(s.cpu.primary) : '—'} | ` +
-          `${cores(s.cpu.wrk)} | ${cores(s.cpu.softirq)} | ${cores(s.cpu.rest)} | ${cores(s.cpu.idle)} | ${spread(s.connectionShares)} |`,
+        `| ${i === 0 ? workload.label : ''} | ${contender.label} | ${cores(s.cpu.workers)} | ${contender.primary ? cores(s.cpu.primary) : '—'} | ` +
+          `${cores(s.cpu.wrk)} | ${cores(s.cpu.softirq)} | ${cores(s.cpu.rest)} | ${cores(s.cpu.idle)} | ${fmt(s.cpu.perRequestUs, 0)} µs | ` +
+          `${fmt(totalCpuPerRequestUs(s), 0)} µs | ${spread(s.connectionShares)} |`,
       );
     });
   }
@@ -870,8 +892,13 @@ function cpuTable(data, summaries) {
 }
 
 function lifecycleTable(data) {
-  const medianOf = (list, key) => median(list.map((r) => r[key]));
-  const failed = (list) => (list.length ? `${sum(list.map((r) => r.failed))} of ${fmtInt(sum(list.map((r) => r.requests)))}` : '—');
+  const done = (list) => list.filter((r) => !r.error);
+  const medianOf = (list, key) => median(done(list).map((r) => r[key]));
+  const failed = (list) => {
+    const errors = list.length - done(list).length;
+    const text = done(list).length ? `${sum(done(list).map((r) => r.failed))} of ${fmtInt(sum(done(list).map((r) => r.requests)))}` : list.length ? '' : '—';
+    return errors ? `${text}${text ? ', ' : ''}**${errors} run${errors > 1 ? 's' : ''} did not finish**` : text;
+  };
   const lines = [
     '| contender | start-up: all workers answer | respawn after `kill -9` | failed during `kill -9` | rolling reload | failed during reload (close) | failed during reload (keep-alive) | scale up / down | failed during scale up + down |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -938,75 +965,148 @@ function wrkVersion() {
   return (`${result.stdout}${result.stderr}`.split('\n')[0] || 'wrk').replace(/\s*Copyright.*$/, '').trim();
 }
 
-/** Notes on what bounds the numbers; the ones for missed goals are shown when the goal was missed. */
+/** CPU per request of everything that serves it on this machine: the contender's processes, wrk, the kernel's softirq. */
+function totalCpuPerRequestUs(s) {
+  if (!s || !(s.rps > 0)) return NaN;
+  const or0 = (value) => (Number.isFinite(value) ? value : 0);
+  return ((s.cpu.workers + or0(s.cpu.primary) + or0(s.cpu.wrk) + or0(s.cpu.softirq)) / s.rps) * 1e6;
+}
+
+/** Median CPU (cores) that other processes took during the measured runs: how disturbed this run was. */
+function disturbance(summaries) {
+  return median([...summaries.values()].flatMap((byId) => [...byId.values()].map((s) => s.cpu.rest)));
+}
+
+/**
+ * What bounds the numbers, computed from this run's CPU accounting. Notes on missed goals are shown when missed.
+ * The machine is CPU-bound in every hello-world run (idle ≈ 0): throughput is then the CPU left for the server over
+ * the CPU one request costs, and the load generator's share of each request is paid by every contender alike.
+ */
 function analysis(goalList, summaries, data) {
   const missed = new Set(goalList.filter((goal) => goal.ok === false).map((goal) => goal.key));
   const s = (workload, id) => summaries.get(workload)?.get(id);
   const cores = (value) => (Number.isFinite(value) ? value.toFixed(2) : 'n/a');
+  const us = (value) => (Number.isFinite(value) ? `${Math.round(value)} µs` : 'n/a');
+  const serverUs = (x) => x?.cpu.perRequestUs;
+  const cpuCount = os.cpus().length;
   const notes = [];
-  const close = (id) => s('close', id);
-  notes.push(
-    '- **Everything shares two cores.** wrk runs on the same machine as the servers, so every figure is a share of ' +
-      `the same two CPUs: in the \`Connection: close\` runs wrk took ${cores(close('prefork-api')?.cpu.wrk)} cores against ` +
-      `prefork and the kernel's softirq time (loopback TCP) ${cores(close('prefork-api')?.cpu.softirq)} cores; the machine was idle ` +
-      `${cores(close('prefork-api')?.cpu.idle)} cores of the time. Two workers cannot get two cores while the client needs one too, ` +
-      'which is why hello world on every core is far from 2× one process here, and why the CPU-heavy workload (where wrk ' +
-      'needs little) is the one that shows the cores. On a machine where the load comes from elsewhere the multi-process ' +
-      'contenders gain more.',
-  );
-  notes.push(
-    "- **node:cluster round-robin pays in its primary.** Its primary accepts every connection and hands it to a worker over " +
-      `IPC: with \`Connection: close\` it used ${pct(close('cluster-rr')?.cpu.primary)} of a core, against ` +
-      `${pct(close('prefork-api')?.cpu.primary, 2)} for prefork's primary, which is not on the path of a connection at all. ` +
-      'With keep-alive there are only 50 connections to hand over, so round-robin costs almost nothing there and the ' +
-      'contenders meet.',
-  );
-  if (missed.has('close-vs-rr')) {
+  const other = disturbance(summaries);
+  if (Number.isFinite(other) && other > 0.1) {
     notes.push(
-      '- **`Connection: close` ≥ 2× cluster round-robin was missed.** The ratio is bounded by the two shared cores: ' +
-        "cluster's primary turns CPU into handovers, but prefork's workers cannot use the CPU it saves beyond what wrk and " +
-        'the kernel leave (see the CPU table: the machine is near 0 idle in every `Connection: close` run). The gap is ' +
-        'the one the issue measured (cluster RR at a third to a half of a single process), and it widens with spare cores.',
+      `- **This run was disturbed.** Other processes on the machine took ${cores(other)} cores in the median run ` +
+        '(column *other processes*): every contender got less CPU than the machine has, by a different amount in ' +
+        'each run, so ratios of req/s carry that noise (see min – max). The CPU per request figures are much less ' +
+        'sensitive to it; the notes below lean on them.',
     );
   }
-  if (missed.has('close-vs-bare')) {
+  const api = 'prefork-api';
+  const close = (id) => s('close', id);
+  if (close(api)) {
     notes.push(
-      '- **`Connection: close` ≥ 0.95× bare SO_REUSEPORT was missed in this run.** prefork\'s primary is idle during ' +
-        'the load (see its CPU) and its workers serve the same kind of socket as the bare processes, so the hot path is the ' +
-        'same; the difference is within the spread of runs (see min – max) on this shared machine. Re-run on a quiet machine.',
+      `- **Everything shares ${cpuCount} cores.** wrk runs on the same machine as the servers: in the \`Connection: close\` ` +
+        `runs against prefork it took ${cores(close(api).cpu.wrk)} cores and the kernel's softirq time (loopback TCP) ` +
+        `${cores(close(api).cpu.softirq)}, with ${cores(close(api).cpu.idle)} cores idle. So hello world on every core is ` +
+        'far from 2× one process here (the workers cannot have the cores the client needs), and the CPU-heavy workload, ' +
+        'where wrk needs little, is the one that shows the cores. With the load coming from another machine the ' +
+        'multi-process contenders gain more.',
+    );
+  }
+  if (close('cluster-rr') && close(api)) {
+    const rr = close('cluster-rr');
+    const pf = close(api);
+    notes.push(
+      '- **node:cluster round-robin pays per connection.** Its primary accepts every connection and passes it to a worker ' +
+        `over IPC: with \`Connection: close\` the primary used ${pct(rr.cpu.primary)} of a core (prefork's: ` +
+        `${pct(pf.cpu.primary, 2)}; it is not on a connection's path at all), and its workers pay to receive each handle too. ` +
+        `A request cost ${us(serverUs(rr))} of server CPU under cluster RR against ${us(serverUs(pf))} under prefork ` +
+        `(${fmt(serverUs(rr) / serverUs(pf), 2)}×). With keep-alive only 50 connections are handed over per run, and ` +
+        `the two meet (${us(serverUs(s('keepalive', 'cluster-rr')))} against ${us(serverUs(s('keepalive', api)))}).`,
+    );
+    if (missed.has('close-vs-rr')) {
+      const allRatio = totalCpuPerRequestUs(rr) / totalCpuPerRequestUs(pf);
+      const measured = pf.rps / rr.rps;
+      notes.push(
+        '- **`Connection: close` ≥ 2× cluster round-robin: missed here; on this machine it hinges on the client.** ' +
+          `The server side of a request costs ${fmt(serverUs(rr) / serverUs(pf), 2)}× as much CPU under cluster RR as under ` +
+          'prefork. But the machine is CPU-bound and wrk and the kernel\'s softirq share its two cores, and they cost ' +
+          'every contender about the same per request; counting them, a request costs everyone ' +
+          `${us(totalCpuPerRequestUs(rr))} under cluster RR and ${us(totalCpuPerRequestUs(pf))} under prefork ` +
+          `(${fmt(allRatio, 2)}×). The measured ratio was ${fmt(measured, 2)}×` +
+          `${measured >= Math.min(allRatio, serverUs(rr) / serverUs(pf)) && measured <= Math.max(allRatio, serverUs(rr) / serverUs(pf)) ? ', between the two' : ''}. With the load ` +
+          'generator on other cores the ratio tends to the server-side one. cluster RR also varies most from run to ' +
+          'run (min – max): its primary is a single point every connection goes through.',
+      );
+    }
+  }
+  // How far one run of a contender strays from its median: the resolution of this run's req/s ratios.
+  const stray = (x) => (x && x.rps > 0 ? Math.max(x.max - x.rps, x.rps - x.min) / x.rps : NaN);
+  const abCommand = (ids, workload) =>
+    `\`node bench/http.js --only ${ids.join(',')} --workloads ${workload} --rounds 8 --duration 3 --no-faults\``;
+  if (missed.has('close-vs-bare') && close('bare') && close(api)) {
+    notes.push(
+      '- **`Connection: close` ≥ 0.95× bare SO_REUSEPORT: missed in this run.** The hot path is the same: prefork\'s ' +
+        'primary is idle under load, its workers accept from the same kind of per-process SO_REUSEPORT socket, and ' +
+        "the worker's one per-request addition (a `request` listener that tracks responses for the graceful drain) " +
+        `costs no measurable CPU. Server CPU per request: prefork ${us(serverUs(close(api)))}, prefork -r ` +
+        `${us(serverUs(close('prefork-register')))}, bare ${us(serverUs(close('bare')))}. Single runs strayed up to ` +
+        `${pct(stray(close(api)))} (prefork) and ${pct(stray(close('bare')))} (bare) from their medians, more than the ` +
+        `gap; more rounds of just these settle it: ${abCommand(['prefork-api', 'prefork-register', 'bare'], 'close')}.`,
     );
   }
   if (missed.has('keepalive-vs-rr')) {
+    const ka = (id) => s('keepalive', id);
     notes.push(
-      '- **keep-alive ≥ cluster round-robin was missed in this run.** With keep-alive both hand the 50 connections out ' +
-        'once and then serve them with no primary in between; the difference is within the noise of runs (see min – max).',
+      '- **keep-alive ≥ cluster round-robin: missed in this run.** Once the 50 connections are handed out, cluster ' +
+        'RR has no primary on the path either, so it sits at the same ceiling as bare SO_REUSEPORT: ' +
+        `${fmtInt(ka('cluster-rr')?.rps)} req/s against ${fmtInt(ka('bare')?.rps)} bare, ${fmtInt(ka(api)?.rps)} prefork, ` +
+        `${fmtInt(ka('prefork-register')?.rps)} prefork -r; server CPU per request ${us(serverUs(ka('cluster-rr')))}, ` +
+        `${us(serverUs(ka('bare')))}, ${us(serverUs(ka(api)))}, ${us(serverUs(ka('prefork-register')))}. Single runs strayed ` +
+        `up to ${pct(stray(ka('cluster-rr')))} (cluster RR) and ${pct(stray(ka(api)))} (prefork) from their medians: ` +
+        `which of them comes out ahead is within that. More rounds: ${abCommand(['cluster-rr', 'prefork-api', 'prefork-register', 'bare'], 'keepalive')}.`,
     );
   }
-  if (missed.has('cpu-vs-single')) {
+  const single = s('cpu', 'single');
+  if (single && s('cpu', api)) {
+    const pf = s('cpu', api);
+    const left = cpuCount - (pf.cpu.wrk ?? 0) - (pf.cpu.softirq ?? 0);
+    const bound = (left / single.cpu.workers) * (serverUs(single) / serverUs(pf));
+    const text =
+      `the single process had ${cores(single.cpu.workers)} cores (one is its limit), while wrk and softirq took ` +
+      `${cores((pf.cpu.wrk ?? 0) + (pf.cpu.softirq ?? 0))} of the ${cpuCount} during prefork's runs, leaving ` +
+      `${cores(left)} for its workers. With the CPU per request measured (${us(serverUs(single))} single, ${us(serverUs(pf))} ` +
+      `prefork), that allows about ${fmt(bound, 2)}× here, before other processes take their share ` +
+      `(${cores(pf.cpu.rest)} cores in the median prefork run); measured: ${fmt(pf.rps / single.rps, 2)}×.` +
+      (single.cpu.rest > 0.1
+        ? ` The single process's runs were disturbed (other processes took ${cores(single.cpu.rest)} cores and it got ` +
+          `${cores(single.cpu.workers)}), which flatters the ratio; undisturbed, 2× is the limit.`
+        : '') +
+      (missed.has('cpu-vs-single') ? ' Getting near 2× needs the client on other cores.' : '');
     notes.push(
-      '- **CPU-heavy ≥ 1.85× a single process was missed in this run.** The limit is 2× on two cores minus what wrk, ' +
-        `the kernel and other work on the machine take (wrk: ${cores(s('cpu', 'prefork-api')?.cpu.wrk)} cores, idle ` +
-        `${cores(s('cpu', 'prefork-api')?.cpu.idle)} cores).`,
+      missed.has('cpu-vs-single')
+        ? `- **CPU-heavy ≥ 1.85× a single process: missed in this run.** ${text[0].toUpperCase()}${text.slice(1)}`
+        : `- **CPU-heavy: the cores show.** ${text[0].toUpperCase()}${text.slice(1)}`,
     );
   }
   if (missed.has('primary-cpu')) {
     notes.push(
-      "- **The primary's CPU went over 1% in this run.** It does no work per request or per connection; what it spends " +
-        'is reading its control channels and timers. Look at the per-workload figures to see which run it was.',
+      "- **The primary's CPU went over 1% in this run.** It does no work per request or per connection (it only " +
+        'answers its control channels and timers); see the *primary CPU* column for the run.',
     );
   }
   if (missed.has('reload-failed')) {
-    notes.push(
-      '- **Requests failed during a rolling reload.** See the wrk error classes in the log of the run (read errors: ' +
-        'connections reset; connect errors: refused).',
-    );
+    notes.push('- **Requests failed during a rolling reload, or a reload did not finish.** The wrk error classes are in the log of the run (read: reset; connect: refused); unfinished runs are listed below.');
   }
-  const scaleFailures = ['prefork-api', 'prefork-register'].map((id) => sum((data.faults.get(id)?.scale ?? []).map((r) => r.failed)));
+  for (const error of data.faultErrors) notes.push(`- **A fault run did not finish:** ${error.replace(/\n/g, ' ⏎ ')}`);
+  const scaleFailures = ['prefork-api', 'prefork-register'].map((id) => sum((data.faults.get(id)?.scale ?? []).map((r) => r.failed ?? 0)));
   if (scaleFailures.some((n) => n > 0)) {
     notes.push(
-      '- **Scaling down can reset a few queued connections.** A removed slot\'s socket closes once its worker drains; ' +
-        'connections the kernel already queued on it are reset unless `net.ipv4.tcp_migrate_req=1` (Linux ≥ 5.14) moves ' +
-        'them to the other sockets. The machine setting is given above.',
+      "- **Scaling down resets the connections queued on the removed slot's socket** when the kernel does not migrate " +
+        'them: once the leaving worker and the primary have closed it, connections the kernel had already queued there ' +
+        'are reset, unless `net.ipv4.tcp_migrate_req=1` (Linux ≥ 5.14) moves them to the sockets that stay. It is 0 on ' +
+        'this machine (see *Machine*). In a network namespace with it on, the same scale runs failed no request: ' +
+        "`unshare -n sh -c 'ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && node bench/http.js --quick " +
+        "--only prefork-api,prefork-register --workloads none'` (as root). A `kill -9` or a reload keeps the socket open, " +
+        'so nothing queued there is lost; a `kill -9` loses the requests the killed worker had accepted.',
     );
   }
   return notes.join('\n');
@@ -1029,8 +1129,11 @@ function report(data, options, seconds) {
       `${options.duration} s per contender and workload after one ${options.warmup} s warm-up, contenders alternated ` +
       `(A B C … then … C B A); start-up over ${options.startupRounds} starts; fault figures over ${options.faultRounds} run(s) each. ` +
       `Total time ${seconds.toFixed(0)} s.`,
-    `- The CPU-heavy handler hashes ${data.calibration.iterations} × SHA-256 of 1 KB per request, calibrated once at start ` +
-      `(${fmt(data.calibration.perIterationUs, 2)} µs each: ${CPU_TARGET_MS} ms).`,
+    `- The CPU-heavy handler hashes ${data.calibration.iterations} × SHA-256 of 16 KB per request, calibrated once at start ` +
+      `(${fmt(data.calibration.perIterationUs, 2)} µs of CPU each: ${CPU_TARGET_MS} ms).`,
+    ...(Number.isFinite(disturbance(summaries)) && disturbance(summaries) > 0.1
+      ? [`- **Disturbed:** other processes took ${disturbance(summaries).toFixed(2)} of the ${os.cpus().length} cores in the median run (see *Where the CPU went*); re-run on a quiet machine for clean ratios.`]
+      : []),
     '',
     '### Goals',
     '',
@@ -1049,17 +1152,25 @@ function report(data, options, seconds) {
     '',
     cpuTable(data, summaries),
     '',
+    'Cores used during the runs, from /proc: the contender\'s app processes (all threads), its primary, wrk, the ' +
+      "kernel's softirq time (most of loopback TCP's work), *other processes* (busy time left over: other work on the " +
+      'machine, approximate) and idle time. *Server CPU per request* is (app processes + primary) ÷ req/s; *all CPU per ' +
+      'request* adds wrk and softirq: on a CPU-bound machine throughput ratios follow it.',
+    '',
     '### Start-up, faults and rolling reload',
     '',
     lifecycleTable(data),
     '',
     'Start-up: from spawning the command to every worker having answered `GET /pid` (distinct pids over new connections). ' +
       'The fault runs put the same `Connection: close` load as above (50 connections) on the contender (and a keep-alive ' +
-      'load for the second reload column); 1 s in, a worker is `kill -9`ed (respawn: from the kill to the replacement ' +
+      `load for the second reload column); ${options.quick ? '0.5' : '1'} s in, a worker is \`kill -9\`ed (respawn: from the kill to the replacement ` +
       'listening), or the primary gets `SIGHUP` (rolling reload: until the supervisor reports it done), or `SIGTTIN` then ' +
-      '1 s later `SIGTTOU` (scale: until the supervisor reports each done); the load goes on 1 s after that. *Failed* is ' +
+      `1 s later \`SIGTTOU\` (scale: until the supervisor reports each done); the load goes on ${options.quick ? '0.5' : '1'} s after that. *Failed* is ` +
       "wrk's socket errors plus non-2xx responses of the whole run, of all its requests. node:cluster's primary refills a " +
-      'killed worker with `cluster.fork()` (as cluster apps do); it has no reload or scaling of its own.',
+      'killed worker with `cluster.fork()` (as cluster apps do); it has no reload or scaling of its own. The prefork ' +
+      `contenders run with \`restart.resetAfter\` = ${options.resetAfter} ms (\`PREFORK_RESTART_RESET_AFTER\`) so that each ` +
+      'kill, seconds apart, is a first crash (restarted at once on the same socket) rather than a crash loop (backoff, ' +
+      'socket closed meanwhile); the longest-running worker is the one killed.',
     '',
     '### Memory',
     '',
@@ -1075,7 +1186,9 @@ function report(data, options, seconds) {
     '',
     ...data.contenders.map((contender) => `- ${contender.label}: ${data.commands.get(contender.id)}`),
     '',
-    'Every app process serves [bench/apps/handler.js](apps/handler.js) (`/`, `/cpu`, `/json`, `/pid`). ' +
+    `Every contender also gets \`BENCH_HOST=${HOST}\`, \`BENCH_HASH_ITERATIONS=${data.calibration.iterations}\` and ` +
+      '`BENCH_STATS_DIR` (where each app process writes its counters). ' +
+      'Every app process serves [bench/apps/handler.js](apps/handler.js) (`/`, `/cpu`, `/json`, `/pid`). ' +
       'wrk, per workload (`<port>`: the contender\'s):',
     '',
     ...data.workloads.map((workload) => `- ${workload.label}: ${wrkCommand(workload)}`),
@@ -1095,7 +1208,7 @@ function chart(data, summaries, options) {
   const panelWidth = 250;
   const panelHeight = 260;
   const left = 20;
-  const top = 70;
+  const top = 100;
   const gap = 25;
   const barArea = panelWidth - 50;
   const workloads = data.workloads;
@@ -1105,8 +1218,12 @@ function chart(data, summaries, options) {
   const out = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif">`);
   out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
-  out.push(`<text x="${left}" y="28" font-size="18" font-weight="bold">HTTP requests per second on ${os.cpus().length} cores (median of ${options.rounds} runs; whiskers: min – max)</text>`);
+  out.push(`<text x="${left}" y="28" font-size="18" font-weight="bold">HTTP requests per second on ${os.cpus().length} cores (median of ${options.rounds} run${options.rounds > 1 ? 's' : ''}; whiskers: min – max)</text>`);
   out.push(`<text x="${left}" y="50" font-size="12" fill="#555">${escapeXml(`${machine()}, Node ${process.version}, wrk -t${options.threads} -c${options.connections} on the same machine. ${new Date().toISOString().slice(0, 10)}`)}</text>`);
+  const other = disturbance(summaries);
+  const note = `Each panel has its own scale; higher is better. ${options.workers} processes per contender; numbers and method: bench/RESULTS.md.` +
+    (Number.isFinite(other) && other > 0.1 ? ` Disturbed run: other processes took ${other.toFixed(2)} cores.` : '');
+  out.push(`<text x="${left}" y="68" font-size="12" fill="#555">${escapeXml(note)}</text>`);
   workloads.forEach((workload, w) => {
     const x0 = left + w * (panelWidth + gap);
     const stats = contenders.map((contender) => summaries.get(workload.id).get(contender.id));
@@ -1114,7 +1231,7 @@ function chart(data, summaries, options) {
     const scale = (panelHeight - 40) / (maxValue * 1.12);
     const baseY = top + panelHeight;
     const slot = barArea / contenders.length;
-    out.push(`<text x="${x0 + panelWidth / 2}" y="${top - 4}" font-size="13" font-weight="bold" text-anchor="middle">${escapeXml(workload.label.replace(/`/g, ''))}</text>`);
+    out.push(`<text x="${x0 + panelWidth / 2}" y="${top - 4}" font-size="13" font-weight="bold" text-anchor="middle">${escapeXml(workload.short)}</text>`);
     out.push(`<line x1="${x0 + 25}" y1="${baseY}" x2="${x0 + 25 + barArea}" y2="${baseY}" stroke="#333"/>`);
     stats.forEach((s, c) => {
       const bx = x0 + 25 + c * slot + slot * 0.12;

@@ -1,7 +1,7 @@
-// `npm run bench`: every benchmark, one after the other, each writing its section of bench/RESULTS.md.
+// `npm run bench`: every benchmark in bench/, one after the other, each writing its section of bench/RESULTS.md.
 //
 // Usage: node bench/index.js [--quick] [--no-write] [any bench/http.js option]
-//   --quick      short runs (the HTTP benchmark in about 2 minutes, then spawn.js's quick mode)
+//   --quick      short runs: the HTTP benchmark in about 2 minutes, then spawn.js and store.js in their quick modes
 //   --no-write   print only; leave bench/RESULTS.md and bench/results.svg as they are
 // Other options go to bench/http.js (see its header), e.g. `npm run bench -- --duration 10 --rounds 5`.
 'use strict';
@@ -22,6 +22,10 @@ function run(script, scriptArgs) {
   return result.status ?? 1;
 }
 
-let status = run('http.js', httpArgs);
-if (status === 0) status = run('spawn.js', quick ? ['--quick'] : []);
-process.exitCode = status;
+// One after the other, never together: each measures a machine the others leave alone.
+const statuses = [
+  run('http.js', httpArgs),
+  run('spawn.js', quick ? ['--quick'] : []),
+  run('store.js', quick ? ['--quick'] : []),
+];
+process.exitCode = statuses.find((status) => status !== 0) ?? 0;

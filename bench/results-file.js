@@ -5,13 +5,13 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const FILE = path.join(__dirname, 'RESULTS.md');
-/** Sections in the order they appear in the file. */
-const ORDER = ['http', 'spawn'];
+/** Sections in the order they appear in the file; any other script's section (bench/NAME.js) follows them. */
+const ORDER = ['http', 'spawn', 'store'];
 const HEADER = [
   '# prefork benchmarks',
   '',
-  'Produced by `npm run bench` (`node bench/index.js`): `bench/http.js` and `bench/spawn.js` each rewrite their own',
-  'section below (`--write`). Do not edit by hand; re-run the commands instead.',
+  'Produced by the scripts in bench/ (`npm run bench` runs `bench/http.js` and `bench/spawn.js`); each rewrites its own',
+  'section below with `--write`. Do not edit by hand; re-run the commands instead.',
   '',
 ].join('\n');
 
@@ -28,10 +28,10 @@ function readSections(file) {
     return sections;
   }
   let found = false;
-  for (const name of ORDER) {
+  for (const [, name] of text.matchAll(/<!-- bench\/([\w-]+)\.js: begin -->/g)) {
     const start = text.indexOf(begin(name));
     const stop = text.indexOf(end(name));
-    if (start >= 0 && stop > start) {
+    if (stop > start) {
       sections.set(name, text.slice(start + begin(name).length, stop).trim());
       found = true;
     }
@@ -44,13 +44,13 @@ function readSections(file) {
 
 /** Replaces (or adds) the section `name` of bench/RESULTS.md with `text`; the other sections are kept. */
 function writeSection(name, text, file = FILE) {
-  if (!ORDER.includes(name)) throw new Error(`unknown section ${name}`);
+  if (!/^[\w-]+$/.test(name)) throw new Error(`bad section name ${name}`);
   const sections = readSections(file);
   sections.set(name, text.trim());
+  const rank = (key) => (ORDER.includes(key) ? ORDER.indexOf(key) : ORDER.length);
+  const keys = [...sections.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const parts = [HEADER];
-  for (const key of ORDER) {
-    if (sections.has(key)) parts.push(`${begin(key)}\n${sections.get(key)}\n${end(key)}\n`);
-  }
+  for (const key of keys) parts.push(`${begin(key)}\n${sections.get(key)}\n${end(key)}\n`);
   fs.writeFileSync(file, parts.join('\n'));
   return file;
 }
