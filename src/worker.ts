@@ -1,6 +1,7 @@
 // The worker side: knows it is a worker, adopts the primary's sockets into net.Servers, drains on shutdown.
 import { closeSync, fstatSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { ServerResponse } from 'node:http';
 import { native } from './binding';
 import { ControlChannel } from './channel';
@@ -33,7 +34,7 @@ const IDLE_SWEEP_MS = 1000;
 const CONTEXT_KEY = Symbol.for('prefork.worker');
 type ContextHolder = { [CONTEXT_KEY]?: WorkerContext | null };
 
-const servers = new Map<net.Server, Set<ServerResponse>>();
+const servers = new Map<net.Server, Set<net.Socket>>();
 const socketRequests = new Map<number, { resolve: (socket: InheritedSocket) => void; reject: (error: Error) => void }>();
 let nextRequestId = 1;
 const shutdownHandlers: Array<() => unknown> = [];
@@ -211,16 +212,29 @@ function matches(socket: InheritedSocket, address: ListenConfig): boolean {
 }
 
 /** http(s) servers: answer with `Connection: close` once a shutdown began, so keep-alive clients move on unharmed. */
+/**
+ * Servers to drain, and their open connections: per connection, not per request, so serving costs
+ * nothing extra. At shutdown a connection's current response (Node keeps it as `socket._httpMessage`)
+ * gets `Connection: close`, and a 'request' listener gives it to every later one.
+ */
 function track(server: net.Server): void {
   if (servers.has(server)) return;
-  const responses = new Set<ServerResponse>();
-  servers.set(server, responses);
-  if (typeof (server as { closeIdleConnections?: unknown }).closeIdleConnections !== 'function') return;
-  server.prependListener('request', (_request: unknown, response: ServerResponse) => {
-    if (shutdownStarted) response.setHeader('connection', 'close');
-    responses.add(response);
-    response.once('close', () => responses.delete(response));
+  const sockets = new Set<net.Socket>();
+  servers.set(server, sockets);
+  // For TLS, the socket that carries the HTTP exchange is the TLS one.
+  server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
   });
+}
+
+function markConnectionClose(server: net.Server, sockets: Set<net.Socket>): void {
+  if (typeof (server as { closeIdleConnections?: unknown }).closeIdleConnections !== 'function') return; // not http
+  for (const socket of sockets) {
+    const response = (socket as net.Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (response && !response.headersSent) response.setHeader('connection', 'close');
+  }
+  server.prependListener('request', (_request: unknown, response: ServerResponse) => response.setHeader('connection', 'close'));
 }
 
 /**
@@ -237,8 +251,8 @@ function shutdown(timeout: number): void {
   }
   if (shutdownStarted) return;
   shutdownStarted = true;
-  const drained = [...servers].map(([server, responses]) => {
-    for (const response of responses) if (!response.headersSent) response.setHeader('connection', 'close');
+  const drained = [...servers].map(([server, sockets]) => {
+    markConnectionClose(server, sockets);
     return new Promise<void>((resolve) => {
       // net.Server's close, not http's: http's also drops idle keep-alive connections at once, which resets
       // a client whose request is already on the way.
