@@ -27,6 +27,8 @@ interface WorkerContext {
 const ORPHAN_DRAIN_MS = 900;
 /** …and when the native watchdog kills it if its JavaScript is stuck and cannot exit by itself. */
 const ORPHAN_KILL_MS = 950;
+/** A worker asked to drain by its primary exits by itself this long after the primary's SIGKILL was due. */
+const SELF_EXIT_MARGIN_MS = 1000;
 /** Keep-alive connections still idle this long after a shutdown began are closed. */
 const IDLE_SWEEP_MS = 1000;
 
@@ -83,7 +85,8 @@ function context(): WorkerContext | null {
   found.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
     if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(found, message, fds);
     for (const fd of fds) closeSync(fd);
-    if (message.type === 'shutdown') shutdown(message.timeout);
+    // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot.
+    if (message.type === 'shutdown') shutdown(message.timeout + SELF_EXIT_MARGIN_MS);
     else if (message.type === 'stats') void sendStats(found, message.requestId);
   });
   found.channel.on('close', () => {
