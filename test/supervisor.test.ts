@@ -143,7 +143,7 @@ test('a worker whose event loop is stuck still dies within 1 s of its primary (t
 });
 
 test('workers of a primary started with --inspect get their own inspector ports', async () => {
-  const base = 20000 + Math.floor(Math.random() * 20000);
+  const base = 20000 + Math.floor(Math.random() * 10000); // below the ephemeral range (32768+), where clients' ports come from
   const primary = new Primary({ workers: 2 }, { nodeArgs: [`--inspect=127.0.0.1:${base}`] });
   await primary.allReady();
   expect(primary.stderr).toContain(`Debugger listening on ws://127.0.0.1:${base}/`);
