@@ -13,6 +13,8 @@
 // Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
 'use strict';
 
+const { percentile } = require('./stats');
+
 const childProcess = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -105,13 +107,6 @@ function defaultWorkers() {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const rank = (p / 100) * (sorted.length - 1);
-  const low = Math.floor(rank);
-  const high = Math.ceil(rank);
-  return sorted[low] + (sorted[high] - sorted[low]) * (rank - low);
-}
 const median = (values) => percentile([...values].filter(Number.isFinite).sort((a, b) => a - b), 50);
 const sum = (values) => values.reduce((total, value) => total + value, 0);
 

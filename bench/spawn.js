@@ -7,6 +7,8 @@
 // Needs lib/ (npx tsc -p tsconfig.build.json) and the native addon (build/Release).
 'use strict';
 
+const { percentile } = require('./stats');
+
 const childProcess = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -50,14 +52,6 @@ function parseArgs(argv) {
 
 // ---- statistics ------------------------------------------------------------------------------
 
-/** Percentile with linear interpolation between closest ranks (p in [0, 100]). */
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const rank = (p / 100) * (sorted.length - 1);
-  const low = Math.floor(rank);
-  const high = Math.ceil(rank);
-  return sorted[low] + (sorted[high] - sorted[low]) * (rank - low);
-}
 
 function summarize(samples) {
   const sorted = [...samples].sort((a, b) => a - b);
