@@ -1,6 +1,7 @@
 // Supervisor options from PREFORK_* environment variables (register mode and the prefork command).
 import type { SupervisorOptions } from './options';
 import { MAX_WORKERS } from './options';
+import { MAX_STORE_CAPACITY } from './store';
 
 type Parse = (text: string, name: string) => unknown;
 
@@ -36,7 +37,7 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_USER: ['user', text],
   PREFORK_GROUP: ['group', text],
   PREFORK_CPU_AFFINITY: ['cpuAffinity', boolean],
-  PREFORK_STORE_CAPACITY: ['storeCapacity', integer(0, 16 * 1024 * 1024)],
+  PREFORK_STORE_CAPACITY: ['storeCapacity', integer(0, MAX_STORE_CAPACITY)],
   PREFORK_SOCKETS: ['sockets', (value, name) => (['reuseport', 'shared'].includes(value.trim()) ? value.trim() : fail(name, "'reuseport' or 'shared'", value))],
   PREFORK_RESTART_DELAY: ['restart.delay', MS],
   PREFORK_RESTART_MAX_DELAY: ['restart.maxDelay', MS],

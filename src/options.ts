@@ -3,6 +3,8 @@ import { existsSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { invalidType, invalidValue, outOfRange, preforkError } from './errors';
+import { DEFAULT_BACKLOG } from './socket';
+import { DEFAULT_STORE_CAPACITY, MAX_STORE_CAPACITY } from './store';
 import { lookupAccount, usableCpuCount } from './system';
 import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from './validate';
 
@@ -103,7 +105,6 @@ const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts
 export const RESTART_DEFAULTS: Required<RestartOptions> = {
   delay: 100, factor: 1.5, maxDelay: 15000, resetAfter: 30000, maxRestarts: 10, window: 60000,
 };
-const DEFAULT_BACKLOG = 511;
 
 export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig {
   checkOptionsObject('supervise()', options);
@@ -136,7 +137,8 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     gid,
     cpuAffinity,
     sockets,
-    storeCapacity: options.storeCapacity === undefined ? 65536 : checkInteger('storeCapacity', options.storeCapacity, 0, 16 * 1024 * 1024),
+    storeCapacity:
+      options.storeCapacity === undefined ? DEFAULT_STORE_CAPACITY : checkInteger('storeCapacity', options.storeCapacity, 0, MAX_STORE_CAPACITY),
     signals: options.signals === undefined ? true : checkBoolean('signals', options.signals),
     exitProcess: options.exitProcess === undefined ? true : checkBoolean('exitProcess', options.exitProcess),
   };
