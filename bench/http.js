@@ -204,7 +204,18 @@ function rssMb(pid) {
 // ---- wrk ---------------------------------------------------------------------------------------
 
 function haveWrk() {
-  return childProcess.spawnSync('wrk', ['--version'], { stdio: 'ignore' }).error === undefined;
+  return childProcess.spawnSync('wrk', ['--version'], { stdio: 'ignore', timeout: 5000 }).error === undefined;
+}
+
+/** A tool the benchmark cannot run without: reported as one line, without a stack. */
+class MissingTool extends Error {}
+
+/** apt-get, bounded (no prompt, no stdin, at most APT_TIMEOUT_MS), so a broken mirror cannot hang the benchmark. */
+const APT_TIMEOUT_MS = 300000;
+function aptGet(...args) {
+  return childProcess.spawnSync('apt-get', args, {
+    stdio: ['ignore', 'inherit', 'inherit'], timeout: APT_TIMEOUT_MS, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
 }
 
 /** wrk, or an explanation of how to get it. As root on Debian/Ubuntu it installs the `wrk` package. */
@@ -214,15 +225,14 @@ function ensureWrk() {
   const apt = childProcess.spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0;
   if (root && apt) {
     log('bench: wrk is missing; installing it: apt-get install -y wrk');
-    let result = childProcess.spawnSync('apt-get', ['install', '-y', 'wrk'], { stdio: 'inherit' });
-    if (result.status !== 0) {
+    if (aptGet('install', '-y', '-qq', 'wrk').status !== 0) {
       log('bench: apt-get install failed; running apt-get update first');
-      childProcess.spawnSync('apt-get', ['update'], { stdio: 'inherit' });
-      result = childProcess.spawnSync('apt-get', ['install', '-y', 'wrk'], { stdio: 'inherit' });
+      aptGet('update', '-qq');
+      aptGet('install', '-y', '-qq', 'wrk');
     }
     if (haveWrk()) return;
   }
-  throw new Error(
+  throw new MissingTool(
     'wrk (the HTTP load generator) is not installed. Install it and re-run: `sudo apt-get install wrk` (Debian, Ubuntu), ' +
       '`sudo dnf install wrk` (Fedora), `brew install wrk` (macOS), or build it from its source.',
   );
@@ -1293,7 +1303,8 @@ async function main() {
 }
 
 main().catch((error) => {
-  process.stderr.write(`bench/http.js failed: ${error && error.stack ? error.stack : error}\n`);
+  const shown = error instanceof MissingTool ? error.message : error && error.stack ? error.stack : error;
+  process.stderr.write(`bench/http.js failed: ${shown}\n`);
   cleanupNow();
   process.exitCode = 1;
 });

@@ -1,0 +1,56 @@
+// Programs outside npm that some suites need: present, or the suite is skipped with one line naming what is
+// missing, or (where CI asks for it with the tool's variable set to `required`) the suite runs and fails.
+import child_process from 'node:child_process';
+
+interface ExternalTool {
+  /** Every command the suite runs. */
+  commands: string[];
+  /** Which suite needs it, for the skip line. */
+  suite: string;
+  /** How to get it. */
+  install: string;
+  /** `required` here makes a missing tool a failure instead of a skip (.ci/run sets it). */
+  requiredBy: string;
+}
+
+export const EXTERNAL_TOOLS = {
+  'redis-server': {
+    commands: ['redis-server', 'redis-cli'],
+    suite: 'the Redis recipe tests in test/rate-limit.test.ts',
+    install: "Debian's redis-server package: apt-get install redis-server",
+    requiredBy: 'PREFORK_TEST_REDIS',
+  },
+} satisfies Record<string, ExternalTool>;
+
+export type ToolName = keyof typeof EXTERNAL_TOOLS;
+
+/** Whether `command` runs at all (a bounded `--version`, never a wait on a service). */
+function runs(command: string): boolean {
+  const probe = child_process.spawnSync(command, ['--version'], { stdio: 'ignore', timeout: 5000 });
+  return probe.error === undefined && probe.status === 0;
+}
+
+/** The commands of `name` that are not on this machine ([] when it is all there). */
+export function missingCommands(name: ToolName): string[] {
+  return EXTERNAL_TOOLS[name].commands.filter((command) => !runs(command));
+}
+
+export function isRequired(name: ToolName): boolean {
+  return process.env[EXTERNAL_TOOLS[name].requiredBy] === 'required';
+}
+
+/** Why a suite is skipped for lack of `name`, and how to get it. */
+export function skipReason(name: ToolName, missing: string[]): string {
+  const tool = EXTERNAL_TOOLS[name];
+  return `${missing.join(' and ')} not found; install ${tool.install} (CI sets ${tool.requiredBy}=required)`;
+}
+
+/**
+ * `describe` when the tool is there or required, else `describe.skip` with the reason in the title (the same
+ * line jest's global setup prints once, see test/global-setup.ts).
+ */
+export function describeWithTool(name: ToolName, title: string, suite: () => void): void {
+  const missing = missingCommands(name);
+  if (missing.length === 0 || isRequired(name)) describe(title, suite);
+  else describe.skip(`${title} (skipped: ${skipReason(name, missing)})`, suite);
+}
