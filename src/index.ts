@@ -1,18 +1,19 @@
 // prefork's public API: the supervisor and worker side, and the low-level layer they are built on.
-export { createListenSocket, DEFAULT_BACKLOG } from './socket';
-export type { ListenSocket, ListenSocketOptions } from './socket';
-export { spawn, kill, ChildHandle } from './spawn';
-export type { SpawnOptions, ExitInfo } from './spawn';
-export { ControlChannel, createChannelPair, MAX_FDS_PER_MESSAGE } from './channel';
+export { createListenSocket } from './core/listen-socket';
+export type { ListenSocket, ListenSocketOptions } from './core/listen-socket';
+export { spawn, kill, ChildHandle } from './core/spawn';
+export type { SpawnOptions, ExitInfo } from './core/spawn';
+export { ControlChannel, createChannelPair, MAX_FDS_PER_MESSAGE } from './core/channel';
+export { DEFAULT_BACKLOG, DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from './limits';
 
 // The supervisor (primary) and the worker side.
-export { supervise, Supervisor } from './supervisor';
-export type { Worker, WorkerState, WorkerStats, SupervisorStats } from './supervisor';
-export type { SupervisorOptions, RestartOptions, ListenAddress } from './options';
+export { supervise, Supervisor } from './primary/supervisor';
+export type { Worker, WorkerState, WorkerStats, SupervisorStats } from './primary/supervisor';
+export type { SupervisorOptions, RestartOptions, ListenAddress } from './primary/options';
 export { listen, currentSupervisor } from './listen';
 export { isWorker, isPrimary, workerId, generation, ready, onShutdown } from './worker';
 
 // Shared state across workers.
-export { CounterStore, DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from './store';
-export type { CounterStoreOptions, CounterValue } from './store';
-export { RateLimitStore, FastifyRateLimitStore } from './rate-limit';
+export { CounterStore } from './store/counter-store';
+export type { CounterStoreOptions, CounterValue } from './store/counter-store';
+export { RateLimitStore, FastifyRateLimitStore } from './store/rate-limit';

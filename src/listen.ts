@@ -2,8 +2,10 @@
 // other process the primary of its own script.
 import net from 'node:net';
 import { invalidType, invalidValue } from './errors';
-import { parseListenAddress, type ListenAddress, type SupervisorOptions } from './options';
-import { supervise, type Supervisor } from './supervisor';
+import { MAX_INT } from './limits';
+import type { SupervisorOptions } from './primary/options';
+import { supervise, type Supervisor } from './primary/supervisor';
+import { addressMatches, configuredAddress, parseListenAddress, type ListenAddress } from './protocol/address';
 import { checkInteger } from './validate';
 import { adopt, isWorker } from './worker';
 
@@ -19,14 +21,14 @@ export async function listen(server: net.Server, address: ListenAddress, options
   if (!(server instanceof net.Server)) throw invalidType('server', 'a net.Server (http, https or net)', server);
   const parsed = parseListenAddress(address, 'address');
   if (isWorker()) {
-    const backlog = typeof options === 'number' ? checkInteger('backlog', options, 0, 2 ** 31 - 1) : undefined;
+    const backlog = typeof options === 'number' ? checkInteger('backlog', options, 0, MAX_INT) : undefined;
     return adopt(server, parsed, backlog);
   }
   if (primary === null) {
     const settings: SupervisorOptions = typeof options === 'object' && options !== null ? options : {};
     const listenOption = settings.listen ?? (typeof options === 'number' ? { host: parsed.host, port: parsed.port, backlog: options } : address);
     primary = supervise({ ...settings, listen: listenOption });
-  } else if (!primary.config.listen.some((config) => config.port === parsed.port && (parsed.host === undefined || config.host === parsed.host))) {
+  } else if (!primary.config.listen.some((config) => addressMatches(configuredAddress(config), parsed.host, parsed.port))) {
     throw invalidValue('address', `is not among the supervisor's addresses (${primary.config.listen.map((config) => config.label).join(', ')}); pass every address in options.listen on the first call`, address);
   }
   await primary.ready();

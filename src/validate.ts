@@ -35,6 +35,18 @@ export function checkBoolean(name: string, value: unknown): boolean {
   return value;
 }
 
+/**
+ * A whole number written as text (an environment variable, a command-line flag): decimal digits only, from
+ * `min` to `max`. Otherwise `fail` is called with what is allowed and whether the text was a number at all.
+ */
+export function parseIntegerText(text: string, min: number, max: number, fail: (allowed: string, isNumber: boolean) => never): number {
+  const allowed = `an integer from ${min} to ${max}`;
+  if (!/^\d+$/.test(text.trim())) fail(allowed, false);
+  const value = Number(text);
+  if (value < min || value > max) fail(allowed, true);
+  return value;
+}
+
 /** A string usable in argv, env or a path: non-empty and without NUL bytes. */
 export function checkString(name: string, value: unknown, { allowEmpty = false } = {}): string {
   if (typeof value !== 'string') throw invalidType(name, 'of type string', value);

@@ -8,7 +8,7 @@ import { isDead, waitFor } from './helpers';
 
 export const root = join(__dirname, '..');
 export const app = (name: string): string => join(__dirname, 'fixtures', 'apps', name);
-export const cli = join(root, 'lib', 'cli.js');
+export const cli = join(root, 'lib', 'zero-code', 'cli.js');
 
 const running = new Set<AppRun>();
 

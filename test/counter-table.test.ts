@@ -1,7 +1,7 @@
 // The shared table's recovery from what a process killed between two steps leaves behind, built by hand
 // on a private buffer: every state must be recovered, never waited on forever.
 import child_process from 'node:child_process';
-import { CounterTable, hashKey, LAYOUT, regionBytes, type TableKey } from '../src/counter-table';
+import { CounterTable, hashKey, LAYOUT, regionBytes, type TableKey } from '../src/store/counter-table';
 
 const key = (text: string): TableKey => ({ prefix: '', key: text, hash: hashKey(text) });
 

@@ -4,7 +4,7 @@ import { chmodSync, closeSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createChannelPair, createListenSocket, kill, spawn, ChildHandle } from '../src';
-import { native } from '../src/binding';
+import { native } from '../src/core/binding';
 import { childrenOf, fixture, isDead, newSockets, openFds, processState, waitFor } from './helpers';
 
 const fdsBefore = openFds();

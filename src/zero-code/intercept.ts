@@ -1,9 +1,9 @@
 // Register mode, in a worker: every TCP listen() of any net.Server (http, https, http2, net, frameworks)
 // is served from the primary's per-slot socket for that address. Also PM2's process.send('ready').
 import net from 'node:net';
+import { listenConfig, type ListenConfig } from '../protocol/address';
+import { adopt, ready, serverErrors, workerId } from '../worker';
 import { logPrefixWanted } from './env-options';
-import type { ListenConfig } from './options';
-import { adopt, ready, serverErrors, workerId } from './worker';
 
 const originalListen = net.Server.prototype.listen;
 
@@ -33,18 +33,14 @@ export function parseListenArguments(args: unknown[]): Listen | null {
     if (!legalPort(port)) return null;
     const host = typeof options.host === 'string' && options.host !== '' ? options.host : undefined;
     const backlog = backlogFrom(options.backlog, rest[1], rest[2]);
-    return { config: config(host, port, options.ipv6Only === true, backlog), backlog, callback, signal: options.signal };
+    return { config: listenConfig(host, port, options.ipv6Only === true, backlog), backlog, callback, signal: options.signal };
   }
   if (typeof first === 'string' && toNumber(first) === false) return null; // a pipe path
   const port = first === undefined || first === null ? 0 : toNumber(first);
   if (!legalPort(port)) return null;
   const host = typeof rest[1] === 'string' && rest[1] !== '' ? rest[1] : undefined;
   const backlog = host === undefined ? backlogFrom(rest[1], rest[2]) : backlogFrom(rest[2]);
-  return { config: config(host, port, false, backlog), backlog, callback };
-}
-
-function config(host: string | undefined, port: number, ipv6Only: boolean, backlog: number | undefined): ListenConfig {
-  return { host: host === '' ? undefined : host, port, ipv6Only, backlog: backlog ?? 511, label: `${host ?? ''}:${port}` };
+  return { config: listenConfig(host, port, false, backlog), backlog, callback };
 }
 
 function interceptedListen(this: net.Server, ...args: unknown[]): net.Server {

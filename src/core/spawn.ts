@@ -5,8 +5,9 @@ import { constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { native, READABLE } from './binding';
-import { invalidType, invalidValue, outOfRange, preforkError } from './errors';
-import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkSignal, checkString } from './validate';
+import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
+import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkSignal, checkString } from '../validate';
+import { MAX_INT } from '../limits';
 
 export interface SpawnOptions {
   /** Program to execute: a path, or a name looked up in PATH (the child's env PATH, else the parent's). Required. */
@@ -153,7 +154,7 @@ export function spawn(options: SpawnOptions): ChildHandle {
 
 /** Sends a signal by name to any process, like process.kill() with the argument checks of this package. */
 export function kill(pid: number, signal: NodeJS.Signals = 'SIGTERM'): void {
-  checkInteger('pid', pid, 1, 2 ** 31 - 1);
+  checkInteger('pid', pid, 1, MAX_INT);
   checkSignal('signal', signal);
   process.kill(pid, signal);
 }
@@ -185,7 +186,7 @@ function fdMap(fds: unknown): Array<[number, number]> {
     if (!/^\d+$/.test(childKey) || childFd > MAX_CHILD_FD) {
       throw outOfRange('fds', `keyed by child fd numbers from 0 to ${MAX_CHILD_FD}`, childKey);
     }
-    checkInteger(`fds[${childKey}]`, parentFd, 0, 2 ** 31 - 1);
+    checkInteger(`fds[${childKey}]`, parentFd, 0, MAX_INT);
     try {
       fstatSync(parentFd as number);
     } catch {

@@ -2,8 +2,9 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { native } from './binding';
-import { invalidValue } from './errors';
-import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from './validate';
+import { invalidValue } from '../errors';
+import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from '../validate';
+import { DEFAULT_BACKLOG, MAX_INT } from '../limits';
 
 export interface ListenSocketOptions {
   /** Address or host name to bind. Default '::' (all addresses, IPv4 too unless ipv6Only), or '0.0.0.0' without IPv6. */
@@ -29,8 +30,6 @@ export interface ListenSocket {
 }
 
 const OPTION_NAMES = ['host', 'port', 'backlog', 'ipv6Only', 'listen'] as const;
-export const DEFAULT_BACKLOG = 511;
-const MAX_BACKLOG = 2 ** 31 - 1;
 
 /**
  * Creates a TCP socket with SO_REUSEADDR and SO_REUSEPORT, bound to host:port, listening unless
@@ -45,7 +44,7 @@ export async function createListenSocket(options: ListenSocketOptions): Promise<
   let backlog = DEFAULT_BACKLOG;
   if (options.backlog !== undefined) {
     if (!listen) throw invalidValue('backlog', 'has no effect with listen: false; pass it to server.listen()', options.backlog);
-    backlog = checkInteger('backlog', options.backlog, 0, MAX_BACKLOG);
+    backlog = checkInteger('backlog', options.backlog, 0, MAX_INT);
   }
   const nativeBacklog = listen ? backlog : -1;
 

@@ -1,15 +1,13 @@
 // supervise()'s options: their types, defaults and validation, turned into one settled configuration.
 import { existsSync, statSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { invalidType, invalidValue, outOfRange, preforkError } from './errors';
-import { DEFAULT_BACKLOG } from './socket';
-import { DEFAULT_STORE_CAPACITY, MAX_STORE_CAPACITY } from './store';
-import { lookupAccount, usableCpuCount } from './system';
-import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from './validate';
+import { lookupAccount, usableCpuCount } from '../core/system';
+import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
+import { DEFAULT_STORE_CAPACITY, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
+import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from '../validate';
 
-/** A port, "host:port" ("[::1]:3000", ":3000"), or an object. */
-export type ListenAddress = number | string | { host?: string; port: number; ipv6Only?: boolean; backlog?: number };
+export type { ListenAddress, ListenConfig } from '../protocol/address';
 
 export interface RestartOptions {
   /** Delay before the second restart in a row, in ms; later ones grow by `factor`. The first is immediate. Default 100. */
@@ -65,15 +63,6 @@ export interface SupervisorOptions {
   exitProcess?: boolean;
 }
 
-export interface ListenConfig {
-  host: string | undefined;
-  port: number;
-  ipv6Only: boolean;
-  backlog: number;
-  /** How the user wrote it, for messages and for matching a worker's listen() call. */
-  label: string;
-}
-
 export interface SupervisorConfig {
   workers: number;
   listen: ListenConfig[];
@@ -95,8 +84,6 @@ export interface SupervisorConfig {
   exitProcess: boolean;
 }
 
-export const MAX_WORKERS = 1024;
-const MAX_MS = 2 ** 31 - 1; // setTimeout's limit
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
   'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess',
@@ -115,7 +102,7 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
   const execArgv = stringList('execArgv', options.execArgv ?? process.execArgv);
   if (options.env !== undefined && (typeof options.env !== 'object' || options.env === null)) throw invalidType('env', 'an object', options.env);
   const cwd = options.cwd === undefined ? undefined : checkString('cwd', options.cwd);
-  const ms = (name: string, value: unknown, fallback: number) => (value === undefined ? fallback : checkInteger(name, value, 0, MAX_MS));
+  const ms = (name: string, value: unknown, fallback: number) => (value === undefined ? fallback : checkInteger(name, value, 0, MAX_TIMEOUT_MS));
   const sockets = options.sockets ?? (process.platform === 'linux' ? 'reuseport' : 'shared');
   if (sockets !== 'reuseport' && sockets !== 'shared') throw invalidValue('sockets', `must be 'reuseport' or 'shared'`, sockets);
   const { uid, gid } = settleAccount(options.user, options.group);
@@ -142,36 +129,6 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     signals: options.signals === undefined ? true : checkBoolean('signals', options.signals),
     exitProcess: options.exitProcess === undefined ? true : checkBoolean('exitProcess', options.exitProcess),
   };
-}
-
-/** Parses one listen address: 3000, '3000', ':3000', 'localhost:3000', '[::1]:3000', { host, port, … }. */
-export function parseListenAddress(address: unknown, name = 'listen'): ListenConfig {
-  if (typeof address === 'number') return { host: undefined, port: checkPort(name, address), ipv6Only: false, backlog: DEFAULT_BACKLOG, label: String(address) };
-  if (typeof address === 'string') {
-    const match = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^(?:([^:[\]]*):)?(\d+)$/.exec(address);
-    if (!match) throw invalidValue(name, 'must be a port, "host:port" or "[ipv6]:port"', address);
-    const host = match[1] || undefined;
-    return { host, port: checkPort(name, Number(match[2])), ipv6Only: false, backlog: DEFAULT_BACKLOG, label: address };
-  }
-  if (typeof address === 'object' && address !== null && !Array.isArray(address)) {
-    checkOptionNames(`a "${name}" address`, address, ['host', 'port', 'ipv6Only', 'backlog']);
-    const entry = address as { host?: unknown; port?: unknown; ipv6Only?: unknown; backlog?: unknown };
-    const host = entry.host === undefined ? undefined : checkString(`${name}.host`, entry.host);
-    const port = checkPort(`${name}.port`, entry.port);
-    return {
-      host,
-      port,
-      ipv6Only: entry.ipv6Only === undefined ? false : checkBoolean(`${name}.ipv6Only`, entry.ipv6Only),
-      backlog: entry.backlog === undefined ? DEFAULT_BACKLOG : checkInteger(`${name}.backlog`, entry.backlog, 0, 2 ** 31 - 1),
-      label: `${host === undefined ? '' : isIP(host) === 6 ? `[${host}]` : host}:${port}`,
-    };
-  }
-  throw invalidType(name, 'a port number, a "host:port" string or an object { host, port }', address);
-}
-
-function checkPort(name: string, value: unknown): number {
-  if (typeof value === 'string' && /^\d+$/.test(value)) value = Number(value);
-  return checkInteger(name, value, 0, 65535);
 }
 
 function settleListen(listen: unknown): ListenConfig[] {
@@ -215,7 +172,7 @@ function settleRestart(restart: unknown): Required<RestartOptions> {
       if (!(value >= 1 && value <= 100)) throw outOfRange('restart.factor', 'a number from 1 to 100', value);
       settled.factor = value;
     } else {
-      settled[name] = checkInteger(`restart.${name}`, value, 0, name === 'maxRestarts' ? 1_000_000 : MAX_MS);
+      settled[name] = checkInteger(`restart.${name}`, value, 0, name === 'maxRestarts' ? MAX_RESTARTS : MAX_TIMEOUT_MS);
     }
   }
   return settled;

@@ -1,7 +1,7 @@
 // The one loader of the native addon, and the private types of what it exports.
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { preforkError } from './errors';
+import { preforkError } from '../errors';
 
 /** Poller.start() event bits. */
 export const READABLE = 1;
@@ -51,7 +51,7 @@ export interface NativeBinding {
   buildSystem: 'node-gyp' | 'cmake-js';
 }
 
-const packageRoot = resolve(__dirname, '..');
+const packageRoot = resolve(__dirname, '..', '..');
 
 function candidatePaths(): string[] {
   const paths = [join(packageRoot, 'build', 'Release', 'prefork.node'), join(packageRoot, 'build', 'Debug', 'prefork.node')];

@@ -2,8 +2,10 @@
 // The prefork command: `prefork [options] [--] app.js [app args]` runs an unchanged app on every core.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import type { SupervisorOptions } from '../primary/options';
+import { parseIntegerText } from '../validate';
 import { optionsFromEnvironment } from './env-options';
-import { MAX_WORKERS, type SupervisorOptions } from './options';
 import { runApp } from './run';
 
 const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
@@ -40,10 +42,9 @@ interface Command {
 
 function integerFlag(flag: string, text: string | undefined, min: number, max: number): number {
   if (text === undefined) throw new UsageError(`${flag} needs a value`);
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    throw new UsageError(`${flag} must be an integer from ${min} to ${max}. Received '${text}'`);
-  }
-  return Number(text);
+  return parseIntegerText(text, min, max, (allowed) => {
+    throw new UsageError(`${flag} must be ${allowed}. Received '${text}'`);
+  });
 }
 
 export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
@@ -76,10 +77,10 @@ export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
         options.workers = integerFlag(flag, value(), 1, MAX_WORKERS);
         break;
       case '--shutdown-timeout':
-        options.shutdownTimeout = integerFlag(flag, value(), 0, 2 ** 31 - 1);
+        options.shutdownTimeout = integerFlag(flag, value(), 0, MAX_TIMEOUT_MS);
         break;
       case '--ready-timeout':
-        options.readyTimeout = integerFlag(flag, value(), 0, 2 ** 31 - 1);
+        options.readyTimeout = integerFlag(flag, value(), 0, MAX_TIMEOUT_MS);
         break;
       case '--wait-ready':
         noValue();
@@ -122,7 +123,7 @@ function main(argv: string[]): void {
     return;
   }
   if (command === 'version') {
-    const manifest = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    const manifest = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
     process.stdout.write(`${manifest.version}\n`);
     return;
   }

@@ -1,6 +1,7 @@
 // Running an unchanged app (register mode, the prefork command): supervise it and log its lifecycle on stderr.
-import { supervise, type Supervisor } from './supervisor';
-import type { SupervisorOptions } from './options';
+import type { SupervisorOptions } from '../primary/options';
+import { describeExit, supervise, type Supervisor } from '../primary/supervisor';
+import { formatAddress } from '../protocol/address';
 
 const log = (line: string) => process.stderr.write(`prefork: ${line}\n`);
 
@@ -8,13 +9,13 @@ const log = (line: string) => process.stderr.write(`prefork: ${line}\n`);
 export function runApp(options: SupervisorOptions): Supervisor {
   const supervisor = supervise(options);
   const pids = () => supervisor.workers.map((worker) => worker.pid).join(', ');
-  const addresses = () => supervisor.addresses.map(({ host, port }) => `${host.includes(':') ? `[${host}]` : host}:${port}`).join(', ');
+  const addresses = () => supervisor.addresses.map(({ host, port }) => formatAddress(host, port)).join(', ');
   supervisor.ready().then(
     () => log(`${supervisor.workers.length} worker${supervisor.workers.length === 1 ? '' : 's'} ready (pids ${pids()}) on ${addresses() || 'no address'}; primary pid ${process.pid}`),
     () => {}, // the supervisor prints why and exits
   );
   supervisor.on('exit', (worker, code, signal) => {
-    log(`worker ${worker.id} (pid ${worker.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}`);
+    log(`worker ${worker.id} (pid ${worker.pid}) exited with ${describeExit(code, signal)}`);
   });
   supervisor.on('restart', (old, next, delay) => log(`worker ${old.id} restarted as pid ${next.pid} after ${delay} ms`));
   supervisor.on('reload', () => log(`reload done: pids ${pids()}`));

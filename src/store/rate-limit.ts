@@ -1,5 +1,5 @@
 // Rate-limit stores on the shared counter store: for express-rate-limit 8 and @fastify/rate-limit.
-import { CounterStore, type CounterStoreOptions } from './store';
+import { CounterStore, type CounterStoreOptions } from './counter-store';
 
 interface ClientRateLimitInfo {
   totalHits: number;

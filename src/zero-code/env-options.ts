@@ -1,7 +1,7 @@
 // Supervisor options from PREFORK_* environment variables (register mode and the prefork command).
-import type { SupervisorOptions } from './options';
-import { MAX_WORKERS } from './options';
-import { MAX_STORE_CAPACITY } from './store';
+import { MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import type { SupervisorOptions } from '../primary/options';
+import { parseIntegerText } from '../validate';
 
 type Parse = (text: string, name: string) => unknown;
 
@@ -10,12 +10,8 @@ function fail(name: string, allowed: string, text: string, type: typeof TypeErro
   throw Object.assign(error, { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
-const integer = (min: number, max: number): Parse => (text, name) => {
-  if (!/^\d+$/.test(text.trim())) fail(name, `an integer from ${min} to ${max}`, text);
-  const value = Number(text);
-  if (value < min || value > max) fail(name, `an integer from ${min} to ${max}`, text, RangeError);
-  return value;
-};
+const integer = (min: number, max: number): Parse => (text, name) =>
+  parseIntegerText(text, min, max, (allowed, isNumber) => fail(name, allowed, text, isNumber ? RangeError : TypeError));
 
 const boolean: Parse = (text, name) => {
   const value = text.trim().toLowerCase();
@@ -26,7 +22,7 @@ const boolean: Parse = (text, name) => {
 
 const text: Parse = (value, name) => (value.trim() === '' ? fail(name, 'non-empty', value) : value.trim());
 
-const MS = integer(0, 2 ** 31 - 1);
+const MS = integer(0, MAX_TIMEOUT_MS);
 
 /** Variable → [option path, parser]. Documented in the README's table. */
 export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
@@ -42,7 +38,7 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_RESTART_DELAY: ['restart.delay', MS],
   PREFORK_RESTART_MAX_DELAY: ['restart.maxDelay', MS],
   PREFORK_RESTART_RESET_AFTER: ['restart.resetAfter', MS],
-  PREFORK_MAX_RESTARTS: ['restart.maxRestarts', integer(0, 1_000_000)],
+  PREFORK_MAX_RESTARTS: ['restart.maxRestarts', integer(0, MAX_RESTARTS)],
   PREFORK_RESTART_WINDOW: ['restart.window', MS],
 };
 

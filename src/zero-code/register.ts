@@ -4,7 +4,7 @@ import Module from 'node:module';
 import { optionsFromEnvironment } from './env-options';
 import { interceptListens } from './intercept';
 import { runApp } from './run';
-import { isWorker } from './worker';
+import { isWorker } from '../worker';
 
 /** True in the primary: register.mjs then holds the ES-module main back. */
 export let runsPrimary = false;

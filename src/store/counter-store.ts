@@ -1,20 +1,16 @@
 // CounterStore: windowed counters shared by every worker of a prefork primary (a private region elsewhere).
 import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
-import { native } from './binding';
+import { native } from '../core/binding';
 import { CounterTable, FULL, hashKey, MAX_STORED_KEY, regionBytes, type CounterValue, type TableKey } from './counter-table';
-import { invalidType, invalidValue, outOfRange, preforkError } from './errors';
-import { STORE_FD } from './protocol';
-import { checkOptionNames, checkOptionsObject } from './validate';
-import { inheritedStoreCapacity } from './worker';
+import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
+import { DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from '../limits';
+import { STORE_FD } from '../protocol/messages';
+import { checkOptionNames, checkOptionsObject } from '../validate';
+import { inheritedStoreCapacity } from '../worker/context';
 
 export type { CounterValue } from './counter-table';
 
-/** Default number of distinct keys the shared table holds (supervise()'s `storeCapacity`). */
-export const DEFAULT_STORE_CAPACITY = 65536;
-export const MAX_STORE_CAPACITY = 16 * 1024 * 1024;
-/** Keys longer than this are refused. Keys over MAX_STORED_KEY characters are stored as a SHA-256 digest. */
-export const MAX_KEY_LENGTH = 4096;
 /** A year: windows are float64 times in the table, so this is a sanity bound, not a storage one. */
 const MAX_WINDOW_MS = 365 * 24 * 3600 * 1000;
 const DIGEST_HASH_TAG = 0x5bd1e995;

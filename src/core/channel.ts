@@ -2,8 +2,9 @@
 import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { native, type NativePoller, READABLE, WRITABLE } from './binding';
-import { invalidValue, preforkError } from './errors';
-import { checkInteger } from './validate';
+import { invalidValue, preforkError } from '../errors';
+import { MAX_INT } from '../limits';
+import { checkInteger } from '../validate';
 
 // Frame: u32 body length, u32 fd count, JSON body. The fds ride with the frame's first byte, so they
 // reach the reader no later than their frame; a queue pairs them with frames in order.
@@ -39,7 +40,7 @@ export class ControlChannel extends EventEmitter {
   /** Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. */
   constructor(fd: number, { ref = true }: { ref?: boolean } = {}) {
     super();
-    this.fd = checkInteger('fd', fd, 0, 2 ** 31 - 1);
+    this.fd = checkInteger('fd', fd, 0, MAX_INT);
     this.poller = new native.Poller(fd, (status) => this.onEvent(status));
     if (!ref) this.poller.unref();
     this.poller.start(READABLE);
@@ -64,7 +65,7 @@ export class ControlChannel extends EventEmitter {
     if (!Array.isArray(fds) || fds.length > MAX_FDS_PER_MESSAGE) {
       throw invalidValue('fds', `must be an array of at most ${MAX_FDS_PER_MESSAGE} file descriptors`, fds);
     }
-    fds.forEach((fd, i) => checkInteger(`fds[${i}]`, fd, 0, 2 ** 31 - 1));
+    fds.forEach((fd, i) => checkInteger(`fds[${i}]`, fd, 0, MAX_INT));
     const body = Buffer.from(JSON.stringify(message) ?? 'null');
     if (body.length > MAX_BODY_BYTES) {
       throw invalidValue('message', `must serialise to at most ${MAX_BODY_BYTES} bytes of JSON`, `${body.length} bytes`);

@@ -1,0 +1,20 @@
+// Every numeric limit and default that more than one module knows, named once.
+
+/** The largest delay setTimeout accepts (ms); every timeout option is capped here. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/** The largest value of a C int: fds, pids, backlogs. */
+export const MAX_INT = 2 ** 31 - 1;
+
+/** listen(2)'s queue length when none is given, as Node's server.listen(). */
+export const DEFAULT_BACKLOG = 511;
+
+/** supervise()'s `workers`, scale() and PREFORK_WORKERS. */
+export const MAX_WORKERS = 1024;
+/** restart.maxRestarts: a sanity bound. */
+export const MAX_RESTARTS = 1_000_000;
+
+/** Default number of distinct keys the shared counter table holds (supervise()'s `storeCapacity`). */
+export const DEFAULT_STORE_CAPACITY = 65536;
+export const MAX_STORE_CAPACITY = 16 * 1024 * 1024;
+/** Counter keys longer than this are refused (longer than the table stores are kept as a SHA-256 digest). */
+export const MAX_KEY_LENGTH = 4096;

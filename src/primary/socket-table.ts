@@ -1,0 +1,135 @@
+// The primary's listen sockets: one per (address, worker slot) in reuseport mode, one per address in shared mode.
+import { closeSync } from 'node:fs';
+import { createListenSocket, type ListenSocket } from '../core/listen-socket';
+import { preforkError } from '../errors';
+import { addressMatches, type KnownAddress, type ListenConfig } from '../protocol/address';
+import type { InheritedSocket, SocketAddress } from '../protocol/messages';
+
+export interface ResolvedAddress extends SocketAddress, KnownAddress {
+  ipv6Only: boolean;
+  backlog: number;
+}
+
+/**
+ * Sockets are bound here and listened on by the worker, so a slot joins the kernel's balancing only when its
+ * worker is up. A replacement worker gets its slot's sockets again: what is queued there is not lost.
+ */
+export class SocketTable {
+  /** Every address opened so far, the port settled (port 0 becomes the one the kernel chose for all slots). */
+  readonly addresses: ResolvedAddress[] = [];
+  /** A slot's sockets, indexed as `addresses`; null while the slot is out of the group (closed, waiting to restart). */
+  private readonly slotSockets = new Map<number, ListenSocket[] | null>();
+  private readonly sharedSockets: ListenSocket[] = [];
+  /** Every socket this table holds open; all closed by closeAll(). */
+  private readonly open = new Set<ListenSocket>();
+  /** Addresses being opened for a worker's request: two workers asking for port 0 get one port. */
+  private readonly opening = new Map<string, Promise<number>>();
+  private closed = false;
+
+  constructor(private readonly mode: 'reuseport' | 'shared') {}
+
+  /** The slot's sockets, one per address; [] while it is out of the group. */
+  socketsOf(slot: number): ListenSocket[] {
+    return this.slotSockets.get(slot) ?? [];
+  }
+
+  isOutOfGroup(slot: number): boolean {
+    return this.slotSockets.get(slot) === null;
+  }
+
+  /** A new slot: a socket for every known address. */
+  async addSlot(slot: number): Promise<void> {
+    this.slotSockets.set(slot, await this.openForSlot());
+  }
+
+  /** A slot that waits out a backoff must not take its share of new connections: its sockets close. */
+  leaveGroup(slot: number): void {
+    if (this.mode === 'reuseport') this.close(this.socketsOf(slot));
+    this.slotSockets.set(slot, null);
+  }
+
+  /** A slot back from its backoff gets new sockets. */
+  async rejoinGroup(slot: number): Promise<void> {
+    if (!this.isOutOfGroup(slot)) return;
+    const sockets = await this.openForSlot();
+    if (this.isOutOfGroup(slot)) this.slotSockets.set(slot, sockets);
+    else if (this.mode === 'reuseport') this.close(sockets); // the slot was removed meanwhile
+  }
+
+  /** A slot removed by scaling down: its worker's own copies keep serving until it drains. */
+  removeSlot(slot: number): void {
+    this.leaveGroup(slot);
+    this.slotSockets.delete(slot);
+  }
+
+  /**
+   * A new address, from the `listen` option: its first socket settles the numeric host and, for port 0,
+   * the one port every slot shares. Every slot in the group gets its socket now, bound but not listening.
+   */
+  async addAddress(config: ListenConfig): Promise<number> {
+    const first = await this.openSocket(config.host, config.port, config.ipv6Only);
+    const index = this.addresses.length;
+    this.addresses.push({
+      host: first.host, port: first.port, family: first.family, ipv6Only: config.ipv6Only, backlog: config.backlog,
+      configuredHost: config.host ?? null, configuredPort: config.port,
+    });
+    if (this.mode === 'shared') this.sharedSockets[index] = first;
+    let unused: ListenSocket | null = this.mode === 'shared' ? null : first;
+    for (const [slot, sockets] of this.slotSockets) {
+      if (sockets === null || sockets[index] !== undefined) continue; // a slot out of the group opens all when it rejoins
+      if (this.mode === 'shared') sockets[index] = first;
+      else if (unused) [sockets[index], unused] = [unused, null];
+      else sockets[index] = await this.openSocket(first.host, first.port, config.ipv6Only);
+      if (this.mode === 'reuseport' && this.slotSockets.get(slot) !== sockets) this.close(sockets); // removed meanwhile
+    }
+    if (unused) this.close([unused]);
+    return index;
+  }
+
+  /** The index of the address a worker's listen(host, port) means; an address not open yet is opened once for all. */
+  ensureAddress(config: ListenConfig): Promise<number> {
+    const index = this.addresses.findIndex((known) => addressMatches(known, config.host, config.port));
+    if (index >= 0) return Promise.resolve(index);
+    const key = `${config.host ?? ''}|${config.port}|${config.ipv6Only}`;
+    let opening = this.opening.get(key);
+    if (!opening) {
+      opening = this.addAddress(config);
+      this.opening.set(key, opening);
+      opening.catch(() => {}).finally(() => this.opening.delete(key));
+    }
+    return opening;
+  }
+
+  /** What a worker is told of the socket for address `index`, found at `fd` in it. */
+  describe(index: number, fd: number): InheritedSocket {
+    const { host, port, family, backlog, configuredHost, configuredPort } = this.addresses[index];
+    return { index, host, port, family, fd, backlog, configuredHost, configuredPort };
+  }
+
+  /** Closes every socket; nothing opens after this. */
+  closeAll(): void {
+    this.closed = true;
+    this.close([...this.open]);
+  }
+
+  private async openForSlot(): Promise<ListenSocket[]> {
+    if (this.mode === 'shared') return [...this.sharedSockets];
+    const sockets: ListenSocket[] = [];
+    for (const address of this.addresses) sockets.push(await this.openSocket(address.host, address.port, address.ipv6Only));
+    return sockets;
+  }
+
+  private async openSocket(host: string | undefined, port: number, ipv6Only: boolean): Promise<ListenSocket> {
+    const socket = await createListenSocket({ host, port, ipv6Only, listen: false });
+    if (this.closed) {
+      closeSync(socket.fd);
+      throw preforkError('ERR_PREFORK_NOT_RUNNING', 'Cannot open a socket: the supervisor is shutting down');
+    }
+    this.open.add(socket);
+    return socket;
+  }
+
+  private close(sockets: ListenSocket[]): void {
+    for (const socket of sockets) if (this.open.delete(socket)) closeSync(socket.fd);
+  }
+}

@@ -1,0 +1,220 @@
+// The primary's supervisor, the public class: start, reload, scale, shutdown, stats and its events.
+import { EventEmitter } from 'node:events';
+import { closeSync } from 'node:fs';
+import { tcpMigrateReq } from '../core/system';
+import { preforkError, type ErrorWithCode } from '../errors';
+import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import type { SocketAddress } from '../protocol/messages';
+import type { CounterTable } from '../store/counter-table';
+import { CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
+import { checkInteger } from '../validate';
+import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
+import { handleSignals } from './signals';
+import { WorkerSlots } from './slots';
+import type { Worker, WorkerProcess, WorkerStats } from './worker-process';
+import { isWorker } from '../worker/context';
+
+export type { Worker, WorkerState, WorkerStats } from './worker-process';
+export { describeExit } from './worker-process';
+
+export interface SupervisorStats {
+  sockets: 'reuseport' | 'shared';
+  /** Whether the kernel moves a closed listener's queue to its siblings (net.ipv4.tcp_migrate_req); null: unknown. */
+  tcpMigrateReq: boolean | null;
+  addresses: SocketAddress[];
+  restarts: number;
+  workers: WorkerStats[];
+}
+
+/**
+ * The primary's supervisor. Start it with supervise(options); it emits 'fork', 'online', 'listening',
+ * 'ready', 'exit', 'restart', 'giveup', 'reload', 'scale' and 'shutdown'.
+ */
+export class Supervisor extends EventEmitter {
+  readonly config: SupervisorConfig;
+  private readonly slots: WorkerSlots;
+  private state: 'starting' | 'running' | 'stopping' | 'stopped' = 'starting';
+  private readonly started: Promise<void>;
+  private stopped: Promise<void> | null = null;
+  private failure: Error | null = null;
+  private operations: Promise<unknown> = Promise.resolve();
+  private removeSignalHandlers: (() => void) | null = null;
+  /** The counter store's shared memory, created before any worker and inherited by every one; -1: none. */
+  private storeFd = -1;
+  private storeTable: CounterTable | null = null;
+
+  constructor(config: SupervisorConfig) {
+    super();
+    this.config = config;
+    if (config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(config.storeCapacity));
+    this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error));
+    if (config.signals) this.removeSignalHandlers = handleSignals(this);
+    this.started = this.start();
+    this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
+  }
+
+  /** Resolves when every first worker is ready; rejects (and everything is stopped) if the start fails. */
+  ready(): Promise<void> {
+    return this.started;
+  }
+
+  /** The workers serving now, one per slot (a slot waiting to restart has none). */
+  get workers(): Worker[] {
+    return this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker.record] : []));
+  }
+
+  /** How many slots there are (a slot waiting to restart counts). */
+  get workerCount(): number {
+    return this.slots.list.length;
+  }
+
+  get shuttingDown(): boolean {
+    return this.stopped !== null;
+  }
+
+  /** The addresses the primary listens on, with the ports settled (port 0 becomes the port the kernel chose). */
+  get addresses(): SocketAddress[] {
+    return this.slots.sockets.addresses.map(({ host, port, family }) => ({ host, port, family }));
+  }
+
+  /** A CounterStore on the counters this supervisor's workers share (to read or reset them from the primary). */
+  store(options?: CounterStoreOptions): CounterStore {
+    if (!this.storeTable) throw preforkError('ERR_PREFORK_NO_STORE', 'This supervisor shares no counter store (storeCapacity: 0)');
+    return new CounterStore(options, this.storeTable);
+  }
+
+  /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
+  reload(): Promise<void> {
+    return this.serialize(async () => {
+      for (const slot of [...this.slots.list]) {
+        if (this.state !== 'running') throw this.notRunning('reload');
+        if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
+        const old = slot.worker;
+        const next = this.slots.spawn(slot);
+        slot.incoming = next;
+        try {
+          await next.ready;
+        } catch (cause) {
+          if (slot.incoming === next) slot.incoming = null;
+          next.requestStop(0);
+          this.slots.refillAfterFailedReload(slot, next, cause);
+          throw Object.assign(
+            preforkError('ERR_PREFORK_RELOAD_FAILED', `Reload stopped at worker slot ${slot.id}: ${(cause as Error).message}; the old workers keep serving`),
+            { cause },
+          );
+        }
+        slot.incoming = null;
+        slot.worker = next;
+        old?.requestStop(this.config.shutdownTimeout);
+      }
+      this.emit('reload');
+    });
+  }
+
+  /** Changes the number of workers. New slots get new sockets; removed slots drain and close theirs. */
+  scale(workers: number): Promise<void> {
+    checkInteger('workers', workers, 1, MAX_WORKERS);
+    return this.serialize(async () => {
+      if (this.state !== 'running') throw this.notRunning('scale');
+      const from = this.slots.list.length;
+      if (workers > from) {
+        const added: WorkerProcess[] = [];
+        for (let id = from; id < workers; id++) {
+          const slot = await this.slots.add(id);
+          slot.worker = this.slots.spawn(slot);
+          added.push(slot.worker);
+        }
+        await Promise.all(added.map((worker) => worker.ready));
+      } else if (workers < from) {
+        const leaving = this.slots.removeFrom(workers);
+        for (const worker of leaving) worker.requestStop(this.config.shutdownTimeout);
+        await Promise.all(leaving.map((worker) => worker.child.exited));
+      }
+      this.emit('scale', from, workers);
+    });
+  }
+
+  /**
+   * Graceful shutdown: workers stop accepting, finish in-flight requests and exit; after `timeout` ms
+   * (default: shutdownTimeout) they are SIGKILLed. Then the sockets close and 'shutdown' is emitted.
+   */
+  shutdown({ timeout = this.config.shutdownTimeout }: { timeout?: number } = {}): Promise<void> {
+    checkInteger('timeout', timeout, 0, MAX_TIMEOUT_MS);
+    if (this.stopped) return this.stopped;
+    this.state = 'stopping';
+    this.stopped = (async () => {
+      await this.slots.stopAll(timeout);
+      if (this.storeFd >= 0) closeSync(this.storeFd);
+      this.storeFd = -1;
+      this.state = 'stopped';
+      // Exiting: the handlers stay until then, so a late SIGTERM cannot kill the primary mid-exit.
+      if (!this.config.exitProcess) this.removeSignalHandlers?.();
+      this.emit('shutdown');
+      if (this.config.exitProcess) {
+        const failure = this.failure as ErrorWithCode | null;
+        if (failure) process.stderr.write(`prefork: ${failure.message}${!failure.code || failure.message.includes(failure.code) ? '' : ` (${failure.code})`}\n`);
+        // After the promise callbacks: ready()'s rejection reaches its handlers first.
+        setImmediate(() => process.exit(failure ? 1 : 0));
+      }
+    })();
+    return this.stopped;
+  }
+
+  /** The supervisor's view plus each worker's memory and open connections (asked over the control channel). */
+  async stats(): Promise<SupervisorStats> {
+    const workers = await Promise.all(this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker.askStats()] : [])));
+    return {
+      sockets: this.config.sockets,
+      tcpMigrateReq: tcpMigrateReq(),
+      addresses: this.addresses,
+      restarts: this.slots.list.reduce((sum, slot) => sum + slot.restarts, 0),
+      workers,
+    };
+  }
+
+  /** SIGKILL to every worker (a second Ctrl-C). */
+  killAll(): void {
+    this.slots.killAll();
+  }
+
+  private async start(): Promise<void> {
+    try {
+      for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);
+      for (const config of this.config.listen) await this.slots.sockets.addAddress(config);
+      for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot);
+      await Promise.all(this.slots.list.map((slot) => slot.worker?.ready));
+      if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
+      this.state = 'running';
+    } catch (error) {
+      if (!this.stopped) this.failure = error as Error; // not a failure when a shutdown was asked for
+      await this.shutdown({ timeout: 0 });
+      throw error;
+    }
+  }
+
+  private giveUp(slot: number, error: Error): void {
+    this.emit('giveup', slot, error);
+    this.failure ??= error;
+    void this.shutdown();
+  }
+
+  /** Reload and scale run one at a time, in the order asked. */
+  private serialize<T>(operation: () => Promise<T>): Promise<T> {
+    const run = this.operations.then(async () => {
+      await this.started;
+      return operation();
+    });
+    this.operations = run.catch(() => {});
+    return run;
+  }
+
+  private notRunning(what: string): Error {
+    return preforkError('ERR_PREFORK_NOT_RUNNING', `Cannot ${what}: the supervisor is ${this.state}`);
+  }
+}
+
+/** Starts a primary's supervisor. Validation errors throw here, before anything is created. */
+export function supervise(options: SupervisorOptions = {}): Supervisor {
+  if (isWorker()) throw preforkError('ERR_PREFORK_IN_WORKER', 'supervise() was called in a worker; call it only where isPrimary() is true');
+  return new Supervisor(settleOptions(options));
+}

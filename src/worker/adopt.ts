@@ -1,0 +1,82 @@
+// A worker serves a net.Server from the primary's socket for an address: inherited, or asked for on the channel.
+import { closeSync } from 'node:fs';
+import type net from 'node:net';
+import { native } from '../core/binding';
+import { preforkError } from '../errors';
+import { addressMatches, type ListenConfig } from '../protocol/address';
+import type { InheritedSocket, PrimaryMessage, WorkerMessage } from '../protocol/messages';
+import { context, send, type WorkerContext } from './context';
+import { track } from './drain';
+
+const socketRequests = new Map<number, { resolve: (socket: InheritedSocket) => void; reject: (error: Error) => void }>();
+let nextRequestId = 1;
+
+/** Errors the server emitted itself, so a caller can avoid reporting them twice. */
+export const serverErrors = new WeakSet<Error>();
+
+/**
+ * In a worker: serve `server` from the primary's socket for `address`, inherited or, for an address the
+ * primary did not open in advance, asked for over the control channel. Resolves once it is listening.
+ */
+export async function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
+  const worker = context();
+  if (!worker) throw preforkError('ERR_PREFORK_NOT_WORKER', 'adopt() needs a prefork worker');
+  const socket = worker.sockets.find((candidate) => addressMatches(candidate, address.host, address.port)) ?? (await requestSocket(worker, address));
+  const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
+  track(server);
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error) => {
+      serverErrors.add(error);
+      server.off('listening', onListening);
+      try {
+        closeSync(fd);
+      } catch {
+        // Node closed it already
+      }
+      reject(error);
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      send({ type: 'listening', index: socket.index, address: { host: socket.host, port: socket.port, family: socket.family } });
+      resolve(server);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    // backlog positionally: listen({ fd, backlog }) ignores it.
+    server.listen({ fd }, backlog ?? socket.backlog);
+  });
+}
+
+function requestSocket(worker: WorkerContext, address: ListenConfig): Promise<InheritedSocket> {
+  if (worker.channel.closed) return Promise.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone: no socket to listen on'));
+  const requestId = nextRequestId++;
+  worker.channel.ref(); // the channel is unref'd: without this, a worker waiting for its socket would exit
+  return new Promise<InheritedSocket>((resolve, reject) => {
+    socketRequests.set(requestId, { resolve, reject });
+    worker.channel.send({
+      type: 'socket', requestId, host: address.host ?? null, port: address.port, ipv6Only: address.ipv6Only, backlog: address.backlog,
+    } satisfies WorkerMessage);
+  }).finally(() => {
+    if (socketRequests.size === 0) worker.channel.unref();
+  });
+}
+
+/** The primary's answer to a socket request: the socket (its fd received with the message) or an error. */
+export function onSocketReply(worker: WorkerContext, message: Extract<PrimaryMessage, { type: 'socket' | 'socket-error' }>, fds: number[]): void {
+  const request = socketRequests.get(message.requestId);
+  socketRequests.delete(message.requestId);
+  if (message.type === 'socket-error') {
+    const { message: text, ...details } = message.error;
+    request?.reject(Object.assign(new Error(text), details));
+    return;
+  }
+  const socket = { ...message.socket, fd: fds[0] };
+  worker.sockets.push(socket); // kept for this worker's next server on the same address, closed on shutdown
+  request?.resolve(socket);
+}
+
+/** The channel closed: no answer will come. */
+export function failSocketRequests(): void {
+  for (const request of socketRequests.values()) request.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone'));
+  socketRequests.clear();
+}

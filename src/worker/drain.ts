@@ -1,0 +1,107 @@
+// A worker's graceful drain: stop accepting, finish in-flight requests with `Connection: close`, run onShutdown.
+import { closeSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { ServerResponse } from 'node:http';
+import { context } from './context';
+
+/** Keep-alive connections still idle this long after a shutdown began are closed. */
+const IDLE_SWEEP_MS = 1000;
+
+/**
+ * Servers to drain, and their open connections: per connection, not per request, so serving costs nothing
+ * extra. At shutdown a connection's current response (Node keeps it as `socket._httpMessage`) gets
+ * `Connection: close`, and a 'request' listener gives it to every later one.
+ */
+const servers = new Map<net.Server, Set<net.Socket>>();
+const shutdownHandlers: Array<() => unknown> = [];
+let shutdownStarted = false;
+let exitTimer: NodeJS.Timeout | undefined;
+let exitDeadline = Infinity;
+
+export function track(server: net.Server): void {
+  if (servers.has(server)) return;
+  const sockets = new Set<net.Socket>();
+  servers.set(server, sockets);
+  // For TLS, the socket that carries the HTTP exchange is the TLS one.
+  server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+}
+
+/**
+ * Runs `handler` when this worker shuts down, after it stopped accepting and while in-flight requests
+ * finish; the worker exits when every handler has settled and every connection has ended.
+ */
+export function onShutdown(handler: () => unknown): void {
+  if (typeof handler !== 'function') throw new TypeError('onShutdown() expects a function');
+  shutdownHandlers.push(handler);
+}
+
+/** Open connections over every tracked server (for the primary's stats). */
+export async function connectionCount(): Promise<number> {
+  const counts = await Promise.all(
+    [...servers.keys()].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
+  );
+  return counts.reduce((sum, count) => sum + count, 0);
+}
+
+/** http(s) servers: answer with `Connection: close` once a shutdown began, so keep-alive clients move on unharmed. */
+function markConnectionClose(server: net.Server, sockets: Set<net.Socket>): void {
+  if (typeof (server as { closeIdleConnections?: unknown }).closeIdleConnections !== 'function') return; // not http
+  for (const socket of sockets) {
+    const response = (socket as net.Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (response && !response.headersSent) response.setHeader('connection', 'close');
+  }
+  server.prependListener('request', (_request: unknown, response: ServerResponse) => response.setHeader('connection', 'close'));
+}
+
+/**
+ * Graceful shutdown: stop accepting (the primary's socket stays open, so connections queued there go to
+ * the slot's next worker), let in-flight requests finish with `Connection: close`, close keep-alive
+ * connections that stay idle, run the onShutdown handlers, exit 0. Exits 1 anyway after `timeout` ms;
+ * a later call can only bring that deadline forward.
+ */
+export function drain(timeout: number): void {
+  const deadline = Date.now() + timeout;
+  if (deadline < exitDeadline) {
+    exitDeadline = deadline;
+    clearTimeout(exitTimer);
+    exitTimer = setTimeout(() => process.exit(1), timeout);
+  }
+  if (shutdownStarted) return;
+  shutdownStarted = true;
+  const drained = [...servers].map(([server, sockets]) => {
+    markConnectionClose(server, sockets);
+    return new Promise<void>((resolve) => {
+      // net.Server's close, not http's: http's also drops idle keep-alive connections at once, which resets
+      // a client whose request is already on the way.
+      if (server.listening) net.Server.prototype.close.call(server, () => resolve());
+      else resolve();
+    });
+  });
+  // Our inherited copies too: once the primary has closed its own (shutdown, scale down), the socket leaves
+  // the kernel's balancing now rather than queueing connections until this worker exits.
+  for (const socket of context()?.sockets ?? []) {
+    try {
+      closeSync(socket.fd);
+    } catch {
+      // closed already
+    }
+  }
+  const sweep = setInterval(() => {
+    for (const server of servers.keys()) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  }, IDLE_SWEEP_MS);
+  const handlers = shutdownHandlers.map(async (handler) => {
+    try {
+      await handler();
+    } catch (error) {
+      process.stderr.write(`prefork: an onShutdown handler failed: ${(error as Error)?.stack ?? error}\n`);
+    }
+  });
+  void Promise.all([...drained, ...handlers]).then(() => {
+    clearInterval(sweep);
+    process.exit(0);
+  });
+}

@@ -1,0 +1,37 @@
+// The worker side, wired: what the primary's messages and the channel's end mean here. Loaded by every entry.
+import { closeSync } from 'node:fs';
+import type { PrimaryMessage } from '../protocol/messages';
+import { failSocketRequests, onSocketReply } from './adopt';
+import { context, send } from './context';
+import { connectionCount, drain } from './drain';
+
+export { adopt, serverErrors } from './adopt';
+export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, workerId } from './context';
+export { onShutdown } from './drain';
+
+/** How long an orphaned worker (its primary died) may drain before it exits (the watchdog kills at 950 ms). */
+const ORPHAN_DRAIN_MS = 900;
+/** A worker asked to drain by its primary exits by itself this long after the primary's SIGKILL was due. */
+const SELF_EXIT_MARGIN_MS = 1000;
+
+function listenToPrimary(): void {
+  const worker = context();
+  if (!worker || worker.channel.listenerCount('message') > 0) return;
+  worker.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
+    if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(worker, message, fds);
+    for (const fd of fds) closeSync(fd);
+    // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot.
+    if (message.type === 'shutdown') drain(message.timeout + SELF_EXIT_MARGIN_MS);
+    else if (message.type === 'stats') void connectionCount().then((connections) => send({ type: 'stats', requestId: message.requestId, memory: process.memoryUsage(), connections }));
+  });
+  worker.channel.on('close', () => {
+    failSocketRequests();
+    drain(ORPHAN_DRAIN_MS); // EOF: the primary is gone
+  });
+  worker.channel.on('error', (error: Error) => process.stderr.write(`prefork: worker ${worker.id}: ${error.message}\n`));
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => drain(worker.shutdownTimeout));
+  send({ type: 'online' });
+}
+
+// At load, so a worker says 'online' and notices its primary's death even before it listens.
+listenToPrimary();
