@@ -17,12 +17,20 @@ test('parsed from a port, "host:port", "[ipv6]:port" or an object, with the labe
 });
 
 test("a listen() call matches an opened address by the port asked for or bound, and by the host named or bound", () => {
-  const opened = { host: '127.0.0.1', port: 41000, configuredHost: 'localhost', configuredPort: 0 };
+  const opened = { host: '127.0.0.1', port: 41000, configuredHost: 'localhost', configuredPort: 0, zeroPortCall: 0 };
   expect(addressMatches(opened, undefined, 0)).toBe(true);
+  expect(addressMatches(opened, undefined, 0, 1)).toBe(false);
   expect(addressMatches(opened, 'localhost', 41000)).toBe(true);
   expect(addressMatches(opened, '127.0.0.1', 0)).toBe(true);
   expect(addressMatches(opened, '::1', 0)).toBe(false);
   expect(addressMatches(opened, undefined, 41001)).toBe(false);
+});
+
+test("listen(0) asks for a new port each time: a worker's n-th listen(0) on a host means the n-th such address", () => {
+  const second = { host: '127.0.0.1', port: 41001, configuredHost: '127.0.0.1', configuredPort: 0, zeroPortCall: 1 };
+  expect(addressMatches(second, '127.0.0.1', 0, 1)).toBe(true);
+  expect(addressMatches(second, '127.0.0.1', 0, 0)).toBe(false);
+  expect(addressMatches(second, undefined, 41001)).toBe(true); // by its bound port, as any address
 });
 
 test('an address only configured matches by what was configured', () => {

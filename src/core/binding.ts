@@ -61,13 +61,20 @@ function candidatePaths(): string[] {
   return paths;
 }
 
+/** Whether prefork can run here at all (it needs fork/exec and SO_REUSEPORT: Linux, macOS, the BSDs). */
+export function platformSupported(platform: NodeJS.Platform = process.platform): boolean {
+  return platform !== 'win32';
+}
+
+export function unsupportedPlatformError(): Error {
+  return preforkError(
+    'ERR_PREFORK_UNSUPPORTED_PLATFORM',
+    `prefork does not run on ${process.platform}: it needs fork/exec and SO_REUSEPORT (Linux or macOS). Use node:cluster there.`,
+  );
+}
+
 function load(): NativeBinding {
-  if (process.platform === 'win32') {
-    throw preforkError(
-      'ERR_PREFORK_UNSUPPORTED_PLATFORM',
-      'prefork does not run on Windows: it needs fork/exec and SO_REUSEPORT. Use node:cluster there.',
-    );
-  }
+  if (!platformSupported()) throw unsupportedPlatformError();
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     return require('node-gyp-build')(packageRoot) as NativeBinding;
@@ -87,4 +94,12 @@ function load(): NativeBinding {
   }
 }
 
-export const native: NativeBinding = load();
+let loaded: NativeBinding | undefined;
+
+/**
+ * The addon, loaded at first use: importing prefork (for isWorker(), say) works everywhere, and where the
+ * addon cannot load, the first call that needs it throws why.
+ */
+export const native = new Proxy({} as NativeBinding, {
+  get: (_target, name) => (loaded ??= load())[name as keyof NativeBinding],
+});

@@ -1,8 +1,9 @@
 // The worker slots: which process serves each slot, what its messages mean, and its restart after a crash.
 import type { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
+import { debug } from '../debug';
 import { preforkError } from '../errors';
-import { listenConfig } from '../protocol/address';
+import { formatAddress, listenConfig } from '../protocol/address';
 import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
@@ -139,18 +140,21 @@ export class WorkerSlots {
 
   /** A worker listens on an address it did not inherit: open it (once for all slots) and send the slot's socket. */
   private async answerSocketRequest(worker: WorkerProcess, request: Extract<WorkerMessage, { type: 'socket' }>): Promise<void> {
+    debug('primary: worker %d (pid %d) asks for a socket on %s (request %d)', worker.record.id, worker.record.pid, formatAddress(request.host, request.port), request.requestId);
     try {
-      const index = await this.sockets.ensureAddress(listenConfig(request.host ?? undefined, request.port, request.ipv6Only, request.backlog));
+      const index = await this.sockets.ensureAddress(listenConfig(request.host ?? undefined, request.port, request.ipv6Only, request.backlog), request.zeroPortCall);
       const slot = this.list[worker.record.id];
       const socket = this.sockets.socketsOf(worker.record.id)[index];
       if (!socket || !slot || (slot.worker !== worker && slot.incoming !== worker)) {
         throw preforkError('ERR_PREFORK_NOT_RUNNING', 'Cannot serve a socket to a stopped worker');
       }
       if (!worker.channel.closed) {
+        debug('primary: request %d of worker %d answered with %s:%d (fd %d)', request.requestId, worker.record.id, this.sockets.addresses[index].host, this.sockets.addresses[index].port, socket.fd);
         worker.channel.send({ type: 'socket', requestId: request.requestId, socket: this.sockets.describe(index, -1) } satisfies PrimaryMessage, [socket.fd]);
       }
     } catch (cause) {
       const { message, code, errno, syscall } = cause as NodeJS.ErrnoException;
+      debug('primary: request %d of worker %d refused: %s', request.requestId, worker.record.id, message);
       if (!worker.channel.closed) {
         worker.channel.send({ type: 'socket-error', requestId: request.requestId, error: { message, code, errno, syscall } } satisfies PrimaryMessage);
       }
@@ -158,7 +162,9 @@ export class WorkerSlots {
   }
 
   private markReady(worker: WorkerProcess): void {
-    if (worker.markReady()) this.events.emit('ready', worker.record);
+    if (!worker.markReady()) return;
+    debug('primary: worker %d (pid %d) is ready', worker.record.id, worker.record.pid);
+    this.events.emit('ready', worker.record);
   }
 
   private onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -181,6 +187,7 @@ export class WorkerSlots {
   private scheduleRestart(slot: Slot, old: Worker, code: number | null, signal: NodeJS.Signals | null): void {
     const now = Date.now();
     const decision = decideRestart(this.config.restart, slot.crashes, now - old.startedAt.getTime(), now);
+    debug('primary: slot %d exited (%s): %s', slot.id, describeExit(code, signal), decision.action === 'restart' ? `restart in ${decision.delay} ms` : 'give up');
     if (decision.action === 'give-up') {
       const error = preforkError(
         'ERR_PREFORK_CRASH_LOOP',

@@ -66,12 +66,12 @@ export class SocketTable {
    * A new address, from the `listen` option: its first socket settles the numeric host and, for port 0,
    * the one port every slot shares. Every slot in the group gets its socket now, bound but not listening.
    */
-  async addAddress(config: ListenConfig): Promise<number> {
+  async addAddress(config: ListenConfig, zeroPortCall = 0): Promise<number> {
     const first = await this.openSocket(config.host, config.port, config.ipv6Only);
     const index = this.addresses.length;
     this.addresses.push({
       host: first.host, port: first.port, family: first.family, ipv6Only: config.ipv6Only, backlog: config.backlog,
-      configuredHost: config.host ?? null, configuredPort: config.port,
+      configuredHost: config.host ?? null, configuredPort: config.port, zeroPortCall,
     });
     if (this.mode === 'shared') this.sharedSockets[index] = first;
     let unused: ListenSocket | null = this.mode === 'shared' ? null : first;
@@ -87,13 +87,13 @@ export class SocketTable {
   }
 
   /** The index of the address a worker's listen(host, port) means; an address not open yet is opened once for all. */
-  ensureAddress(config: ListenConfig): Promise<number> {
-    const index = this.addresses.findIndex((known) => addressMatches(known, config.host, config.port));
+  ensureAddress(config: ListenConfig, zeroPortCall: number): Promise<number> {
+    const index = this.addresses.findIndex((known) => addressMatches(known, config.host, config.port, zeroPortCall));
     if (index >= 0) return Promise.resolve(index);
-    const key = `${config.host ?? ''}|${config.port}|${config.ipv6Only}`;
+    const key = `${config.host ?? ''}|${config.port}|${config.ipv6Only}|${config.port === 0 ? zeroPortCall : 0}`;
     let opening = this.opening.get(key);
     if (!opening) {
-      opening = this.addAddress(config);
+      opening = this.addAddress(config, config.port === 0 ? zeroPortCall : 0);
       this.opening.set(key, opening);
       opening.catch(() => {}).finally(() => this.opening.delete(key));
     }
@@ -102,8 +102,8 @@ export class SocketTable {
 
   /** What a worker is told of the socket for address `index`, found at `fd` in it. */
   describe(index: number, fd: number): InheritedSocket {
-    const { host, port, family, backlog, configuredHost, configuredPort } = this.addresses[index];
-    return { index, host, port, family, fd, backlog, configuredHost, configuredPort };
+    const { host, port, family, backlog, configuredHost, configuredPort, zeroPortCall } = this.addresses[index];
+    return { index, host, port, family, fd, backlog, configuredHost, configuredPort, zeroPortCall };
   }
 
   /** Closes every socket; nothing opens after this. */

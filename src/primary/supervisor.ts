@@ -1,6 +1,7 @@
 // The primary's supervisor, the public class: start, reload, scale, shutdown, stats and its events.
 import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
+import { platformSupported, unsupportedPlatformError } from '../core/binding';
 import { tcpMigrateReq } from '../core/system';
 import { preforkError, type ErrorWithCode } from '../errors';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
@@ -180,7 +181,13 @@ export class Supervisor extends EventEmitter {
   private async start(): Promise<void> {
     try {
       for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);
-      for (const config of this.config.listen) await this.slots.sockets.addAddress(config);
+      const zeroPortCalls = new Map<string, number>(); // configured port-0 addresses answer a worker's listen(0) calls in order
+      for (const config of this.config.listen) {
+        const host = config.host ?? '';
+        const call = config.port === 0 ? (zeroPortCalls.get(host) ?? 0) : 0;
+        if (config.port === 0) zeroPortCalls.set(host, call + 1);
+        await this.slots.sockets.addAddress(config, call);
+      }
       for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot);
       await Promise.all(this.slots.list.map((slot) => slot.worker?.ready));
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
@@ -215,6 +222,7 @@ export class Supervisor extends EventEmitter {
 
 /** Starts a primary's supervisor. Validation errors throw here, before anything is created. */
 export function supervise(options: SupervisorOptions = {}): Supervisor {
+  if (!platformSupported()) throw unsupportedPlatformError();
   if (isWorker()) throw preforkError('ERR_PREFORK_IN_WORKER', 'supervise() was called in a worker; call it only where isPrimary() is true');
   return new Supervisor(settleOptions(options));
 }

@@ -3,6 +3,7 @@ import { closeSync, fstatSync } from 'node:fs';
 import { ControlChannel, createChannelPair } from '../core/channel';
 import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus } from '../core/system';
+import { debug } from '../debug';
 import { preforkError } from '../errors';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
@@ -107,6 +108,7 @@ export class WorkerProcess {
     clearTimeout(this.readyTimer);
     const wasOnline = this.record.state !== 'starting';
     this.record.state = 'stopping';
+    debug('primary: stopping worker %d (pid %d), SIGKILL in %d ms', this.record.id, this.record.pid, timeout);
     if (timeout === 0) {
       this.child.kill('SIGKILL');
       return;

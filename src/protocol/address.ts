@@ -23,6 +23,8 @@ export interface KnownAddress {
   port: number;
   configuredHost: string | null;
   configuredPort: number;
+  /** For port 0: which of a worker's listen(0) calls on that host it serves (the n-th gets the n-th port). */
+  zeroPortCall: number;
 }
 
 /** "host:port", with IPv6 hosts in brackets; ":port" when no host was named. */
@@ -31,15 +33,18 @@ export function formatAddress(host: string | null | undefined, port: number): st
   return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
 }
 
-/** Whether a listen() call for `host:port` means `known`: by the port as asked or as bound, the host likewise. */
-export function addressMatches(known: KnownAddress, host: string | null | undefined, port: number): boolean {
-  if (port !== known.configuredPort && port !== known.port) return false;
+/**
+ * Whether a listen() call for `host:port` means `known`: by the port as asked or as bound, the host likewise.
+ * listen(0) asks for a new port each time: the worker's n-th listen(0) on a host means the n-th such address.
+ */
+export function addressMatches(known: KnownAddress, host: string | null | undefined, port: number, zeroPortCall = 0): boolean {
+  if (port === 0 ? known.configuredPort !== 0 || known.zeroPortCall !== zeroPortCall : port !== known.configuredPort && port !== known.port) return false;
   return host === undefined || host === null || host === known.configuredHost || host === known.host;
 }
 
 /** A configured address not opened yet, as a KnownAddress (it matches by what was configured only). */
 export function configuredAddress(config: ListenConfig): KnownAddress {
-  return { host: config.host ?? '', port: config.port, configuredHost: config.host ?? null, configuredPort: config.port };
+  return { host: config.host ?? '', port: config.port, configuredHost: config.host ?? null, configuredPort: config.port, zeroPortCall: 0 };
 }
 
 export function listenConfig(host: string | undefined, port: number, ipv6Only = false, backlog = DEFAULT_BACKLOG): ListenConfig {

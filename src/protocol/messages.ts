@@ -15,6 +15,8 @@ export const ENV_WAIT_READY = 'PREFORK_WORKER_WAIT_READY';
 export const ENV_CHANNEL_ID = 'PREFORK_WORKER_CHANNEL';
 /** The counter store's capacity, when the primary shares one on STORE_FD. */
 export const ENV_STORE = 'PREFORK_WORKER_STORE';
+/** Set by a worker to its pid for everything it starts: there the register preload does nothing. */
+export const ENV_DESCENDANT_OF = 'PREFORK_DESCENDANT_OF';
 
 /** A listen socket a worker inherits: its address and the fd it sits on in the worker. */
 export interface InheritedSocket {
@@ -28,6 +30,8 @@ export interface InheritedSocket {
   /** The address as the supervisor's `listen` option gave it: a worker's listen() call is matched against it. */
   configuredHost: string | null;
   configuredPort: number;
+  /** For port 0: which of a worker's listen(0) calls (on that host) it serves, from 0; else 0. */
+  zeroPortCall: number;
 }
 
 export interface SocketAddress {
@@ -38,7 +42,8 @@ export interface SocketAddress {
 
 export type WorkerMessage =
   | { type: 'online' }
-  | { type: 'socket'; requestId: number; host: string | null; port: number; ipv6Only: boolean; backlog: number }
+  /** `zeroPortCall`: for port 0, this is the worker's n-th listen(0) on that host (each gets its own port, as under node:cluster). */
+  | { type: 'socket'; requestId: number; host: string | null; port: number; ipv6Only: boolean; backlog: number; zeroPortCall: number }
   | { type: 'listening'; index: number; address: SocketAddress }
   | { type: 'ready' }
   | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number };
@@ -48,6 +53,9 @@ export interface SerializedError {
   code?: string;
   errno?: number;
   syscall?: string;
+  /** As on Node's own listen errors: the host and port that could not be listened on. */
+  address?: string;
+  port?: number;
 }
 
 export type PrimaryMessage =

@@ -5,8 +5,12 @@ import { native } from '../core/binding';
 import { preforkError } from '../errors';
 import { addressMatches, type ListenConfig } from '../protocol/address';
 import type { InheritedSocket, PrimaryMessage, WorkerMessage } from '../protocol/messages';
+import { debug } from '../debug';
 import { context, send, type WorkerContext } from './context';
 import { track } from './drain';
+
+/** How many listen(0) calls this worker made per host: the n-th gets its own port, as under node:cluster. */
+const zeroPortCalls = new Map<string, number>();
 
 const socketRequests = new Map<number, { resolve: (socket: InheritedSocket) => void; reject: (error: Error) => void }>();
 let nextRequestId = 1;
@@ -21,7 +25,15 @@ export const serverErrors = new WeakSet<Error>();
 export async function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
   const worker = context();
   if (!worker) throw preforkError('ERR_PREFORK_NOT_WORKER', 'adopt() needs a prefork worker');
-  const socket = worker.sockets.find((candidate) => addressMatches(candidate, address.host, address.port)) ?? (await requestSocket(worker, address));
+  let zeroPortCall = 0;
+  if (address.port === 0) {
+    const host = `${address.host ?? ''}|${address.ipv6Only}`;
+    zeroPortCall = zeroPortCalls.get(host) ?? 0;
+    zeroPortCalls.set(host, zeroPortCall + 1);
+  }
+  const inherited = worker.sockets.find((candidate) => addressMatches(candidate, address.host, address.port, zeroPortCall));
+  debug('worker %d: listen %s%s: %s', worker.id, address.label, address.port === 0 ? ` (call ${zeroPortCall})` : '', inherited ? `inherited fd ${inherited.fd}` : 'asking the primary');
+  const socket = inherited ?? (await requestSocket(worker, address, zeroPortCall));
   const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
   track(server);
   return new Promise((resolve, reject) => {
@@ -37,6 +49,7 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
     };
     const onListening = () => {
       server.off('error', onError);
+      debug('worker %d: listening on %s:%d (fd %d)', worker.id, socket.host, socket.port, fd);
       send({ type: 'listening', index: socket.index, address: { host: socket.host, port: socket.port, family: socket.family } });
       resolve(server);
     };
@@ -47,14 +60,14 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
   });
 }
 
-function requestSocket(worker: WorkerContext, address: ListenConfig): Promise<InheritedSocket> {
+function requestSocket(worker: WorkerContext, address: ListenConfig, zeroPortCall: number): Promise<InheritedSocket> {
   if (worker.channel.closed) return Promise.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone: no socket to listen on'));
   const requestId = nextRequestId++;
   worker.channel.ref(); // the channel is unref'd: without this, a worker waiting for its socket would exit
   return new Promise<InheritedSocket>((resolve, reject) => {
     socketRequests.set(requestId, { resolve, reject });
     worker.channel.send({
-      type: 'socket', requestId, host: address.host ?? null, port: address.port, ipv6Only: address.ipv6Only, backlog: address.backlog,
+      type: 'socket', requestId, host: address.host ?? null, port: address.port, ipv6Only: address.ipv6Only, backlog: address.backlog, zeroPortCall,
     } satisfies WorkerMessage);
   }).finally(() => {
     if (socketRequests.size === 0) worker.channel.unref();
@@ -67,10 +80,12 @@ export function onSocketReply(worker: WorkerContext, message: Extract<PrimaryMes
   socketRequests.delete(message.requestId);
   if (message.type === 'socket-error') {
     const { message: text, ...details } = message.error;
+    debug('worker %d: socket request %d refused: %s', worker.id, message.requestId, text);
     request?.reject(Object.assign(new Error(text), details));
     return;
   }
   const socket = { ...message.socket, fd: fds[0] };
+  debug('worker %d: socket request %d answered: %s:%d on fd %d', worker.id, message.requestId, socket.host, socket.port, socket.fd);
   worker.sockets.push(socket); // kept for this worker's next server on the same address, closed on shutdown
   request?.resolve(socket);
 }

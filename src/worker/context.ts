@@ -1,9 +1,10 @@
 // The worker's context: whether this process is a prefork worker, and its identity, sockets and control channel.
 import { fstatSync } from 'node:fs';
 import { ControlChannel } from '../core/channel';
+import { debug } from '../debug';
 import { native } from '../core/binding';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, STORE_FD,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_DESCENDANT_OF, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, STORE_FD,
   type InheritedSocket, type WorkerMessage,
 } from '../protocol/messages';
 
@@ -55,6 +56,7 @@ export function context(): WorkerContext | null {
   for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE]) {
     delete process.env[name];
   }
+  process.env[ENV_DESCENDANT_OF] = String(process.pid);
   // Node marks inherited fds CLOEXEC only up to the first gap: a grandchild holding a listen socket would
   // join the reuseport group and never accept.
   native.setCloexec(CHANNEL_FD);
@@ -98,5 +100,11 @@ export function generation(): number | null {
 
 /** Tells the primary this worker is ready (needed with `waitReady: true`). Does nothing outside a worker. */
 export function ready(): void {
+  if (context()) debug('worker %d: ready() called', context()?.id);
   send({ type: 'ready' });
+}
+
+/** Whether the primary waits for ready() (waitReady: true, --wait-ready, PREFORK_WAIT_READY). */
+export function waitReadyWanted(): boolean {
+  return context()?.waitReady ?? false;
 }

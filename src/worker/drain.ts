@@ -3,6 +3,7 @@ import { closeSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ServerResponse } from 'node:http';
+import { debug } from '../debug';
 import { context } from './context';
 
 /** Keep-alive connections still idle this long after a shutdown began are closed. */
@@ -58,12 +59,34 @@ function markConnectionClose(server: net.Server, sockets: Set<net.Socket>): void
 }
 
 /**
+ * Closes a server the app did not close. The app's own close() later (its SIGTERM handler, a graceful-shutdown
+ * library) then gets what Node gives had it closed the server itself now, not ERR_SERVER_NOT_RUNNING.
+ */
+function closeBehindTheApp(server: net.Server, done: () => void): void {
+  const appClose = server.close;
+  let closed = false;
+  net.Server.prototype.close.call(server, () => {
+    closed = true;
+    done();
+  });
+  server.close = function close(this: net.Server, callback?: (error?: Error) => void) {
+    if (this.listening) return appClose.call(this, callback);
+    if (callback) {
+      if (closed) process.nextTick(callback);
+      else this.once('close', () => callback());
+    }
+    return this;
+  };
+}
+
+/**
  * Graceful shutdown: stop accepting (the primary's socket stays open, so connections queued there go to
  * the slot's next worker), let in-flight requests finish with `Connection: close`, close keep-alive
- * connections that stay idle, run the onShutdown handlers, exit 0. Exits 1 anyway after `timeout` ms;
- * a later call can only bring that deadline forward.
+ * connections that stay idle, run the onShutdown handlers, exit 0 (or, `exitWhenDrained: false`, leave the
+ * exit to an app that handles SIGTERM itself). Exits 1 anyway after `timeout` ms; a later call can only bring
+ * that deadline forward.
  */
-export function drain(timeout: number): void {
+export function drain(timeout: number, { exitWhenDrained = true } = {}): void {
   const deadline = Date.now() + timeout;
   if (deadline < exitDeadline) {
     exitDeadline = deadline;
@@ -72,12 +95,13 @@ export function drain(timeout: number): void {
   }
   if (shutdownStarted) return;
   shutdownStarted = true;
+  debug('worker: draining %d server(s), exit by %d ms at the latest', servers.size, timeout);
   const drained = [...servers].map(([server, sockets]) => {
     markConnectionClose(server, sockets);
     return new Promise<void>((resolve) => {
       // net.Server's close, not http's: http's also drops idle keep-alive connections at once, which resets
       // a client whose request is already on the way.
-      if (server.listening) net.Server.prototype.close.call(server, () => resolve());
+      if (server.listening) closeBehindTheApp(server, resolve);
       else resolve();
     });
   });
@@ -102,6 +126,8 @@ export function drain(timeout: number): void {
   });
   void Promise.all([...drained, ...handlers]).then(() => {
     clearInterval(sweep);
-    process.exit(0);
+    debug(exitWhenDrained ? 'worker: drained; exiting' : "worker: drained; the app's SIGTERM handler decides when to exit");
+    if (exitWhenDrained) process.exit(0);
+    else exitTimer?.unref(); // the deadline stays, but no longer keeps a finished app alive
   });
 }

@@ -6,13 +6,26 @@ import { context, send } from './context';
 import { connectionCount, drain } from './drain';
 
 export { adopt, serverErrors } from './adopt';
-export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, workerId } from './context';
+export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
 export { onShutdown } from './drain';
 
 /** How long an orphaned worker (its primary died) may drain before it exits (the watchdog kills at 950 ms). */
 const ORPHAN_DRAIN_MS = 900;
 /** A worker asked to drain by its primary exits by itself this long after the primary's SIGKILL was due. */
 const SELF_EXIT_MARGIN_MS = 1000;
+
+const onSignal = () => drain(context()?.shutdownTimeout ?? 0);
+
+/**
+ * The primary asks over the channel, not with a signal; an app written for plain Node stops on SIGTERM (closes
+ * its pools, flushes its logs, ends its server with a library). Its own SIGTERM listeners run now too, and it
+ * then exits when it is done, as under plain Node (the drain's deadline still holds). True if it has any.
+ */
+function tellTheApp(): boolean {
+  const listeners = process.listeners('SIGTERM').filter((listener) => listener !== onSignal);
+  for (const listener of listeners) (listener as (signal: NodeJS.Signals) => void)('SIGTERM');
+  return listeners.length > 0;
+}
 
 function listenToPrimary(): void {
   const worker = context();
@@ -21,15 +34,15 @@ function listenToPrimary(): void {
     if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(worker, message, fds);
     for (const fd of fds) closeSync(fd);
     // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot.
-    if (message.type === 'shutdown') drain(message.timeout + SELF_EXIT_MARGIN_MS);
+    if (message.type === 'shutdown') drain(message.timeout + SELF_EXIT_MARGIN_MS, { exitWhenDrained: !tellTheApp() });
     else if (message.type === 'stats') void connectionCount().then((connections) => send({ type: 'stats', requestId: message.requestId, memory: process.memoryUsage(), connections }));
   });
   worker.channel.on('close', () => {
     failSocketRequests();
-    drain(ORPHAN_DRAIN_MS); // EOF: the primary is gone
+    drain(ORPHAN_DRAIN_MS, { exitWhenDrained: !tellTheApp() }); // EOF: the primary is gone
   });
   worker.channel.on('error', (error: Error) => process.stderr.write(`prefork: worker ${worker.id}: ${error.message}\n`));
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => drain(worker.shutdownTimeout));
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, onSignal);
   send({ type: 'online' });
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The prefork command: `prefork [options] [--] app.js [app args]` runs an unchanged app on every core.
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { platformSupported } from '../core/binding';
 import { join, resolve } from 'node:path';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
@@ -125,6 +127,13 @@ function main(argv: string[]): void {
   if (command === 'version') {
     const manifest = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
     process.stdout.write(`${manifest.version}\n`);
+    return;
+  }
+  if (!platformSupported()) {
+    process.stderr.write(`prefork: ${process.platform} is not supported (prefork needs Linux or macOS); running the app as one process\n`);
+    const app = spawn(process.execPath, [...command.nodeArgs, command.app, ...command.appArgs], { stdio: 'inherit' });
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => app.kill(signal));
+    app.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
     return;
   }
   try {

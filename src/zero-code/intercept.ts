@@ -1,8 +1,9 @@
 // Register mode, in a worker: every TCP listen() of any net.Server (http, https, http2, net, frameworks)
 // is served from the primary's per-slot socket for that address. Also PM2's process.send('ready').
 import net from 'node:net';
-import { listenConfig, type ListenConfig } from '../protocol/address';
-import { adopt, ready, serverErrors, workerId } from '../worker';
+import { debug } from '../debug';
+import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
+import { adopt, ready, serverErrors, waitReadyWanted, workerId } from '../worker';
 import { logPrefixWanted } from './env-options';
 
 const originalListen = net.Server.prototype.listen;
@@ -12,7 +13,8 @@ type Listen = { config: ListenConfig; backlog: number | undefined; callback: (()
 /**
  * The TCP port listens, parsed as net.Server.listen does; null for what passes through to Node unchanged:
  * Unix socket paths and Windows pipes (each worker binds its own), `{ fd }` and handles (the caller's own
- * socket), and anything Node itself would reject (so its error is Node's).
+ * socket), `exclusive: true` and `reusePort: true` (the worker binds its own, as under node:cluster), and
+ * anything Node itself would reject (so its error is Node's).
  */
 export function parseListenArguments(args: unknown[]): Listen | null {
   const callback = typeof args[args.length - 1] === 'function' ? (args[args.length - 1] as () => void) : undefined;
@@ -26,8 +28,12 @@ export function parseListenArguments(args: unknown[]): Listen | null {
   const backlogFrom = (...candidates: unknown[]) => candidates.map(toNumber).find((value): value is number => value !== false && value > 0);
   const first = rest[0];
   if (typeof first === 'object' && first !== null) {
-    const options = first as { port?: unknown; host?: unknown; backlog?: unknown; ipv6Only?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown; signal?: AbortSignal };
+    const options = first as {
+      port?: unknown; host?: unknown; backlog?: unknown; ipv6Only?: unknown; fd?: unknown; handle?: unknown; _handle?: unknown;
+      exclusive?: unknown; reusePort?: unknown; signal?: AbortSignal;
+    };
     if (options.handle || options._handle || (typeof options.fd === 'number' && options.fd >= 0)) return null;
+    if (options.exclusive === true || options.reusePort === true) return null;
     if (options.port === undefined || options.port === null) return null; // a path, or an error Node reports
     const port = toNumber(options.port);
     if (!legalPort(port)) return null;
@@ -46,7 +52,10 @@ export function parseListenArguments(args: unknown[]): Listen | null {
 function interceptedListen(this: net.Server, ...args: unknown[]): net.Server {
   const listen = parseListenArguments(args);
   // Pass-throughs, and a second listen(), which Node rejects with its own error.
-  if (listen === null || this.listening) return originalListen.apply(this, args as Parameters<typeof originalListen>);
+  if (listen === null || this.listening) {
+    debug('worker %d: listen() passed through to Node', workerId());
+    return originalListen.apply(this, args as Parameters<typeof originalListen>);
+  }
   if (listen.callback) this.once('listening', listen.callback);
   if (listen.signal) {
     // As Node: an aborted signal closes the server, even one aborted already or before the socket arrives.
@@ -54,15 +63,24 @@ function interceptedListen(this: net.Server, ...args: unknown[]): net.Server {
     if (listen.signal.aborted) process.nextTick(close);
     else listen.signal.addEventListener('abort', close, { once: true });
   }
-  adopt(this, listen.config, listen.backlog).catch((error: Error) => {
-    if (!serverErrors.has(error)) this.emit('error', error); // the primary's error (EADDRINUSE…), as Node would emit it
+  adopt(this, listen.config, listen.backlog).catch((error: NodeJS.ErrnoException & { address?: string; port?: number }) => {
+    if (serverErrors.has(error)) return; // the server emitted it already
+    // The primary's refusal (EADDRINUSE, ERR_PREFORK_…) reaches the app as Node's own listen errors do: an
+    // 'error' event on the next tick, with the address and port.
+    error.address ??= listen.config.host ?? '::';
+    error.port ??= listen.config.port;
+    debug('worker %d: listen %s failed: %s', workerId(), formatAddress(listen.config.host, listen.config.port), error.message);
+    process.nextTick(() => this.emit('error', error));
   });
   return this;
 }
 
-/** PM2's habit: process.send('ready') means ready() where there is no IPC channel to send on. */
+/**
+ * PM2's habit: process.send('ready') means ready() where there is no IPC channel to send on. Only with
+ * wait-ready: libraries take `typeof process.send === 'function'` for an IPC parent.
+ */
 function acceptPm2Ready(): void {
-  if (typeof process.send === 'function') return;
+  if (typeof process.send === 'function' || !waitReadyWanted()) return;
   process.send = ((message: unknown, ...rest: unknown[]) => {
     if (message === 'ready') ready();
     const callback = rest.find((argument) => typeof argument === 'function') as (() => void) | undefined;

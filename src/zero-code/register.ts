@@ -1,10 +1,12 @@
 // `node -r prefork/register app.js` and `node --import prefork/register app.mjs`: the process becomes the
 // primary of app.js and runs none of its code; each worker runs the app with every listen() intercepted.
+// Worker threads and processes the app starts inherit the preload; there it does nothing (see role.ts).
 import Module from 'node:module';
+import { debug } from '../debug';
 import { optionsFromEnvironment } from './env-options';
 import { interceptListens } from './intercept';
+import { registerRole } from './role';
 import { runApp } from './run';
-import { isWorker } from '../worker';
 
 /** True in the primary: register.mjs then holds the ES-module main back. */
 export let runsPrimary = false;
@@ -28,5 +30,10 @@ function startPrimary(): void {
   runsPrimary = true;
 }
 
-if (isWorker()) interceptListens();
-else startPrimary();
+const role = registerRole();
+debug('register: %s (pid %d)', role, process.pid);
+if (role === 'worker') interceptListens();
+else if (role === 'primary') startPrimary();
+else if (role === 'unsupported') {
+  process.stderr.write(`prefork: ${process.platform} is not supported (prefork needs Linux or macOS); running the app as one process\n`);
+}

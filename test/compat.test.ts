@@ -1,0 +1,197 @@
+// Zero-code mode is invisible to the app: real libraries under `node -r prefork/register` with 2 workers,
+// each checked by what it does (worker threads, child processes, cluster, socket.io, pino, graceful-shutdown
+// libraries, listen() as Node has it), plus NODE_DEBUG=prefork, the process.send shim and Windows.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { io as connect } from 'socket.io-client';
+import { app, AppRun, cli, stopAllApps } from './apps';
+import { fixture, get, waitFor } from './helpers';
+
+afterEach(stopAllApps);
+
+const register = (name: string) => ['-r', 'prefork/register', app(name)];
+
+/** GETs `path` until both workers have answered (each body ends with the pid that served it); returns every body. */
+async function fromBothWorkers(port: number, pids: number[], path = '/', tries = 40): Promise<string[]> {
+  const bodies: string[] = [];
+  const answered = (pid: number) => bodies.some((body) => body === String(pid) || body.endsWith(` ${pid}`));
+  for (let i = 0; i < tries && !pids.every(answered); i++) bodies.push(await get(port, '127.0.0.1', path));
+  expect(pids.filter((pid) => !answered(pid))).toEqual([]);
+  return bodies;
+}
+
+test('worker_threads and a piscina pool run in workers (the preload does nothing in a thread)', async () => {
+  const run = new AppRun(register('compat/threads.js'));
+  const { port, pids } = await run.listening(2);
+  for (const body of await fromBothWorkers(port, pids, '/thread')) expect(body).toMatch(/^thread ran \d+$/);
+  for (const body of await fromBothWorkers(port, pids, '/piscina')) expect(body).toMatch(/^piscina 5 \d+$/);
+  expect(run.errors).not.toContain('no app to run');
+});
+
+test('child_process.fork keeps its IPC, and a node spawned with an environment of its own runs as plain node', async () => {
+  const run = new AppRun(register('compat/fork.js'));
+  const { port, pids } = await run.listening(2);
+  for (const body of await fromBothWorkers(port, pids, '/fork')) expect(body).toMatch(/^pong from \d+ \d+$/);
+  for (const body of await fromBothWorkers(port, pids, '/spawn')) expect(body).toMatch(/^plain node ran \d+$/);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test('an app that uses node:cluster: each worker is a cluster primary whose cluster worker serves', async () => {
+  const run = new AppRun(register('compat/cluster.js'));
+  const { port, pids } = await run.listening(2); // the two cluster workers announce
+  for (const body of await fromBothWorkers(port, pids)) expect(body).toMatch(/^cluster worker \d+$/);
+  expect(run.sideEffectPids()).toHaveLength(4); // 2 prefork workers (cluster primaries) + 2 cluster workers
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test('socket.io over websockets: messages round-trip through both workers', async () => {
+  const run = new AppRun(register('compat/socket-io.js'));
+  const { port, pids } = await run.listening(2);
+  const servedBy = new Set<number>();
+  for (let i = 0; i < 40 && servedBy.size < 2; i++) {
+    const socket = connect(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true });
+    try {
+      const reply = await socket.timeout(5000).emitWithAck('echo', `hello ${i}`);
+      expect(reply.text).toBe(`hello ${i}`);
+      servedBy.add(reply.pid);
+    } finally {
+      socket.disconnect();
+    }
+  }
+  expect([...servedBy].sort()).toEqual([...pids].sort());
+});
+
+test('pino with a transport thread: every worker\'s lines reach the file', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'prefork-pino-'));
+  const logFile = join(scratch, 'app.log');
+  try {
+    const run = new AppRun(register('compat/pino.js'), { LOG_FILE: logFile });
+    const { port, pids } = await run.listening(2);
+    await fromBothWorkers(port, pids);
+    await run.stop(); // pino flushes its transport at exit
+    const logged = readFileSync(logFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { pid: number; msg: string });
+    expect(new Set(logged.map((line) => line.pid))).toEqual(new Set(pids));
+    expect(logged.every((line) => line.msg === 'served')).toBe(true);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
+
+test("an app that stops itself: server.close() ends that worker cleanly (then replaced); on shutdown the app's own SIGTERM handler (http-terminator) runs", async () => {
+  const run = new AppRun(register('compat/self-stop.js'));
+  const { port, pids } = await run.listening(2);
+  const closedPid = Number(await get(port, '127.0.0.1', '/close'));
+  await run.waitForMatches(new RegExp(`^CLOSED ${closedPid}$`, 'gm'), 1);
+  await run.waitForMatches(new RegExp(`worker \\d \\(pid ${closedPid}\\) exited with code 0`, 'g'), 1, { source: 'errors' });
+  await run.waitForMatches(/^LISTENING /gm, 3); // the slot's replacement
+  const stopped = await run.stop();
+  expect(stopped).toEqual({ code: 0, signal: null });
+  const terminated = run.matches(/^TERMINATED (\d+)$/gm).map((line) => Number(line[1]));
+  expect(terminated).toHaveLength(2);
+  expect(terminated).not.toContain(closedPid);
+  expect(pids).toContain(closedPid);
+});
+
+test('two listen(0) servers in a worker get two ports; `exclusive: true` binds in the worker, as under node:cluster', async () => {
+  const run = new AppRun(register('compat/listen-variants.js'));
+  const lines = await run.waitForMatches(/^PORTS (\d+) (\d+) (\d+) (\d+)$/gm, 2);
+  const [a, b] = lines.map((line) => line.slice(1).map(Number));
+  // The n-th listen(0) of every worker shares one port; the first and second differ.
+  expect([a[0], a[1]]).toEqual([b[0], b[1]]);
+  expect(a[0]).not.toBe(a[1]);
+  // exclusive: each worker bound a port of its own
+  expect(a[2]).not.toBe(b[2]);
+  expect(await get(a[2])).toBe(`exclusive ${a[3]}`);
+  expect(await get(b[2])).toBe(`exclusive ${b[3]}`);
+  const first = await fromBothWorkers(a[0], [a[3], b[3]]);
+  expect(first.every((body) => body.startsWith('first '))).toBe(true);
+  const second = await fromBothWorkers(a[1], [a[3], b[3]]);
+  expect(second.every((body) => body.startsWith('second '))).toBe(true);
+});
+
+test("a listen the primary cannot open reaches the app's 'error' listener with code, syscall, address and port", async () => {
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const { port } = holder.address() as net.AddressInfo;
+  try {
+    const run = new AppRun(register('compat/listen-error.js'), { PORT: String(port) });
+    const lines = await run.waitForMatches(/^ERROR (\{.*\}) \d+$/gm, 1);
+    expect(JSON.parse(lines[0][1])).toEqual({ code: 'EADDRINUSE', syscall: 'bind', address: '127.0.0.1', port });
+    expect((await run.exited).code).toBe(1); // the workers exited before ready: the primary gives up
+    expect(run.errors).not.toMatch(/Unhandled|uncaught/i);
+  } finally {
+    holder.close();
+  }
+});
+
+test('process.send is shimmed (for PM2-style ready) only with wait-ready', async () => {
+  const plain = new AppRun(register('compat/send-shim.js'));
+  const plainLines = await plain.waitForMatches(/^SEND (\w+) \d+$/gm, 2);
+  expect(plainLines.map((line) => line[1])).toEqual(['undefined', 'undefined']);
+  const waiting = new AppRun(register('compat/send-shim.js'), { PREFORK_WAIT_READY: '1' });
+  const waitingLines = await waiting.waitForMatches(/^SEND (\w+) \d+$/gm, 2);
+  expect(waitingLines.map((line) => line[1])).toEqual(['function', 'function']);
+  await waiting.listening(2);
+  await waiting.waitForMatches(/2 workers ready/g, 1, { source: 'errors' });
+});
+
+test('NODE_DEBUG=prefork traces the primary and the workers; without it nothing extra is printed', async () => {
+  const traced = new AppRun(register('plain-http.js'), { NODE_DEBUG: 'prefork' });
+  await traced.listening(2);
+  await traced.waitForMatches(/2 workers ready/g, 1, { source: 'errors' });
+  for (const trace of [/PREFORK \d+: register: primary/, /PREFORK \d+: register: worker/, /worker \d+: listen :0 \(call 0\): asking the primary/, /primary: worker \d \(pid \d+\) asks for a socket on :0/, /answered with 0\.0\.0\.0|answered with ::/, /worker \d+: listening on/, /primary: worker \d \(pid \d+\) is ready/]) {
+    expect(traced.errors).toMatch(trace);
+  }
+  await traced.stop();
+  expect(traced.errors).toMatch(/primary: stopping worker/);
+  expect(traced.errors).toMatch(/worker: drained; exiting/);
+
+  const quiet = new AppRun(register('plain-http.js'));
+  await quiet.listening(2);
+  await quiet.waitForMatches(/2 workers ready/g, 1, { source: 'errors' });
+  expect(quiet.errors).not.toMatch(/PREFORK \d+:/);
+});
+
+describe('on Windows (process.platform faked before prefork loads)', () => {
+  const windows = ['-r', fixture('pretend-windows.js')];
+
+  test('node -r prefork/register runs the app as one plain process, with one notice', async () => {
+    const run = new AppRun([...windows, ...register('plain-http.js')]);
+    const { port, pids } = await run.listening(1);
+    expect(pids).toEqual([run.process.pid]);
+    expect(await get(port)).toBe(String(run.process.pid));
+    expect(run.errors).toBe('prefork: win32 is not supported (prefork needs Linux or macOS); running the app as one process\n');
+  });
+
+  test('the prefork command runs the app as one plain process, with one notice', async () => {
+    const run = new AppRun([...windows, cli, app('plain-http.js')]);
+    const { port, pids } = await run.listening(1);
+    expect(await get(port)).toBe(String(pids[0]));
+    expect(run.errors).toContain('prefork: win32 is not supported');
+  });
+
+  test('the API loads (isWorker() works) and supervise() throws ERR_PREFORK_UNSUPPORTED_PLATFORM naming node:cluster', async () => {
+    const run = new AppRun([...windows, '-e', `
+      const prefork = require(${JSON.stringify(join(__dirname, '..', 'lib'))});
+      let outcome;
+      try { prefork.supervise({ workers: 1 }); outcome = 'started'; } catch (error) { outcome = error.code + ': ' + error.message; }
+      console.log(JSON.stringify({ isWorker: prefork.isWorker(), outcome }));
+    `]);
+    expect((await run.exited).code).toBe(0);
+    expect(JSON.parse(run.output)).toEqual({
+      isWorker: false,
+      outcome: 'ERR_PREFORK_UNSUPPORTED_PLATFORM: prefork does not run on win32: it needs fork/exec and SO_REUSEPORT (Linux or macOS). Use node:cluster there.',
+    });
+  });
+});
+
+test("package.json installs everywhere npm runs: no `os` list, and the install step builds nothing on Windows", async () => {
+  const manifest = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { os?: string[]; scripts: Record<string, string> };
+  expect(manifest.os).toBeUndefined();
+  expect(manifest.scripts.install).toBe('node install.js');
+  const run = new AppRun(['-r', fixture('pretend-windows.js'), join(__dirname, '..', 'install.js')]);
+  expect(await run.exited).toEqual({ code: 0, signal: null });
+  expect(run.output).toContain('prefork: nothing to build on Windows');
+});
