@@ -7,7 +7,10 @@ const prefork = require('..');
 const port = Number(process.env.PORT ?? 3000);
 
 if (prefork.isPrimary()) {
-  const supervisor = prefork.supervise({ listen: port, workers: process.env.WORKERS ? Number(process.env.WORKERS) : undefined });
+  // A program of its own: it takes the primary's signals and exits with the supervisor.
+  const supervisor = prefork.supervise({
+    listen: port, workers: process.env.WORKERS ? Number(process.env.WORKERS) : undefined, signals: true, exitProcess: true,
+  });
   const name = (worker) => `worker ${worker.id} (pid ${worker.pid}, generation ${worker.generation})`;
   supervisor.on('fork', (worker) => console.log(`${name(worker)} forked`));
   supervisor.on('ready', (worker) => console.log(`${name(worker)} ready`));

@@ -59,11 +59,12 @@ Napi::Value ExitStatusValue(Napi::Env env, const prefork::ExitStatus& status) {
   return pair;
 }
 
-// createListenSocket(host, family, port, ipv6Only, backlog) -> [fd, port]
+// createListenSocket(host, family, port, ipv6Only, backlog, reusePort = true) -> [fd, port]
 Napi::Value CreateListenSocket(const Napi::CallbackInfo& info) {
   std::string host = info[0].As<Napi::String>().Utf8Value();
   prefork::ListenSocketOptions options{host.c_str(), IntArgument(info, 1), IntArgument(info, 2),
                                        info[3].ToBoolean().Value(), IntArgument(info, 4)};
+  options.reuse_port = !(info.Length() > 5 && info[5].IsBoolean() && !info[5].As<Napi::Boolean>().Value());
   prefork::ListenSocket socket;
   Failure failure = prefork::create_listen_socket(options, &socket);
   if (failure.error != 0) {
@@ -105,6 +106,12 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < cpus.Length(); i++) options.cpus.push_back(cpus.Get(i).As<Napi::Number>().Int32Value());
   options.uid = request.Get("uid").As<Napi::Number>().Int64Value();
   options.gid = request.Get("gid").As<Napi::Number>().Int64Value();
+  Napi::Value groups = request.Get("groups");
+  if (groups.IsArray()) {
+    options.set_groups = true;
+    Napi::Array list = groups.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) options.groups.push_back(static_cast<gid_t>(list.Get(i).As<Napi::Number>().Int64Value()));
+  }
   options.process_group = request.Get("processGroup").ToBoolean().Value();
   options.death_signal = request.Get("deathSignal").As<Napi::Number>().Int32Value();
 
@@ -131,16 +138,19 @@ Napi::Value WaitPidfd(const Napi::CallbackInfo& info) {
   return ExitStatusValue(info.Env(), status);
 }
 
-// waitInThread(pid, callback(code, signal)): the fallback where pidfd_open is missing (node-pty's way).
+// waitInThread(pid, callback(code, signal)): the fallback where pidfd_open is missing (node-pty's way). The
+// thread only waits (WNOWAIT); the child is reaped here on the main thread, so until the callback runs its
+// pid stays a zombie and cannot be recycled under a kill().
 Napi::Value WaitInThread(const Napi::CallbackInfo& info) {
   pid_t pid = IntArgument(info, 0);
   auto notify = Napi::ThreadSafeFunction::New(info.Env(), info[1].As<Napi::Function>(), "prefork:waitpid", 0, 1);
   std::thread([pid, notify]() mutable {
-    auto* status = new prefork::ExitStatus();
-    if (prefork::wait_blocking(pid, status) < 0) status->code = -1;
-    notify.BlockingCall(status, [](Napi::Env env, Napi::Function callback, prefork::ExitStatus* exited) {
-      Napi::Value pair = ExitStatusValue(env, *exited);
+    prefork::wait_exited(pid);
+    notify.BlockingCall(new pid_t(pid), [](Napi::Env env, Napi::Function callback, pid_t* exited) {
+      prefork::ExitStatus status;
+      if (prefork::reap(*exited, &status) <= 0) status.code = -1;
       delete exited;
+      Napi::Value pair = ExitStatusValue(env, status);
       try {
         callback.Call({pair.As<Napi::Array>().Get(0u), pair.As<Napi::Array>().Get(1u)});
       } catch (const Napi::Error& error) {
@@ -150,6 +160,20 @@ Napi::Value WaitInThread(const Napi::CallbackInfo& info) {
     notify.Release();
   }).detach();
   return info.Env().Undefined();
+}
+
+// userGroups(uid) -> [primary gid, [every gid of the user]]; throws ENOENT for an unknown uid
+Napi::Value UserGroups(const Napi::CallbackInfo& info) {
+  gid_t primary;
+  std::vector<gid_t> groups;
+  Failure failure = prefork::user_groups(static_cast<uid_t>(info[0].As<Napi::Number>().Int64Value()), &primary, &groups);
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall);
+  Napi::Array list = Napi::Array::New(info.Env(), groups.size());
+  for (size_t i = 0; i < groups.size(); i++) list.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), groups[i]));
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Napi::Number::New(info.Env(), primary));
+  result.Set(1u, list);
+  return result;
 }
 
 // socketPair() -> [fd, fd]
@@ -356,6 +380,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("waitPidfd", Napi::Function::New(env, WaitPidfd));
   exports.Set("waitInThread", Napi::Function::New(env, WaitInThread));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
+  exports.Set("userGroups", Napi::Function::New(env, UserGroups));
   exports.Set("channelSend", Napi::Function::New(env, ChannelSend));
   exports.Set("channelRecv", Napi::Function::New(env, ChannelRecv));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));

@@ -23,6 +23,7 @@ struct ListenSocketOptions {
   int port;          // 0 picks a free port
   bool ipv6_only;    // IPV6_V6ONLY for family 6
   int backlog;       // < 0: bind only, the worker's listen() starts it
+  bool reuse_port = true;  // false: a probe that fails EADDRINUSE where any other socket is bound
 };
 
 struct ListenSocket {
@@ -43,6 +44,8 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> fds;
   int64_t uid = -1;  // -1: unchanged (uid_t values reach 2^32-2, past int)
   int64_t gid = -1;
+  bool set_groups = false;     // true: the supplementary groups become `groups` (root only)
+  std::vector<gid_t> groups;
   std::vector<int> cpus;  // empty: inherit affinity
   bool process_group = false;
   int death_signal = 0;  // PR_SET_PDEATHSIG; 0: none
@@ -50,11 +53,15 @@ struct SpawnOptions {
 
 struct Spawned {
   pid_t pid = -1;
-  int pidfd = -1;  // -1 where pidfd_open is unavailable: reap with wait_blocking
+  int pidfd = -1;  // -1 where pidfd_open is unavailable: wait in a thread (wait_exited), then reap
 };
 
-// On failure in the child (exec, setuid, chdir…) the child is reaped before returning.
+// On failure in the child (exec, setuid, chdir…) the child is reaped before returning. Main thread only.
 Failure spawn(const SpawnOptions& options, Spawned* out);
+
+// A user's primary group and every group it belongs to (getpwuid_r + getgrouplist), as initgroups() would
+// set them. -ENOENT: no such user.
+Failure user_groups(uid_t uid, gid_t* primary, std::vector<gid_t>* groups);
 
 // ---- reap.cc -------------------------------------------------------------
 
@@ -65,8 +72,11 @@ struct ExitStatus {
 
 // 1: exited (status filled), 0: still running, -errno: error. Never blocks.
 int wait_pidfd(int pidfd, ExitStatus* status);
-// Blocks until pid exits (for the thread fallback). 0 or -errno.
-int wait_blocking(pid_t pid, ExitStatus* status);
+// Blocks until pid has exited, without reaping it (WNOWAIT): until the main thread reaps it, the pid cannot
+// be recycled, so a kill() in between reaches the zombie. 0 or -errno. For the thread fallback.
+int wait_exited(pid_t pid);
+// Reaps pid if it has exited: 1 (status filled), 0 still running, -errno.
+int reap(pid_t pid, ExitStatus* status);
 
 // ---- channel.cc ----------------------------------------------------------
 
@@ -82,15 +92,18 @@ int peer_pid(int fd);
 
 // ---- shm.cc --------------------------------------------------------------
 
-// A zero-filled shared memory region of `bytes`, as a CLOEXEC fd, or -errno.
+// A zero-filled shared memory region of `bytes`, as a CLOEXEC fd, or -errno. Sealed where memfd has seals:
+// no process can shrink or grow it (a shrink would SIGBUS every process that maps it).
 int create_shared_region(size_t bytes);
-// Maps the whole region MAP_SHARED; nullptr and *error = -errno on failure.
+// Maps the whole region MAP_SHARED; nullptr and *error = -errno on failure (-EINVAL when the region's
+// size is not `bytes`).
 void* map_shared_region(int fd, size_t bytes, int* error);
 void unmap_shared_region(void* address, size_t bytes);
 
 // ---- watchdog.cc ---------------------------------------------------------
 
 // A thread that SIGKILLs this process `grace_ms` after the peer of the Unix socket `fd` has gone away.
+// It watches its own duplicate of fd: JavaScript may close fd.
 void start_orphan_watchdog(int fd, int grace_ms);
 
 }  // namespace prefork

@@ -36,12 +36,22 @@ int wait_pidfd(int pidfd, ExitStatus* status) {
 #endif
 }
 
-int wait_blocking(pid_t pid, ExitStatus* status) {
+int wait_exited(pid_t pid) {
+  siginfo_t info;
+  memset(&info, 0, sizeof(info));
+  int result;
+  do result = waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT);
+  while (result < 0 && errno == EINTR);
+  return result < 0 ? -errno : 0;
+}
+
+int reap(pid_t pid, ExitStatus* status) {
   int raw;
   pid_t result;
-  do result = waitpid(pid, &raw, 0);
+  do result = waitpid(pid, &raw, WNOHANG);
   while (result < 0 && errno == EINTR);
   if (result < 0) return -errno;
+  if (result == 0) return 0;
   if (WIFEXITED(raw)) {
     status->code = WEXITSTATUS(raw);
     status->signal = 0;
@@ -49,7 +59,7 @@ int wait_blocking(pid_t pid, ExitStatus* status) {
     status->code = -1;
     status->signal = WTERMSIG(raw);
   }
-  return 0;
+  return 1;
 }
 
 }  // namespace prefork

@@ -6,15 +6,28 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "core.h"
+
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 2U
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
 
 namespace prefork {
 
 int create_shared_region(size_t bytes) {
   int fd;
 #if defined(__linux__) && defined(SYS_memfd_create)
-  fd = static_cast<int>(syscall(SYS_memfd_create, "prefork-store", 1U /* MFD_CLOEXEC */));
+  fd = static_cast<int>(syscall(SYS_memfd_create, "prefork-store", 1U /* MFD_CLOEXEC */ | MFD_ALLOW_SEALING));
   if (fd < 0) return -errno;
+  bool sealable = true;
 #else
   // Elsewhere: a POSIX shm object, unlinked at once so only its fd names it.
   char name[64];
@@ -23,8 +36,10 @@ int create_shared_region(size_t bytes) {
   if (fd < 0) return -errno;
   shm_unlink(name);
   set_cloexec(fd);
+  bool sealable = false;
 #endif
-  if (ftruncate(fd, static_cast<off_t>(bytes)) < 0) {
+  if (ftruncate(fd, static_cast<off_t>(bytes)) < 0 ||
+      (sealable && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)) {
     int error = errno;
     close(fd);
     return -error;
@@ -33,6 +48,15 @@ int create_shared_region(size_t bytes) {
 }
 
 void* map_shared_region(int fd, size_t bytes, int* error) {
+  struct stat info;
+  if (fstat(fd, &info) < 0) {
+    *error = -errno;
+    return nullptr;
+  }
+  if (static_cast<size_t>(info.st_size) != bytes) {
+    *error = -EINVAL;
+    return nullptr;
+  }
   void* address = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (address == MAP_FAILED) {
     *error = -errno;

@@ -51,7 +51,7 @@ Failure create_listen_socket(const ListenSocketOptions& options, ListenSocket* o
   if (fd < 0) return {-errno, "socket"};
 
   Failure failure;
-  if (set_flag(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 || set_flag(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) {
+  if (set_flag(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 || (options.reuse_port && set_flag(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0)) {
     failure = {-errno, "setsockopt"};
   } else if (options.family == 6 && set_flag(fd, IPPROTO_IPV6, IPV6_V6ONLY, options.ipv6_only ? 1 : 0) < 0) {
     failure = {-errno, "setsockopt"};

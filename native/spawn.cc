@@ -3,12 +3,16 @@
 // copied, so spawning costs the same whatever the primary's heap. The child therefore shares our memory
 // until execve: it calls raw syscalls only where glibc would touch process-wide state (setuid and friends
 // signal every thread glibc knows of, raise() uses the cached tid), and writes nothing but its own stack.
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +27,9 @@
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#if defined(__linux__) && !defined(SYS_close_range)
+#define SYS_close_range 436  // the same number on every architecture (Linux 5.9+); old headers lack it
 #endif
 
 namespace prefork {
@@ -72,17 +79,56 @@ int raw_setgid(gid_t gid) { return setgid(gid); }
 int raw_setuid(uid_t uid) { return setuid(uid); }
 #endif
 
-// Marks [low, high] close-on-exec so nothing but the fd map reaches the new program.
-void cloexec_range(unsigned low, unsigned high) {
-#if defined(__linux__) && defined(SYS_close_range)
-  if (syscall(SYS_close_range, low, high, CLOSE_RANGE_CLOEXEC) == 0) return;
-#endif
-  long limit = sysconf(_SC_OPEN_MAX);
-  if (limit < 0 || limit > 65536) limit = 65536;
-  for (long fd = low; fd <= static_cast<long>(high) && fd < limit; fd++) {
-    int flags = fcntl(static_cast<int>(fd), F_GETFD);
-    if (flags >= 0) fcntl(static_cast<int>(fd), F_SETFD, flags | FD_CLOEXEC);
+void mark_cloexec(int fd) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+#ifdef __linux__
+struct LinuxDirent64 {
+  uint64_t ino;
+  int64_t off;
+  unsigned short reclen;
+  unsigned char type;
+  char name[1];
+};
+
+// Before close_range (Linux < 5.11): the open fds from /proc/self/fd, read with raw getdents64 (no malloc,
+// async-signal-safe), as glibc's fallback does. False when /proc cannot be read.
+bool cloexec_listed(unsigned low, unsigned high) {
+  int directory = static_cast<int>(syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (directory < 0) return false;
+  alignas(8) char buffer[4096];
+  for (;;) {
+    long got = syscall(SYS_getdents64, directory, buffer, sizeof(buffer));
+    if (got <= 0) break;
+    for (long offset = 0; offset < got;) {
+      auto* entry = reinterpret_cast<LinuxDirent64*>(buffer + offset);
+      offset += entry->reclen;
+      unsigned fd = 0;
+      bool number = entry->name[0] != '\0';
+      for (const char* digit = entry->name; *digit != '\0'; digit++) {
+        if (*digit < '0' || *digit > '9') number = false;
+        else fd = fd * 10 + static_cast<unsigned>(*digit - '0');
+      }
+      if (number && fd >= low && fd <= high && static_cast<int>(fd) != directory) mark_cloexec(static_cast<int>(fd));
+    }
   }
+  close(directory);
+  return true;
+}
+#endif
+
+// Marks [low, high] close-on-exec so nothing but the fd map reaches the new program: every open fd, however
+// high (Node raises RLIMIT_NOFILE to its hard limit).
+void cloexec_range(unsigned low, unsigned high) {
+#ifdef __linux__
+  if (syscall(SYS_close_range, low, high, CLOSE_RANGE_CLOEXEC) == 0) return;
+  if (cloexec_listed(low, high)) return;
+#endif
+  rlimit limit;
+  rlim_t end = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? limit.rlim_cur : 1U << 20;
+  for (rlim_t fd = low; fd <= high && fd < end; fd++) mark_cloexec(static_cast<int>(fd));
 }
 
 // Runs between fork and exec: async-signal-safe calls only.
@@ -115,8 +161,11 @@ void cloexec_range(unsigned low, unsigned high) {
 
   if (options.process_group && setpgid(0, 0) < 0) fail(plan, kSetpgid);
 
-  // Privileges first: a change of uid after PR_SET_PDEATHSIG clears it.
-  if ((options.uid >= 0 || options.gid >= 0) && geteuid() == 0) {
+  // Privileges first: a change of uid after PR_SET_PDEATHSIG clears it. Supplementary groups as asked
+  // (initgroups for a user), never root's own.
+  if (options.set_groups) {
+    if (raw_setgroups(options.groups.size(), options.groups.data()) < 0) fail(plan, kSetgroups);
+  } else if ((options.uid >= 0 || options.gid >= 0) && geteuid() == 0) {
     gid_t group = static_cast<gid_t>(options.gid);
     if (raw_setgroups(options.gid >= 0 ? 1 : 0, &group) < 0) fail(plan, kSetgroups);
   }
@@ -159,18 +208,37 @@ void cloexec_range(unsigned low, unsigned high) {
 }
 
 #ifdef __linux__
-// The child's stack while it shares our memory. spawn() runs on the main thread only, and CLONE_VFORK
-// suspends it until the child has exec'd or exited, so one static stack is never used twice at once.
-alignas(64) char child_stack[256 * 1024];
+const size_t kChildStackBytes = 256 * 1024;
 
 int run_child_entry(void* plan) { run_child(*static_cast<ChildPlan*>(plan)); }
 
 const char* const kStartChildCall = "clone";
 
+// The child runs on a stack of its own while it shares our memory, with a guard page below it, as
+// posix_spawn does: an overflow faults instead of writing over the primary's memory. CLONE_VFORK suspends
+// this thread until the child has exec'd or exited, so the stack is unmapped only after that.
 pid_t start_child(ChildPlan& plan) {
-  return clone(run_child_entry, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* stack = mmap(nullptr, kChildStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -1;
+  if (mprotect(stack, page, PROT_NONE) < 0) {
+    int error = errno;
+    munmap(stack, kChildStackBytes + page);
+    errno = error;
+    return -1;
+  }
+  pid_t pid = clone(run_child_entry, static_cast<char*>(stack) + page + kChildStackBytes, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  int error = errno;
+  munmap(stack, kChildStackBytes + page);
+  errno = error;
+  return pid;
 }
+
+// PR_SET_PDEATHSIG fires when the forking thread exits: children are started from the main thread only.
+bool on_main_thread() { return syscall(SYS_gettid) == getpid(); }
 #else
+bool on_main_thread() { return true; }
+
 const char* const kStartChildCall = "fork";
 
 pid_t start_child(ChildPlan& plan) {
@@ -193,7 +261,34 @@ int open_error_pipe(int fds[2]) {
 
 }  // namespace
 
+Failure user_groups(uid_t uid, gid_t* primary, std::vector<gid_t>* groups) {
+  long suggested = sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buffer(suggested > 0 ? static_cast<size_t>(suggested) : 16384);
+  passwd entry;
+  passwd* found = nullptr;
+  int error;
+  while ((error = getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found)) == ERANGE) buffer.resize(buffer.size() * 2);
+  if (error != 0) return {-error, "getpwuid_r"};
+  if (found == nullptr) return {-ENOENT, "getpwuid_r"};
+  *primary = entry.pw_gid;
+  int count = 64;
+  groups->resize(count);
+  for (;;) {
+#ifdef __APPLE__
+    int found_groups = getgrouplist(entry.pw_name, static_cast<int>(entry.pw_gid), reinterpret_cast<int*>(groups->data()), &count);
+#else
+    int found_groups = getgrouplist(entry.pw_name, entry.pw_gid, groups->data(), &count);
+#endif
+    if (found_groups >= 0) break;
+    count = std::max(count, static_cast<int>(groups->size()) * 2);
+    groups->resize(count);
+  }
+  groups->resize(count);
+  return {};
+}
+
 Failure spawn(const SpawnOptions& options, Spawned* out) {
+  if (!on_main_thread()) return {-EPERM, "spawn (not on the main thread)"};
   ChildPlan plan;
   plan.options = &options;
   plan.parent = getpid();

@@ -18,7 +18,9 @@
 namespace prefork {
 
 void start_orphan_watchdog(int fd, int grace_ms) {
-  std::thread([fd, grace_ms]() {
+  int own = dup_cloexec(fd);  // JavaScript owns fd and may close it; a closed fd would read as the peer gone
+  if (own < 0) return;
+  std::thread([fd = own, grace_ms]() {
     pollfd watched{fd, POLLRDHUP, 0};
     for (;;) {
       // POLLHUP and POLLERR are always reported; data arriving (POLLIN) is not asked for and wakes nothing.

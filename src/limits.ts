@@ -10,6 +10,13 @@ export const DEFAULT_BACKLOG = 511;
 
 /** supervise()'s `workers`, scale() and PREFORK_WORKERS. */
 export const MAX_WORKERS = 1024;
+/** Addresses workers may have the primary open on request (maxRequestedAddresses): each costs one fd per slot. */
+export const DEFAULT_MAX_REQUESTED_ADDRESSES = 64;
+export const MAX_REQUESTED_ADDRESSES = 4096;
+
+/** The largest control-channel frame body: the protocol's messages are a few hundred bytes. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
 /** restart.maxRestarts: a sanity bound. */
 export const MAX_RESTARTS = 1_000_000;
 

@@ -27,7 +27,7 @@ export async function listen(server: net.Server, address: ListenAddress, options
   if (primary === null) {
     const settings: SupervisorOptions = typeof options === 'object' && options !== null ? options : {};
     const listenOption = settings.listen ?? (typeof options === 'number' ? { host: parsed.host, port: parsed.port, backlog: options } : address);
-    primary = supervise({ ...settings, listen: listenOption });
+    primary = supervise({ signals: true, exitProcess: true, ...settings, listen: listenOption });
   } else if (!primary.config.listen.some((config) => addressMatches(configuredAddress(config), parsed.host, parsed.port))) {
     throw invalidValue('address', `is not among the supervisor's addresses (${primary.config.listen.map((config) => config.label).join(', ')}); pass every address in options.listen on the first call`, address);
   }

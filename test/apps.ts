@@ -1,7 +1,7 @@
 // Test harness for the zero-code mode: runs an unmodified app (test/fixtures/apps) under
 // `node -r prefork/register`, `--import` or the prefork command, and reads what its workers print.
 import child_process, { type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDead, waitFor } from './helpers';
@@ -26,6 +26,7 @@ export class AppRun {
       cwd: root, // so `prefork/register` resolves to this package
       env: { ...process.env, PREFORK_WORKERS: '2', SIDE_EFFECT_FILE: this.sideEffectFile, SOCKET_DIR: this.scratch, ...env },
     });
+    chmodSync(this.scratch, 0o777); // workers may run as another user (PREFORK_USER)
     running.add(this);
     this.process.stdout.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));
     this.process.stderr.setEncoding('utf8').on('data', (chunk: string) => (this.errors += chunk));

@@ -1,5 +1,5 @@
 // The control channel: framed JSON messages and fds over a socketpair, in one process and across processes.
-import { closeSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync, writeSync } from 'node:fs';
 import { createChannelPair, createListenSocket, spawn, ControlChannel, ChildHandle } from '../src';
 import { fixture, newSockets, openFds } from './helpers';
 
@@ -58,15 +58,26 @@ test('messages arrive whole and in order', async () => {
   expect(received).toEqual(Array.from({ length: 100 }, (_, i) => ({ seq: i, text: 'x'.repeat(i * 10) })));
 });
 
-test('a message larger than the socket buffer is queued and arrives intact', async () => {
+test('more than the socket buffer holds is queued and arrives intact, in order', async () => {
   const [left, right] = pair();
-  const big = 'y'.repeat(4 * 1024 * 1024);
-  const arrival = nextMessages(right, 2);
-  left.send({ big });
+  const chunk = 'y'.repeat(60 * 1024);
+  const arrival = nextMessages(right, 101);
+  for (let i = 0; i < 100; i++) left.send({ i, chunk }); // 6 MB: far past the socket buffer
   left.send('after');
-  const [[first], [second]] = await arrival;
-  expect((first as { big: string }).big === big).toBe(true);
-  expect(second).toBe('after');
+  const messages = await arrival;
+  expect(messages.slice(0, 100).every(([message], i) => (message as { i: number; chunk: string }).i === i && (message as { chunk: string }).chunk === chunk)).toBe(true);
+  expect(messages[100][0]).toBe('after');
+});
+
+test('frames are capped at 64 KiB: send() refuses a larger message, and a peer announcing one is cut off', async () => {
+  const [left, right] = pair();
+  expect(() => left.send('x'.repeat(70 * 1024))).toThrow('The "message" option must serialise to at most 65536 bytes of JSON');
+  const failed = new Promise<Error>((resolve) => right.once('error', resolve));
+  const header = Buffer.alloc(8);
+  header.writeUInt32BE(16 * 1024 * 1024, 0); // a 16 MiB body announced
+  writeSync(left.fd, header);
+  expect(await failed).toMatchObject({ code: 'ERR_PREFORK_CHANNEL_PROTOCOL' });
+  expect(right.closed).toBe(true);
 });
 
 test('an fd travels with its message (SCM_RIGHTS) and is a new descriptor of the same socket', async () => {
@@ -92,11 +103,11 @@ test('an fd queued behind a full socket buffer survives the caller closing its o
   const [left, right] = pair();
   const socket = await createListenSocket({ host: '127.0.0.1', port: 0 });
   const inode = fstatSync(socket.fd).ino;
-  const arrival = nextMessages(right, 2);
-  left.send('z'.repeat(4 * 1024 * 1024)); // fills the socket buffer: the next message waits in the queue
+  const arrival = nextMessages(right, 101);
+  for (let i = 0; i < 100; i++) left.send('z'.repeat(60 * 1024)); // fills the socket buffer: the next message waits in the queue
   left.send('with fd', [socket.fd]);
   closeSync(socket.fd);
-  const [, [message, fds]] = await arrival;
+  const [message, fds] = (await arrival)[100];
   expect(message).toBe('with fd');
   expect(fstatSync(fds[0]).ino).toBe(inode);
   closeSync(fds[0]);

@@ -210,7 +210,7 @@ test('child_process in the same program keeps getting its own exit events', asyn
 
 test('the thread+waitpid fallback reports exits where pidfd is not used', async () => {
   const [pid, pidfd] = native.spawn({
-    file: '/bin/sh', args: ['sh', '-c', 'exit 9'], env: [], cwd: undefined, fds: [], uid: -1, gid: -1, cpus: [], processGroup: false, deathSignal: 9,
+    file: '/bin/sh', args: ['sh', '-c', 'exit 9'], env: [], cwd: undefined, fds: [], uid: -1, gid: -1, groups: null, cpus: [], processGroup: false, deathSignal: 9,
   });
   if (pidfd >= 0) closeSync(pidfd);
   const status = await new Promise((resolve) => native.waitInThread(pid, (code, signal) => resolve({ code, signal })));

@@ -14,6 +14,8 @@ if (prefork.isPrimary()) {
     listen: address,
     workers: Number(process.env.BENCH_WORKERS) || undefined,
     restart: process.env.BENCH_RESET_AFTER ? { resetAfter: Number(process.env.BENCH_RESET_AFTER) } : undefined,
+    signals: true,
+    exitProcess: true,
   });
   const event = (name, details = {}) => process.stderr.write(`bench-event ${JSON.stringify({ event: name, ...details })}\n`);
   supervisor.ready().then(() => event('ready', { pids: supervisor.workers.map((worker) => worker.pid) }), () => {});

@@ -23,6 +23,8 @@ export interface NativeSpawnRequest {
   fds: Array<[parentFd: number, childFd: number]>;
   uid: number;
   gid: number;
+  /** The supplementary groups to set (root only); null: leave them (or, with uid/gid, just gid). */
+  groups: number[] | null;
   cpus: number[];
   processGroup: boolean;
   deathSignal: number;
@@ -30,7 +32,10 @@ export interface NativeSpawnRequest {
 
 /** What native/binding.cc exports. Errors carry errno, code and syscall. */
 export interface NativeBinding {
-  createListenSocket(host: string, family: 4 | 6, port: number, ipv6Only: boolean, backlog: number): [fd: number, port: number];
+  /** `reusePort: false` makes a probe: it fails EADDRINUSE where any other socket is bound (TIME_WAIT aside). */
+  createListenSocket(host: string, family: 4 | 6, port: number, ipv6Only: boolean, backlog: number, reusePort?: boolean): [fd: number, port: number];
+  /** A user's primary gid and all its gids (initgroups); throws ENOENT for an unknown uid. */
+  userGroups(uid: number): [gid: number, groups: number[]];
   spawn(request: NativeSpawnRequest): [pid: number, pidfd: number];
   waitPidfd(pidfd: number): [code: number, signal: number] | null;
   waitInThread(pid: number, callback: (code: number, signal: number) => void): void;

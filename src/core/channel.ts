@@ -3,13 +3,13 @@ import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { native, type NativePoller, READABLE, WRITABLE } from './binding';
 import { invalidValue, preforkError } from '../errors';
-import { MAX_INT } from '../limits';
+import { MAX_FRAME_BYTES, MAX_INT } from '../limits';
 import { checkInteger } from '../validate';
 
 // Frame: u32 body length, u32 fd count, JSON body. The fds ride with the frame's first byte, so they
 // reach the reader no later than their frame; a queue pairs them with frames in order.
 const HEADER_BYTES = 8;
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
+
 export const MAX_FDS_PER_MESSAGE = 32;
 const READ_BUFFER_BYTES = 64 * 1024;
 
@@ -32,7 +32,9 @@ export class ControlChannel extends EventEmitter {
   readonly fd: number;
   private readonly poller: NativePoller;
   private readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-  private received = Buffer.alloc(0);
+  /** Bytes read and not yet delivered, as the chunks they arrived in (each byte is copied once, not per read). */
+  private chunks: Buffer[] = [];
+  private pendingBytes = 0;
   private receivedFds: number[] = [];
   private readonly writes: PendingWrite[] = [];
   private isClosed = false;
@@ -67,8 +69,8 @@ export class ControlChannel extends EventEmitter {
     }
     fds.forEach((fd, i) => checkInteger(`fds[${i}]`, fd, 0, MAX_INT));
     const body = Buffer.from(JSON.stringify(message) ?? 'null');
-    if (body.length > MAX_BODY_BYTES) {
-      throw invalidValue('message', `must serialise to at most ${MAX_BODY_BYTES} bytes of JSON`, `${body.length} bytes`);
+    if (body.length > MAX_FRAME_BYTES) {
+      throw invalidValue('message', `must serialise to at most ${MAX_FRAME_BYTES} bytes of JSON`, `${body.length} bytes`);
     }
     const frame = Buffer.allocUnsafe(HEADER_BYTES + body.length);
     frame.writeUInt32BE(body.length, 0);
@@ -134,29 +136,43 @@ export class ControlChannel extends EventEmitter {
         this.close();
         return;
       }
-      this.received = Buffer.concat([this.received, this.readBuffer.subarray(0, bytes)]);
+      this.chunks.push(Buffer.from(this.readBuffer.subarray(0, bytes)));
+      this.pendingBytes += bytes;
       this.deliverFrames();
       if (this.isClosed) return;
     }
   }
 
+  /** The first `length` pending bytes as one buffer, removed from the chunks when `consume`. */
+  private firstBytes(length: number, consume: boolean): Buffer {
+    if (this.chunks[0].length < length) this.chunks.splice(0, this.chunks.length, Buffer.concat(this.chunks)); // at most one frame
+    const bytes = this.chunks[0].subarray(0, length);
+    if (consume) {
+      this.pendingBytes -= length;
+      if (this.chunks[0].length === length) this.chunks.shift();
+      else this.chunks[0] = this.chunks[0].subarray(length);
+    }
+    return bytes;
+  }
+
   private deliverFrames(): void {
-    while (this.received.length >= HEADER_BYTES) {
-      const bodyLength = this.received.readUInt32BE(0);
-      const fdCount = this.received.readUInt32BE(4);
-      if (bodyLength > MAX_BODY_BYTES || fdCount > MAX_FDS_PER_MESSAGE || fdCount > this.receivedFds.length) {
+    while (this.pendingBytes >= HEADER_BYTES) {
+      const header = this.firstBytes(HEADER_BYTES, false);
+      const bodyLength = header.readUInt32BE(0);
+      const fdCount = header.readUInt32BE(4);
+      if (bodyLength > MAX_FRAME_BYTES || fdCount > MAX_FDS_PER_MESSAGE || fdCount > this.receivedFds.length) {
         this.failProtocol();
         return;
       }
-      if (this.received.length < HEADER_BYTES + bodyLength) return;
+      if (this.pendingBytes < HEADER_BYTES + bodyLength) return;
+      const frame = this.firstBytes(HEADER_BYTES + bodyLength, true);
       let message: unknown;
       try {
-        message = JSON.parse(this.received.subarray(HEADER_BYTES, HEADER_BYTES + bodyLength).toString());
+        message = JSON.parse(frame.subarray(HEADER_BYTES).toString());
       } catch {
         this.failProtocol();
         return;
       }
-      this.received = this.received.subarray(HEADER_BYTES + bodyLength);
       const fds = this.receivedFds.splice(0, fdCount);
       this.emit('message', message, fds);
       if (this.isClosed) return;

@@ -1,5 +1,6 @@
 // createListenSocket(): validate, resolve the host name, and have the core open an SO_REUSEPORT socket.
 import { lookup } from 'node:dns/promises';
+import { closeSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { native } from './binding';
 import { invalidValue } from '../errors';
@@ -63,6 +64,30 @@ export async function createListenSocket(options: ListenSocketOptions): Promise<
   if (version !== 0) return open(host, version as 4 | 6, port, ipv6Only, nativeBacklog);
   const resolved = await lookup(host);
   return open(resolved.address, resolved.family as 4 | 6, port, ipv6Only, nativeBacklog);
+}
+
+/**
+ * Fails EADDRINUSE (`bind EADDRINUSE 127.0.0.1:3000`) when any other socket is bound to the address: a
+ * probe without SO_REUSEPORT joins no group, listens on nothing, and is closed at once. The primary checks
+ * this before it opens an address, so it never silently joins another process's reuseport group.
+ */
+export async function checkAddressFree(host: string | undefined, port: number, ipv6Only: boolean): Promise<void> {
+  if (port === 0) return; // the kernel picks a free one
+  const [address, family] = host === undefined ? ['::', 6 as const] : isIP(host) ? [host, isIP(host) as 4 | 6] : await resolved(host);
+  let fd: number;
+  try {
+    [fd] = native.createListenSocket(address, family, port, ipv6Only, -1, false);
+  } catch (error) {
+    if (host === undefined && ((error as { code?: string }).code === 'EAFNOSUPPORT' || (error as { code?: string }).code === 'EADDRNOTAVAIL')) {
+      [fd] = native.createListenSocket('0.0.0.0', 4, port, ipv6Only, -1, false);
+    } else throw error;
+  }
+  closeSync(fd);
+}
+
+async function resolved(host: string): Promise<[string, 4 | 6]> {
+  const { address, family } = await lookup(host);
+  return [address, family as 4 | 6];
 }
 
 function open(host: string, family: 4 | 6, port: number, ipv6Only: boolean, backlog: number): ListenSocket {

@@ -20,9 +20,16 @@ export interface SpawnOptions {
   cwd?: string;
   /** Child fd number → parent fd: the child gets exactly these (plus 0-2 when not mapped). Default {}. */
   fds?: Record<number, number>;
-  /** Run the child as this user id / group id (needs root). Default: unchanged. */
+  /**
+   * Run the child as this user id (needs root). Without `gid`, the user's primary group; without `groups`,
+   * every group the user belongs to (initgroups, as nginx and gunicorn do). A uid with no entry in the user
+   * database needs `gid`. Default: unchanged.
+   */
   uid?: number;
+  /** Run the child with this group id (needs root). Default: the user's primary group with `uid`, else unchanged. */
   gid?: number;
+  /** Supplementary group ids of the child (needs root). Default: the user's groups with `uid`, else just `gid`. */
+  groups?: number[];
   /** Pin the child to these CPU numbers (Linux). Default: inherit the parent's affinity. */
   cpus?: number[];
   /** Put the child in a new process group (so kill(-pid) reaches its descendants). Default false. */
@@ -38,7 +45,7 @@ export interface ExitInfo {
   signal: NodeJS.Signals | null;
 }
 
-const OPTION_NAMES = ['file', 'args', 'env', 'cwd', 'fds', 'uid', 'gid', 'cpus', 'processGroup', 'deathSignal'] as const;
+const OPTION_NAMES = ['file', 'args', 'env', 'cwd', 'fds', 'uid', 'gid', 'groups', 'cpus', 'processGroup', 'deathSignal'] as const;
 const MAX_CHILD_FD = 1023;
 const MAX_CPU = 1023; // CPU_SETSIZE - 1
 const MAX_ID = 2 ** 32 - 2;
@@ -130,7 +137,13 @@ export function spawn(options: SpawnOptions): ChildHandle {
   const cwd = options.cwd === undefined ? undefined : checkString('cwd', options.cwd);
   const fds = fdMap(options.fds ?? {});
   const uid = options.uid === undefined ? -1 : checkInteger('uid', options.uid, 0, MAX_ID);
-  const gid = options.gid === undefined ? -1 : checkInteger('gid', options.gid, 0, MAX_ID);
+  let gid = options.gid === undefined ? -1 : checkInteger('gid', options.gid, 0, MAX_ID);
+  let groups: number[] | null = null;
+  if (options.groups !== undefined) {
+    if (!Array.isArray(options.groups)) throw invalidType('groups', 'an array of group ids', options.groups);
+    groups = options.groups.map((group, i) => checkInteger(`groups[${i}]`, group, 0, MAX_ID));
+  }
+  if (uid >= 0 && (gid < 0 || groups === null)) ({ gid, groups } = accountOf(uid, gid, groups));
   const cpus = cpuList(options.cpus);
   const processGroup = options.processGroup === undefined ? false : checkBoolean('processGroup', options.processGroup);
   const deathSignal =
@@ -145,11 +158,26 @@ export function spawn(options: SpawnOptions): ChildHandle {
     fds,
     uid,
     gid,
+    groups,
     cpus,
     processGroup,
     deathSignal,
   });
   return new ChildHandle(pid, pidfd);
+}
+
+/** initgroups() for `uid`: its primary group unless `gid` is given, and its groups unless `groups` is. */
+function accountOf(uid: number, gid: number, groups: number[] | null): { gid: number; groups: number[] } {
+  let account: [number, number[]];
+  try {
+    account = native.userGroups(uid);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code !== 'ENOENT') throw cause;
+    if (gid >= 0) return { gid, groups: groups ?? [gid] }; // no user entry: the group given, and only it
+    throw invalidValue('gid', `is required: uid ${uid} has no entry in the user database, so it has no group of its own (it would keep root's)`, undefined);
+  }
+  const [primary, all] = account;
+  return { gid: gid >= 0 ? gid : primary, groups: groups ?? all };
 }
 
 /** Sends a signal by name to any process, like process.kill() with the argument checks of this package. */

@@ -3,7 +3,9 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { lookupAccount, usableCpuCount } from '../core/system';
 import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
-import { DEFAULT_STORE_CAPACITY, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import {
+  DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_STORE_CAPACITY, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS,
+} from '../limits';
 import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
 import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from '../validate';
 
@@ -57,10 +59,21 @@ export interface SupervisorOptions {
   sockets?: 'reuseport' | 'shared';
   /** Keys the shared counter store (CounterStore, RateLimitStore) holds; 0: no shared store. Default 65536. */
   storeCapacity?: number;
-  /** Handle SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU in the primary. Default true. */
+  /**
+   * Handle SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU in the primary. Default false for supervise() (a library
+   * embedding it keeps its signals, as with node:cluster); true for listen(), register mode and the command.
+   */
   signals?: boolean;
-  /** Exit the primary process when the supervisor ends: 0 after a requested shutdown, 1 after a failure. Default true. */
+  /**
+   * Exit the primary process when the supervisor ends: 0 after a requested shutdown, 1 after a failure.
+   * Default false for supervise(); true for listen(), register mode and the command.
+   */
   exitProcess?: boolean;
+  /**
+   * How many addresses workers may have the primary open on request, beyond `listen` (a worker's listen() on
+   * an address nobody configured). 0: none. Workers that run as another `user`/`group` may never. Default 64.
+   */
+  maxRequestedAddresses?: number;
 }
 
 export interface SupervisorConfig {
@@ -82,11 +95,12 @@ export interface SupervisorConfig {
   storeCapacity: number;
   signals: boolean;
   exitProcess: boolean;
+  maxRequestedAddresses: number;
 }
 
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
-  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess',
+  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
 ] as const;
 const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
 export const RESTART_DEFAULTS: Required<RestartOptions> = {
@@ -126,8 +140,10 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     sockets,
     storeCapacity:
       options.storeCapacity === undefined ? DEFAULT_STORE_CAPACITY : checkInteger('storeCapacity', options.storeCapacity, 0, MAX_STORE_CAPACITY),
-    signals: options.signals === undefined ? true : checkBoolean('signals', options.signals),
-    exitProcess: options.exitProcess === undefined ? true : checkBoolean('exitProcess', options.exitProcess),
+    signals: options.signals === undefined ? false : checkBoolean('signals', options.signals),
+    exitProcess: options.exitProcess === undefined ? false : checkBoolean('exitProcess', options.exitProcess),
+    maxRequestedAddresses:
+      options.maxRequestedAddresses === undefined ? DEFAULT_MAX_REQUESTED_ADDRESSES : checkInteger('maxRequestedAddresses', options.maxRequestedAddresses, 0, MAX_REQUESTED_ADDRESSES),
   };
 }
 

@@ -1,13 +1,10 @@
 // The primary's signals, as gunicorn and nginx take them: TERM/INT stop, HUP reloads, TTIN/TTOU scale by one.
-import { MAX_WORKERS } from '../limits';
-
 /** What the signals act on (the supervisor). */
 export interface SignalTarget {
-  readonly workerCount: number;
   readonly shuttingDown: boolean;
   shutdown(): Promise<void>;
   reload(): Promise<void>;
-  scale(workers: number): Promise<void>;
+  scaleBy(delta: 1 | -1): Promise<void>;
   killAll(): void;
 }
 
@@ -21,8 +18,9 @@ export function handleSignals(target: SignalTarget): () => void {
     // A second Ctrl-C does not wait for in-flight requests.
     SIGINT: () => (target.shuttingDown ? target.killAll() : void target.shutdown()),
     SIGHUP: () => void target.reload().catch(report),
-    SIGTTIN: () => void target.scale(Math.min(MAX_WORKERS, target.workerCount + 1)).catch(report),
-    SIGTTOU: () => void (target.workerCount > 1 ? target.scale(target.workerCount - 1).catch(report) : undefined),
+    // The step reads the count when it runs: two TTINs during a reload make two more workers.
+    SIGTTIN: () => void target.scaleBy(1).catch(report),
+    SIGTTOU: () => void target.scaleBy(-1).catch(report),
   };
   for (const signal of SIGNALS) process.on(signal, handlers[signal]);
   return () => {

@@ -3,12 +3,13 @@ import type { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
-import { formatAddress, listenConfig } from '../protocol/address';
+import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
 import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import { SocketTable } from './socket-table';
 import { describeExit, inspectorExecArgv, startWorkerProcess, type Worker, type WorkerProcess } from './worker-process';
+import { checkWorkerMessage } from './worker-messages';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
 export interface Slot {
@@ -32,6 +33,8 @@ export class WorkerSlots {
   private readonly processes = new Set<WorkerProcess>();
   private stopping = false;
   private workersStarted = 0;
+  /** Addresses opened because a worker asked (not configured): capped by maxRequestedAddresses. */
+  private requestedAddresses = 0;
 
   constructor(
     private readonly config: SupervisorConfig,
@@ -66,7 +69,23 @@ export class WorkerSlots {
     return this.list[slot.id] === slot;
   }
 
-  /** Starts a worker for the slot on its sockets. */
+  /**
+   * Starts a worker for the slot; if it cannot be started (EAGAIN under a pids limit, EMFILE, ENOMEM), that
+   * counts as a crash of the slot: 'spawnfailed', then a restart with backoff. The other slots keep serving.
+   */
+  fill(slot: Slot): WorkerProcess | null {
+    try {
+      return this.spawn(slot);
+    } catch (error) {
+      if (this.stopping) throw error;
+      this.events.emit('spawnfailed', slot.id, error);
+      const never: Worker = { id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts };
+      this.ensureServing(slot, never, null, null);
+      return null;
+    }
+  }
+
+  /** Starts a worker for the slot on its sockets; throws if it cannot be started. */
   spawn(slot: Slot): WorkerProcess {
     if (this.stopping) throw preforkError('ERR_PREFORK_NOT_RUNNING', 'Cannot start a worker: the supervisor is stopping');
     slot.generation += 1;
@@ -80,21 +99,26 @@ export class WorkerSlots {
       config: this.config,
     });
     this.processes.add(worker);
-    worker.channel.on('message', (message: WorkerMessage, received: number[]) => {
+    worker.channel.on('message', (message: unknown, received: number[]) => {
       for (const fd of received) closeSync(fd); // workers send no fds to the primary
-      this.onMessage(worker, message);
+      const checked = checkWorkerMessage(message);
+      if ('problem' in checked) this.misbehaved(worker, checked.problem);
+      else this.onMessage(worker, checked.message);
     });
-    worker.channel.on('error', () => worker.channel.close());
+    worker.channel.on('error', (error: Error) => this.misbehaved(worker, error.message));
     worker.child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => this.onExit(worker, code, signal));
     this.events.emit('fork', worker.record);
     return worker;
   }
 
-  /** A reload could not start the slot's replacement: if the old worker died meanwhile, the slot restarts. */
-  refillAfterFailedReload(slot: Slot, failed: WorkerProcess, cause: unknown): void {
-    if (slot.worker !== null || !this.has(slot) || this.stopping) return;
-    const { exitCode = null, signal = null } = cause as { exitCode?: number | null; signal?: NodeJS.Signals | null };
-    this.scheduleRestart(slot, failed.record, exitCode, signal);
+  /**
+   * The one place a slot without a worker gets one again: after an exit, a failed spawn, or a reload whose
+   * replacement failed. It does nothing while the slot has a worker, an incoming one, or a restart pending, so
+   * two handlers seeing the same loss cannot start two replacements.
+   */
+  ensureServing(slot: Slot, old: Worker, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.stopping || !this.has(slot) || slot.worker !== null || slot.incoming !== null || slot.restartTimer !== null) return;
+    this.scheduleRestart(slot, old, code, signal);
   }
 
   /** Stops every worker (SIGKILL after `timeout` ms) and closes every socket; resolves when all are reaped. */
@@ -123,12 +147,15 @@ export class WorkerSlots {
       case 'socket':
         void this.answerSocketRequest(worker, message);
         break;
-      case 'listening':
+      case 'listening': {
+        const address = this.sockets.addresses[message.index];
+        if (!address) return this.misbehaved(worker, `'listening' on address ${message.index}, which it was never given`);
         worker.adopted.add(message.index);
         if (record.state === 'starting' || record.state === 'online') record.state = 'listening';
-        this.events.emit('listening', record, message.address);
+        this.events.emit('listening', record, { host: address.host, port: address.port, family: address.family });
         if (!this.config.waitReady && worker.adopted.size >= this.sockets.addresses.length) this.markReady(worker);
         break;
+      }
       case 'ready':
         this.markReady(worker);
         break;
@@ -142,7 +169,8 @@ export class WorkerSlots {
   private async answerSocketRequest(worker: WorkerProcess, request: Extract<WorkerMessage, { type: 'socket' }>): Promise<void> {
     debug('primary: worker %d (pid %d) asks for a socket on %s (request %d)', worker.record.id, worker.record.pid, formatAddress(request.host, request.port), request.requestId);
     try {
-      const index = await this.sockets.ensureAddress(listenConfig(request.host ?? undefined, request.port, request.ipv6Only, request.backlog), request.zeroPortCall);
+      const config = listenConfig(request.host ?? undefined, request.port, request.ipv6Only, request.backlog);
+      const index = this.sockets.find(config, request.zeroPortCall) ?? (await this.openRequested(config, request.zeroPortCall));
       const slot = this.list[worker.record.id];
       const socket = this.sockets.socketsOf(worker.record.id)[index];
       if (!socket || !slot || (slot.worker !== worker && slot.incoming !== worker)) {
@@ -161,6 +189,39 @@ export class WorkerSlots {
     }
   }
 
+  /**
+   * A worker asks for an address nobody configured. Workers whose privileges were dropped (user, group) may
+   * not: the primary would open for them what they cannot. Others may, up to maxRequestedAddresses, and
+   * never on a port another process holds.
+   */
+  private openRequested(config: ListenConfig, zeroPortCall: number): Promise<number> {
+    const label = formatAddress(config.host, config.port);
+    if (this.config.uid !== undefined || this.config.gid !== undefined) {
+      return Promise.reject(Object.assign(
+        preforkError('ERR_PREFORK_ADDRESS_NOT_ALLOWED', `listen ${label}: not among the addresses the operator configured (listen, PREFORK_LISTEN, --listen), and workers run with dropped privileges`),
+        { syscall: 'listen' },
+      ));
+    }
+    if (this.requestedAddresses >= this.config.maxRequestedAddresses) {
+      return Promise.reject(Object.assign(
+        preforkError('ERR_PREFORK_ADDRESS_NOT_ALLOWED', `listen ${label}: workers asked for more than ${this.config.maxRequestedAddresses} addresses (maxRequestedAddresses)`),
+        { syscall: 'listen' },
+      ));
+    }
+    this.requestedAddresses += 1;
+    const opening = this.sockets.ensureAddress(config, zeroPortCall);
+    opening.catch(() => (this.requestedAddresses -= 1));
+    return opening;
+  }
+
+  /** A worker broke the protocol: it is killed (and replaced, as after a crash); the primary carries on. */
+  private misbehaved(worker: WorkerProcess, problem: string): void {
+    if (worker.record.state === 'exited') return;
+    process.stderr.write(`prefork: worker ${worker.record.id} (pid ${worker.record.pid}) broke the control protocol (${problem}); killing it\n`);
+    worker.channel.close();
+    worker.child.kill('SIGKILL');
+  }
+
   private markReady(worker: WorkerProcess): void {
     if (!worker.markReady()) return;
     debug('primary: worker %d (pid %d) is ready', worker.record.id, worker.record.pid);
@@ -173,15 +234,11 @@ export class WorkerSlots {
     this.events.emit('exit', worker.record, code, signal);
 
     const slot = this.list[worker.record.id];
-    if (!slot || this.stopping) return;
-    if (slot.incoming === worker) {
-      slot.incoming = null;
-      if (slot.worker === null) this.scheduleRestart(slot, worker.record, code, signal);
-      return;
-    }
-    if (slot.worker !== worker) return; // an old generation that drained
-    slot.worker = null;
-    if (slot.incoming === null) this.scheduleRestart(slot, worker.record, code, signal);
+    if (!slot) return;
+    if (slot.incoming === worker) slot.incoming = null;
+    else if (slot.worker === worker) slot.worker = null;
+    else return; // an old generation that drained
+    this.ensureServing(slot, worker.record, code, signal);
   }
 
   private scheduleRestart(slot: Slot, old: Worker, code: number | null, signal: NodeJS.Signals | null): void {
@@ -208,9 +265,9 @@ export class WorkerSlots {
   private async restart(slot: Slot, old: Worker, delay: number): Promise<void> {
     if (this.stopping || !this.has(slot)) return;
     await this.sockets.rejoinGroup(slot.id);
-    if (this.stopping || !this.has(slot)) return;
+    if (this.stopping || !this.has(slot) || slot.worker !== null) return;
     slot.restarts += 1;
-    slot.worker = this.spawn(slot);
-    this.events.emit('restart', old, slot.worker.record, delay);
+    slot.worker = this.fill(slot);
+    if (slot.worker) this.events.emit('restart', old, slot.worker.record, delay);
   }
 }

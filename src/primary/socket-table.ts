@@ -1,6 +1,6 @@
 // The primary's listen sockets: one per (address, worker slot) in reuseport mode, one per address in shared mode.
 import { closeSync } from 'node:fs';
-import { createListenSocket, type ListenSocket } from '../core/listen-socket';
+import { checkAddressFree, createListenSocket, type ListenSocket } from '../core/listen-socket';
 import { preforkError } from '../errors';
 import { addressMatches, type KnownAddress, type ListenConfig } from '../protocol/address';
 import type { InheritedSocket, SocketAddress } from '../protocol/messages';
@@ -67,6 +67,8 @@ export class SocketTable {
    * the one port every slot shares. Every slot in the group gets its socket now, bound but not listening.
    */
   async addAddress(config: ListenConfig, zeroPortCall = 0): Promise<number> {
+    // Never join a group another process holds: any socket bound with SO_REUSEPORT would take a share.
+    await checkAddressFree(config.host, config.port, config.ipv6Only);
     const first = await this.openSocket(config.host, config.port, config.ipv6Only);
     const index = this.addresses.length;
     this.addresses.push({
@@ -86,10 +88,16 @@ export class SocketTable {
     return index;
   }
 
+  /** The index of a known address that a worker's listen(host, port) means, or undefined. */
+  find(config: ListenConfig, zeroPortCall: number): number | undefined {
+    const index = this.addresses.findIndex((known) => addressMatches(known, config.host, config.port, zeroPortCall));
+    return index >= 0 ? index : undefined;
+  }
+
   /** The index of the address a worker's listen(host, port) means; an address not open yet is opened once for all. */
   ensureAddress(config: ListenConfig, zeroPortCall: number): Promise<number> {
-    const index = this.addresses.findIndex((known) => addressMatches(known, config.host, config.port, zeroPortCall));
-    if (index >= 0) return Promise.resolve(index);
+    const index = this.find(config, zeroPortCall);
+    if (index !== undefined) return Promise.resolve(index);
     const key = `${config.host ?? ''}|${config.port}|${config.ipv6Only}|${config.port === 0 ? zeroPortCall : 0}`;
     let opening = this.opening.get(key);
     if (!opening) {

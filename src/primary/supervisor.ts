@@ -39,6 +39,8 @@ export class Supervisor extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private failure: Error | null = null;
   private operations: Promise<unknown> = Promise.resolve();
+  /** Ends a reload's unbounded wait for readiness (readyTimeout 0) when another operation is asked for. */
+  private supersede: (() => void) | null = null;
   private removeSignalHandlers: (() => void) | null = null;
   /** The counter store's shared memory, created before any worker and inherited by every one; -1: none. */
   private storeFd = -1;
@@ -91,18 +93,22 @@ export class Supervisor extends EventEmitter {
         if (this.state !== 'running') throw this.notRunning('reload');
         if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
         const old = slot.worker;
-        const next = this.slots.spawn(slot);
+        let next: WorkerProcess;
+        try {
+          next = this.slots.spawn(slot);
+        } catch (cause) {
+          throw this.reloadFailed(slot.id, cause);
+        }
         slot.incoming = next;
         try {
-          await next.ready;
+          await this.untilReadyOrSuperseded(next);
         } catch (cause) {
           if (slot.incoming === next) slot.incoming = null;
           next.requestStop(0);
-          this.slots.refillAfterFailedReload(slot, next, cause);
-          throw Object.assign(
-            preforkError('ERR_PREFORK_RELOAD_FAILED', `Reload stopped at worker slot ${slot.id}: ${(cause as Error).message}; the old workers keep serving`),
-            { cause },
-          );
+          // The old worker may have died meanwhile and left the slot to this one: the slot is refilled.
+          const { exitCode = null, signal = null } = cause as { exitCode?: number | null; signal?: NodeJS.Signals | null };
+          this.slots.ensureServing(slot, next.record, exitCode, signal);
+          throw this.reloadFailed(slot.id, cause);
         }
         slot.incoming = null;
         slot.worker = next;
@@ -115,15 +121,24 @@ export class Supervisor extends EventEmitter {
   /** Changes the number of workers. New slots get new sockets; removed slots drain and close theirs. */
   scale(workers: number): Promise<void> {
     checkInteger('workers', workers, 1, MAX_WORKERS);
-    return this.serialize(async () => {
-      if (this.state !== 'running') throw this.notRunning('scale');
+    return this.serialize(() => this.scaleTo(workers));
+  }
+
+  /** One more or one fewer worker (SIGTTIN, SIGTTOU): the count is read when the step runs, after earlier ones. */
+  scaleBy(delta: 1 | -1): Promise<void> {
+    return this.serialize(() => this.scaleTo(Math.min(MAX_WORKERS, Math.max(1, this.slots.list.length + delta))));
+  }
+
+  private async scaleTo(workers: number): Promise<void> {
+    if (this.state !== 'running') throw this.notRunning('scale');
+    {
       const from = this.slots.list.length;
       if (workers > from) {
         const added: WorkerProcess[] = [];
         for (let id = from; id < workers; id++) {
           const slot = await this.slots.add(id);
-          slot.worker = this.slots.spawn(slot);
-          added.push(slot.worker);
+          slot.worker = this.slots.fill(slot); // a failed spawn restarts the slot with backoff
+          if (slot.worker) added.push(slot.worker);
         }
         await Promise.all(added.map((worker) => worker.ready));
       } else if (workers < from) {
@@ -132,7 +147,7 @@ export class Supervisor extends EventEmitter {
         await Promise.all(leaving.map((worker) => worker.child.exited));
       }
       this.emit('scale', from, workers);
-    });
+    }
   }
 
   /**
@@ -205,8 +220,31 @@ export class Supervisor extends EventEmitter {
     void this.shutdown();
   }
 
+  private reloadFailed(slot: number, cause: unknown): Error {
+    if (this.shuttingDown) {
+      return Object.assign(preforkError('ERR_PREFORK_SHUT_DOWN', `Reload stopped at worker slot ${slot}: the supervisor is shutting down`), { cause });
+    }
+    return Object.assign(
+      preforkError('ERR_PREFORK_RELOAD_FAILED', `Reload stopped at worker slot ${slot}: ${(cause as Error).message}; the old workers keep serving`),
+      { cause },
+    );
+  }
+
+  /**
+   * A reload's new worker becoming ready. With readyTimeout 0 nothing bounds that wait, so a later reload or
+   * scale supersedes it (the new worker is stopped, the old one keeps serving) instead of queueing forever.
+   */
+  private untilReadyOrSuperseded(worker: WorkerProcess): Promise<void> {
+    if (this.config.readyTimeout > 0) return worker.ready;
+    return new Promise<void>((resolve, reject) => {
+      this.supersede = () => reject(preforkError('ERR_PREFORK_RELOAD_FAILED', 'superseded by a later reload or scale before the new worker was ready'));
+      worker.ready.then(resolve, reject);
+    }).finally(() => (this.supersede = null));
+  }
+
   /** Reload and scale run one at a time, in the order asked. */
   private serialize<T>(operation: () => Promise<T>): Promise<T> {
+    this.supersede?.();
     const run = this.operations.then(async () => {
       await this.started;
       return operation();

@@ -59,6 +59,7 @@ export class WorkerProcess {
   private rejectReady!: (error: Error) => void;
   private readyTimer: NodeJS.Timeout | undefined;
   private killTimer: NodeJS.Timeout | undefined;
+  private killDeadline = Infinity;
   private readonly statsRequests = new Map<number, (reply?: StatsReply) => void>();
   private nextStatsRequest = 1;
 
@@ -115,7 +116,12 @@ export class WorkerProcess {
     }
     if (wasOnline && !this.channel.closed) this.channel.send({ type: 'shutdown', timeout } satisfies PrimaryMessage);
     else this.child.kill('SIGTERM'); // prefork is not loaded there yet: the default action ends it
-    this.killTimer ??= setTimeout(() => this.child.kill('SIGKILL'), timeout);
+    // A shutdown({ timeout }) during a reload's drain shortens it; a later, longer one does not lengthen it.
+    if (Date.now() + timeout < this.killDeadline) {
+      this.killDeadline = Date.now() + timeout;
+      clearTimeout(this.killTimer);
+      this.killTimer = setTimeout(() => this.child.kill('SIGKILL'), timeout);
+    }
   }
 
   /** Its record plus memory and open connections, asked over the channel (nulls if it does not answer in time). */

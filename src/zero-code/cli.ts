@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
 import { parseIntegerText } from '../validate';
-import { optionsFromEnvironment } from './env-options';
+import { optionsFromEnvironment, parseAddressList } from './env-options';
 import { runApp } from './run';
 
 const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
@@ -17,6 +17,8 @@ SO_REUSEPORT sockets the prefork primary owns. The app needs no change.
 
 Options:
   --workers N            number of workers (default: the CPUs this process may use)
+  --listen LIST          addresses the primary opens at start, e.g. 3000 or 127.0.0.1:8080,[::1]:9000
+                         (repeatable); with PREFORK_USER/PREFORK_GROUP, the only ones workers may use
   --shutdown-timeout MS  time a worker gets to finish in-flight requests before SIGKILL (default 10000)
   --ready-timeout MS     time a new worker gets to become ready (default 30000; 0: no limit)
   --wait-ready           a worker is ready only once it calls process.send('ready') or prefork's ready()
@@ -78,6 +80,15 @@ export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
       case '--workers':
         options.workers = integerFlag(flag, value(), 1, MAX_WORKERS);
         break;
+      case '--listen': {
+        const list = value();
+        if (list === undefined) throw new UsageError('--listen needs a value');
+        const addresses = parseAddressList(list, (allowed) => {
+          throw new UsageError(`--listen must be ${allowed}. Received '${list}'`);
+        });
+        options.listen = [...((options.listen as string[] | undefined) ?? []), ...addresses];
+        break;
+      }
       case '--shutdown-timeout':
         options.shutdownTimeout = integerFlag(flag, value(), 0, MAX_TIMEOUT_MS);
         break;

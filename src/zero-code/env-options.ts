@@ -1,6 +1,7 @@
 // Supervisor options from PREFORK_* environment variables (register mode and the prefork command).
-import { MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import { MAX_REQUESTED_ADDRESSES, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
+import { parseListenAddress } from '../protocol/address';
 import { parseIntegerText } from '../validate';
 
 type Parse = (text: string, name: string) => unknown;
@@ -24,9 +25,26 @@ const text: Parse = (value, name) => (value.trim() === '' ? fail(name, 'non-empt
 
 const MS = integer(0, MAX_TIMEOUT_MS);
 
+/** "3000,127.0.0.1:8080,[::1]:9000": the addresses the primary opens, and the only ones for dropped privileges. */
+export function parseAddressList(text: string, fail: (allowed: string) => never): string[] {
+  const allowed = 'a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000)';
+  const entries = text.split(',').map((entry) => entry.trim());
+  if (entries.some((entry) => entry === '')) fail(allowed);
+  for (const entry of entries) {
+    try {
+      parseListenAddress(entry);
+    } catch {
+      fail(allowed);
+    }
+  }
+  return entries;
+}
+
 /** Variable → [option path, parser]. Documented in the README's table. */
 export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_WORKERS: ['workers', integer(1, MAX_WORKERS)],
+  PREFORK_LISTEN: ['listen', (value, name) => parseAddressList(value, (allowed) => fail(name, allowed, value))],
+  PREFORK_MAX_REQUESTED_ADDRESSES: ['maxRequestedAddresses', integer(0, MAX_REQUESTED_ADDRESSES)],
   PREFORK_SHUTDOWN_TIMEOUT: ['shutdownTimeout', MS],
   PREFORK_READY_TIMEOUT: ['readyTimeout', MS],
   PREFORK_WAIT_READY: ['waitReady', boolean],

@@ -1,0 +1,40 @@
+// What the primary accepts from a worker: every message checked field by field before anything acts on it.
+// Workers may run someone else's code: a message that is not exactly one of these ends that worker.
+import { MAX_INT } from '../limits';
+import type { WorkerMessage } from '../protocol/messages';
+
+/** How many listen(0) calls of one worker on one host are told apart (each gets a port of its own). */
+export const MAX_ZERO_PORT_CALLS = 1024;
+
+const isInteger = (value: unknown, min: number, max: number): value is number =>
+  typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
+const isHost = (value: unknown): value is string | null => value === null || (typeof value === 'string' && value.length > 0 && value.length <= 255 && !value.includes('\0'));
+
+/** The message as the protocol defines it, or a reason why it is not one. */
+export function checkWorkerMessage(message: unknown): { message: WorkerMessage } | { problem: string } {
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) return { problem: 'not an object' };
+  const fields = message as Record<string, unknown>;
+  switch (fields.type) {
+    case 'online':
+    case 'ready':
+      return { message: { type: fields.type } };
+    case 'listening': // the address it names is taken from the primary's own table, not from the worker
+      if (!isInteger(fields.index, 0, MAX_INT)) return { problem: "'listening' without a valid index" };
+      return { message: { type: 'listening', index: fields.index, address: { host: '', port: 0, family: 'IPv4' } } };
+    case 'socket': {
+      const { requestId, host, port, ipv6Only, backlog, zeroPortCall } = fields;
+      if (!isInteger(requestId, 0, MAX_INT) || !isHost(host) || !isInteger(port, 0, 65535) || typeof ipv6Only !== 'boolean' ||
+        !isInteger(backlog, 0, MAX_INT) || !isInteger(zeroPortCall, 0, MAX_ZERO_PORT_CALLS - 1)) {
+        return { problem: 'a malformed socket request' };
+      }
+      return { message: { type: 'socket', requestId, host, port, ipv6Only, backlog, zeroPortCall } };
+    }
+    case 'stats':
+      if (!isInteger(fields.requestId, 0, MAX_INT) || typeof fields.memory !== 'object' || fields.memory === null || !isInteger(fields.connections, 0, MAX_INT)) {
+        return { problem: 'malformed stats' };
+      }
+      return { message: fields as Extract<WorkerMessage, { type: 'stats' }> };
+    default:
+      return { problem: `an unknown message type ${JSON.stringify(fields.type)?.slice(0, 40)}` };
+  }
+}
