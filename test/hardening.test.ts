@@ -21,7 +21,7 @@ function start(options: SupervisorOptions = {}, behaviour = ''): Supervisor {
   const behaviourFile = join(scratch, `behaviour-${supervisors.length}`);
   writeFileSync(behaviourFile, behaviour);
   const supervisor = supervise({
-    script: fixture('app.js'), args: [], execArgv: [], workers: 2, listen: 0, ...options,
+    script: fixture('app.js'), args: [], execArgv: [], workers: 2, listen: 0, signals: false, exitProcess: false, ...options,
     env: { TEST_BEHAVIOUR_FILE: behaviourFile, TEST_OPTIONS: JSON.stringify({ listen: 0 }), ...options.env },
   });
   supervisors.push(supervisor);
@@ -184,9 +184,11 @@ describe('faults', () => {
   });
 
   test("shutdown({ timeout }) shortens the drain deadline a reload already gave an old worker", async () => {
-    const supervisor = start({ workers: 1, shutdownTimeout: 30000 }, 'hang-on-shutdown');
+    // Workers whose event loop wedges 200 ms after ready: they cannot drain or exit by themselves.
+    const supervisor = start({ workers: 1, shutdownTimeout: 30000 }, 'wedge-after-ready');
     await supervisor.ready();
-    await supervisor.reload(); // the old worker now drains for up to 30 s (its onShutdown never settles)
+    await settle(400); // wedged now
+    await supervisor.reload(); // the old worker now has up to 30 s before its SIGKILL
     const began = Date.now();
     await supervisor.shutdown({ timeout: 200 });
     expect(Date.now() - began).toBeLessThan(5000);
