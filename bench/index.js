@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark in bench/, one after the other, each writing its section of bench/RESULTS.md.
 //
 // Usage: node bench/index.js [--quick] [--no-write] [any bench/http.js option]
-//   --quick      short runs: the HTTP benchmark in about 2 minutes, then spawn.js and store.js in their quick modes
+//   --quick      short runs: the HTTP benchmark in about 2 minutes, then spawn.js, store.js and soak.js in their quick modes
 //   --no-write   print only; leave bench/RESULTS.md and bench/results.svg as they are
 // Other options go to bench/http.js (see its header), e.g. `npm run bench -- --duration 10 --rounds 5`.
 'use strict';
@@ -14,9 +14,9 @@ const write = !args.includes('--no-write');
 const quick = args.includes('--quick');
 const httpArgs = args.filter((arg) => arg !== '--no-write');
 
-function run(script, scriptArgs) {
-  const argv = [path.join(__dirname, script), ...scriptArgs, ...(write ? ['--write'] : [])];
-  process.stderr.write(`\n$ node ${path.relative(process.cwd(), argv[0])} ${argv.slice(1).join(' ')}\n`);
+function run(script, scriptArgs, nodeArgs = []) {
+  const argv = [...nodeArgs, path.join(__dirname, script), ...scriptArgs, ...(write ? ['--write'] : [])];
+  process.stderr.write(`\n$ node ${argv.map((arg) => (path.isAbsolute(arg) ? path.relative(process.cwd(), arg) : arg)).join(' ')}\n`);
   const result = childProcess.spawnSync(process.execPath, argv, { stdio: 'inherit' });
   if (result.error) throw result.error;
   return result.status ?? 1;
@@ -27,5 +27,6 @@ const statuses = [
   run('http.js', httpArgs),
   run('spawn.js', quick ? ['--quick'] : []),
   run('store.js', quick ? ['--quick'] : []),
+  run('soak.js', quick ? ['--quick'] : [], ['--expose-gc']),
 ];
 process.exitCode = statuses.find((status) => status !== 0) ?? 0;

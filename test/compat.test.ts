@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io as connect } from 'socket.io-client';
 import { app, AppRun, cli, stopAllApps } from './apps';
-import { fixture, get, waitFor } from './helpers';
+import { fixture, get } from './helpers';
 
 afterEach(stopAllApps);
 

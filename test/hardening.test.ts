@@ -1,8 +1,7 @@
 // The primary and the native core under attack and under faults: what a worker may ask for, the sealed store,
 // dropped privileges, failed spawns, the supervisor's races, a fuzzing worker, and the native guards.
 import child_process from 'node:child_process';
-import { chmodSync, closeSync, ftruncateSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, ftruncateSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker as Thread } from 'node:worker_threads';
 import { createListenSocket, spawn, supervise, Supervisor, type SupervisorOptions } from '../src';
@@ -12,32 +11,19 @@ import { createRegion } from '../src/store/counter-store';
 import { app, AppRun, stopAllApps } from './apps';
 import { childrenOf, fixture, get, isDead, processState, waitFor } from './helpers';
 import { Primary, stopAllPrimaries } from './primary';
+import { TestSupervisors } from './supervisors';
 
-const scratch = mkdtempSync(join(tmpdir(), 'prefork-hardening-'));
-chmodSync(scratch, 0o777); // children run as other users here
-let supervisors: Supervisor[] = [];
-
-function start(options: SupervisorOptions = {}, behaviour = ''): Supervisor {
-  const behaviourFile = join(scratch, `behaviour-${supervisors.length}`);
-  writeFileSync(behaviourFile, behaviour);
-  const supervisor = supervise({
-    script: fixture('app.js'), args: [], execArgv: [], workers: 2, listen: 0, signals: false, exitProcess: false, ...options,
-    env: { TEST_BEHAVIOUR_FILE: behaviourFile, TEST_OPTIONS: JSON.stringify({ listen: 0 }), ...options.env },
-  });
-  supervisors.push(supervisor);
-  return supervisor;
-}
+const supervisors = new TestSupervisors();
+const { scratch } = supervisors;
+const start = (options: SupervisorOptions = {}, behaviour = ''): Supervisor => supervisors.start(options, behaviour);
 
 afterEach(async () => {
-  await Promise.all(supervisors.map((supervisor) => supervisor.shutdown({ timeout: 1000 })));
-  supervisors = [];
   await stopAllApps();
   await stopAllPrimaries();
-  await waitFor(() => childrenOf().every((child) => child.state === 'Z') || undefined, 3000, 'no child left').catch(() => {});
-  expect(childrenOf()).toEqual([]);
+  await supervisors.stopAll();
 });
 
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+afterAll(() => supervisors.remove());
 
 const settle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const liveChildren = () => childrenOf().filter((child) => child.state !== 'Z').map((child) => child.pid).sort();
@@ -198,7 +184,7 @@ describe('faults', () => {
   test('a shutdown during a reload rejects the reload with ERR_PREFORK_SHUT_DOWN (not "the old workers keep serving")', async () => {
     const supervisor = start({ workers: 1, waitReady: true, readyTimeout: 0 }, 'ready-late');
     await supervisor.ready();
-    writeFileSync(join(scratch, `behaviour-${supervisors.indexOf(supervisor)}`), 'never-ready');
+    supervisors.behave(supervisor, 'never-ready');
     const reload = supervisor.reload();
     await new Promise((resolve) => supervisor.once('fork', resolve));
     void supervisor.shutdown({ timeout: 500 });
@@ -209,10 +195,10 @@ describe('faults', () => {
     const supervisor = start({ workers: 1, waitReady: true, readyTimeout: 0 }, 'ready-late');
     await supervisor.ready();
     const old = supervisor.workers[0].pid;
-    writeFileSync(join(scratch, `behaviour-${supervisors.indexOf(supervisor)}`), 'never-ready');
+    supervisors.behave(supervisor, 'never-ready');
     const reload = supervisor.reload();
     await new Promise((resolve) => supervisor.once('fork', resolve));
-    writeFileSync(join(scratch, `behaviour-${supervisors.indexOf(supervisor)}`), 'ready-late');
+    supervisors.behave(supervisor, 'ready-late');
     const scaled = supervisor.scale(2);
     await expect(reload).rejects.toMatchObject({ code: 'ERR_PREFORK_RELOAD_FAILED', message: expect.stringContaining('superseded') });
     await scaled;
@@ -280,7 +266,6 @@ describe('library defaults', () => {
   test('supervise() leaves the process its signals and its exit (as node:cluster does); listen() and zero-code mode take them', async () => {
     const before = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU'].map((signal) => process.listenerCount(signal));
     const supervisor = supervise({ script: fixture('app.js'), args: [], execArgv: [], workers: 1, listen: 0, env: { TEST_OPTIONS: '{"listen":0}' } });
-    supervisors.push(supervisor);
     await supervisor.ready();
     expect(supervisor.config.signals).toBe(false);
     expect(supervisor.config.exitProcess).toBe(false);

@@ -1,42 +1,17 @@
 // supervise() used in-process: events, ready(), workers, stats(), reload(), scale(), shutdown(), readiness
 // modes, the dead-slot rule, Fiber's one-line listen(), and isWorker()'s proof of a real control channel.
 import child_process from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isWorker, supervise, Supervisor, type SupervisorOptions } from '../src';
-import { childrenOf, fixture, get, isDead, waitFor } from './helpers';
+import { isWorker, Supervisor, type SupervisorOptions } from '../src';
+import { fixture, get, isDead, waitFor } from './helpers';
+import { TestSupervisors } from './supervisors';
 
-const scratch = mkdtempSync(join(tmpdir(), 'prefork-api-'));
-let supervisors: Supervisor[] = [];
+const supervisors = new TestSupervisors();
+const start = (options: SupervisorOptions = {}, behaviour = ''): Supervisor => supervisors.start(options, behaviour);
 
-function start(options: SupervisorOptions = {}, behaviour = ''): Supervisor {
-  const behaviourFile = join(scratch, `behaviour-${supervisors.length}`);
-  writeFileSync(behaviourFile, behaviour);
-  const supervisor = supervise({
-    script: fixture('app.js'),
-    args: [],
-    execArgv: [],
-    workers: 2,
-    listen: 0,
-    signals: false,
-    exitProcess: false,
-    ...options,
-    env: { TEST_BEHAVIOUR_FILE: behaviourFile, TEST_OPTIONS: JSON.stringify({ listen: 0 }), ...options.env },
-  });
-  supervisors.push(supervisor);
-  return supervisor;
-}
-
-afterEach(async () => {
-  await Promise.all(supervisors.map((supervisor) => supervisor.shutdown({ timeout: 1000 })));
-  supervisors = [];
-  await waitFor(() => childrenOf().every((child) => child.state === 'Z') || undefined, 3000, 'no child left').catch(() => {});
-  expect(childrenOf()).toEqual([]);
-});
-
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+afterEach(() => supervisors.stopAll());
+afterAll(() => supervisors.remove());
 
 /** Requests with a short timeout: a connection stuck in a dead socket's queue fails instead of waiting. */
 function quickGet(port: number): Promise<string> {
@@ -104,7 +79,7 @@ test('a reload whose new workers fail keeps the old ones serving, and says why',
   await supervisor.ready();
   const port = supervisor.addresses[0].port;
   const serving = supervisor.workers.map((worker) => worker.pid);
-  writeFileSync(join(scratch, 'behaviour-0'), 'exit-before-listen');
+  supervisors.behave(supervisor, 'exit-before-listen');
   await expect(supervisor.reload()).rejects.toMatchObject({
     code: 'ERR_PREFORK_RELOAD_FAILED',
     message: expect.stringMatching(/^Reload stopped at worker slot 0: worker 0 \(pid \d+\) exited with code 3 before it was ready; the old workers keep serving$/),
@@ -117,12 +92,12 @@ test('a reload whose new worker fails after the old one died refills the slot', 
   const supervisor = start({ workers: 1, waitReady: true, readyTimeout: 1000 }, 'ready-late');
   await supervisor.ready();
   const [old] = supervisor.workers;
-  writeFileSync(join(scratch, 'behaviour-0'), 'never-ready');
+  supervisors.behave(supervisor, 'never-ready');
   const reload = supervisor.reload();
   await new Promise((resolve) => supervisor.once('fork', resolve));
   process.kill(old.pid, 'SIGKILL');
   await expect(reload).rejects.toMatchObject({ code: 'ERR_PREFORK_RELOAD_FAILED' });
-  writeFileSync(join(scratch, 'behaviour-0'), 'ready-late');
+  supervisors.behave(supervisor, 'ready-late');
   await waitFor(() => supervisor.workers[0]?.state === 'ready', 5000, 'the slot to be refilled');
   expect(Number(await get(supervisor.addresses[0].port))).toBe(supervisor.workers[0].pid);
 });

@@ -78,9 +78,9 @@ export class WorkerSlots {
       return this.spawn(slot);
     } catch (error) {
       if (this.stopping) throw error;
-      this.events.emit('spawnfailed', slot.id, error);
       const never: Worker = { id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts };
-      this.ensureServing(slot, never, null, null);
+      this.ensureServing(slot, never, null, null); // settled first (out of the group if it backs off), then told
+      this.events.emit('spawnfailed', slot.id, error);
       return null;
     }
   }
