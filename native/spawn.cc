@@ -10,6 +10,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -55,6 +56,7 @@ struct ChildPlan {
   std::vector<int> sorted_targets;  // child fd numbers >= 3, ascending
   std::vector<int> moved;           // scratch: one slot per fd mapping
   int first_free;                   // above every target: where sources are moved first
+  bool close_range;                 // false: the fallbacks, as on Linux < 5.11 (PREFORK_TEST_NO_CLOSE_RANGE, for tests)
 #ifdef __linux__
   cpu_set_t cpus;
 #endif
@@ -121,9 +123,9 @@ bool cloexec_listed(unsigned low, unsigned high) {
 
 // Marks [low, high] close-on-exec so nothing but the fd map reaches the new program: every open fd, however
 // high (Node raises RLIMIT_NOFILE to its hard limit).
-void cloexec_range(unsigned low, unsigned high) {
+void cloexec_range(unsigned low, unsigned high, bool use_close_range) {
 #ifdef __linux__
-  if (syscall(SYS_close_range, low, high, CLOSE_RANGE_CLOEXEC) == 0) return;
+  if (use_close_range && syscall(SYS_close_range, low, high, CLOSE_RANGE_CLOEXEC) == 0) return;
   if (cloexec_listed(low, high)) return;
 #endif
   rlimit limit;
@@ -198,10 +200,10 @@ void cloexec_range(unsigned low, unsigned high) {
   }
   unsigned low = 3;
   for (int target : plan.sorted_targets) {
-    if (static_cast<unsigned>(target) > low) cloexec_range(low, target - 1);
+    if (static_cast<unsigned>(target) > low) cloexec_range(low, target - 1, plan.close_range);
     low = target + 1;
   }
-  cloexec_range(low, ~0U);
+  cloexec_range(low, ~0U, plan.close_range);
 
   execve(options.file, options.argv, options.envp);
   fail(plan, kExecve);
@@ -300,6 +302,7 @@ Failure spawn(const SpawnOptions& options, Spawned* out) {
   }
   std::sort(plan.sorted_targets.begin(), plan.sorted_targets.end());
   plan.first_free = highest + 1;
+  plan.close_range = getenv("PREFORK_TEST_NO_CLOSE_RANGE") == nullptr;
 #ifdef __linux__
   CPU_ZERO(&plan.cpus);
   for (int cpu : options.cpus) CPU_SET(cpu, &plan.cpus);

@@ -1,5 +1,6 @@
 // The prefork command: every flag, .js/.cjs/.mjs apps, and bad flags (clear errors, nothing started).
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { get, isDead, waitFor } from './helpers';
 import { app, AppRun, cli, stopAllApps } from './apps';
@@ -73,6 +74,24 @@ test('SIGHUP reloads and SIGTTIN / SIGTTOU scale the command', async () => {
   await run.waitForMatches(/prefork: scaled from 2 to 1 workers/g, 1, { source: 'errors' });
 });
 
+test('--listen opens its addresses at start; workers listening there are served from them', async () => {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  const run = new AppRun([cli, '--workers', '2', '--listen', `127.0.0.1:${port}`, app('plain-http.js')], { PORT: String(port) });
+  const { pids } = await run.listening(2);
+  await run.waitForMatches(new RegExp(`2 workers ready .* on 127\\.0\\.0\\.1:${port}`, 'g'), 1, { source: 'errors' });
+  expect(pids).toContain(Number(await get(port)));
+});
+
+test('a bad PREFORK_LISTEN names the variable, and nothing starts', async () => {
+  const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], { PREFORK_LISTEN: 'port:x' });
+  expect(await run.exited).toEqual({ code: 1, signal: null });
+  expect(run.errors).toContain("The PREFORK_LISTEN environment variable must be a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000). Received 'port:x'");
+  expect(run.sideEffectPids()).toEqual([]);
+});
+
 describe('bad flags are clear errors and start nothing', () => {
   test.each([
     [['--workers', '0', 'APP'], "prefork: --workers must be an integer from 1 to 1024. Received '0' (see prefork --help)"],
@@ -82,6 +101,8 @@ describe('bad flags are clear errors and start nothing', () => {
     [['--ready-timeout=soon', 'APP'], "prefork: --ready-timeout must be an integer from 0 to 2147483647. Received 'soon' (see prefork --help)"],
     [['--wait-ready=yes', 'APP'], 'prefork: --wait-ready takes no value (see prefork --help)'],
     [['--bogus', 'APP'], 'prefork: unknown option --bogus (see prefork --help)'],
+    [['--listen', '3000,,4000', 'APP'], "prefork: --listen must be a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000). Received '3000,,4000' (see prefork --help)"],
+    [['--listen=host:port', 'APP'], "prefork: --listen must be a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000). Received 'host:port' (see prefork --help)"],
     [[], 'prefork: no app to run (see prefork --help)'],
     [['/nonexistent/app.js'], 'prefork: /nonexistent/app.js: no such file (see prefork --help)'],
   ])('%j', async (args, message) => {

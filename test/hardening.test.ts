@@ -239,6 +239,26 @@ describe('native guards', () => {
     expect(processState(pid)).toBeUndefined();
   });
 
+  test('without close_range (Linux < 5.11) every open fd is still kept from the child, up to the highest the limit allows', () => {
+    const out = join(scratch, 'child-fds');
+    const script = `require(${JSON.stringify(join(__dirname, '..', 'lib'))}).spawn({ file: 'sh', args: ['sh', '-c', 'ls /proc/self/fd > ' + process.env.OUT] }).exited.then(() => process.exit(0));`;
+    // The old fallback stopped at fd 65536 while Node raises RLIMIT_NOFILE to the hard limit; here the fd
+    // is the highest the hard limit allows (above 65536 where the machine permits).
+    const highest = Number(child_process.execFileSync('python3', ['-c', [
+      'import os, resource, sys',
+      'hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]',
+      'resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))',
+      'high = min(hard, 1 << 20) - 1',
+      'os.dup2(os.open("/dev/null", os.O_RDONLY), high, inheritable=True)',
+      'print(high, flush=True)',
+      'os.execve(sys.argv[1], [sys.argv[1], "-e", sys.argv[2]], dict(os.environ, PREFORK_TEST_NO_CLOSE_RANGE="1", OUT=sys.argv[3]))',
+    ].join('\n'), process.execPath, script, out], { timeout: 10000, encoding: 'utf8' }).trim());
+    expect(highest).toBeGreaterThan(1000);
+    const fds = readFileSync(out, 'utf8').trim().split('\n').map(Number);
+    expect(fds).not.toContain(highest);
+    expect(fds.every((fd) => fd <= 3)).toBe(true); // 0-2, and the fd of ls's own listing
+  });
+
   test('the core refuses to spawn from a worker thread, whatever the TypeScript layer does', async () => {
     const thread = new Thread(`
       const { parentPort } = require('node:worker_threads');
