@@ -131,23 +131,21 @@ export class Supervisor extends EventEmitter {
 
   private async scaleTo(workers: number): Promise<void> {
     if (this.state !== 'running') throw this.notRunning('scale');
-    {
-      const from = this.slots.list.length;
-      if (workers > from) {
-        const added: WorkerProcess[] = [];
-        for (let id = from; id < workers; id++) {
-          const slot = await this.slots.add(id);
-          slot.worker = this.slots.fill(slot); // a failed spawn restarts the slot with backoff
-          if (slot.worker) added.push(slot.worker);
-        }
-        await Promise.all(added.map((worker) => worker.ready));
-      } else if (workers < from) {
-        const leaving = this.slots.removeFrom(workers);
-        for (const worker of leaving) worker.requestStop(this.config.shutdownTimeout);
-        await Promise.all(leaving.map((worker) => worker.child.exited));
+    const from = this.slots.list.length;
+    if (workers > from) {
+      const added: WorkerProcess[] = [];
+      for (let id = from; id < workers; id++) {
+        const slot = await this.slots.add(id);
+        slot.worker = this.slots.fill(slot); // a failed spawn restarts the slot with backoff
+        if (slot.worker) added.push(slot.worker);
       }
-      this.emit('scale', from, workers);
+      await Promise.all(added.map((worker) => worker.ready));
+    } else if (workers < from) {
+      const leaving = this.slots.removeFrom(workers);
+      for (const worker of leaving) worker.requestStop(this.config.shutdownTimeout);
+      await Promise.all(leaving.map((worker) => worker.child.exited));
     }
+    this.emit('scale', from, workers);
   }
 
   /**

@@ -29,11 +29,16 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
       }
       return { message: { type: 'socket', requestId, host, port, ipv6Only, backlog, zeroPortCall } };
     }
-    case 'stats':
-      if (!isInteger(fields.requestId, 0, MAX_INT) || typeof fields.memory !== 'object' || fields.memory === null || !isInteger(fields.connections, 0, MAX_INT)) {
+    case 'stats': {
+      const memory = fields.memory as Record<string, unknown> | null;
+      const sizes = ['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'] as const;
+      if (!isInteger(fields.requestId, 0, MAX_INT) || !isInteger(fields.connections, 0, MAX_INT) || typeof memory !== 'object' || memory === null ||
+        !sizes.every((size) => isInteger(memory[size], 0, Number.MAX_SAFE_INTEGER))) {
         return { problem: 'malformed stats' };
       }
-      return { message: fields as Extract<WorkerMessage, { type: 'stats' }> };
+      const usage = Object.fromEntries(sizes.map((size) => [size, memory[size]])) as unknown as NodeJS.MemoryUsage;
+      return { message: { type: 'stats', requestId: fields.requestId, memory: usage, connections: fields.connections } };
+    }
     default:
       return { problem: `an unknown message type ${JSON.stringify(fields.type)?.slice(0, 40)}` };
   }

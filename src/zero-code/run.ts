@@ -18,6 +18,7 @@ export function runApp(options: SupervisorOptions): Supervisor {
     log(`worker ${worker.id} (pid ${worker.pid}) exited with ${describeExit(code, signal)}`);
   });
   supervisor.on('restart', (old, next, delay) => log(`worker ${old.id} restarted as pid ${next.pid} after ${delay} ms`));
+  supervisor.on('spawnfailed', (slot, error) => log(`worker ${slot} could not be started (${(error as Error).message}); retrying with backoff`));
   supervisor.on('reload', () => log(`reload done: pids ${pids()}`));
   supervisor.on('scale', (from, to) => log(`scaled from ${from} to ${to} workers`));
   return supervisor;
