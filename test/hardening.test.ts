@@ -12,6 +12,7 @@ import { app, AppRun, stopAllApps } from './apps';
 import { childrenOf, fixture, get, isDead, processState, waitFor } from './helpers';
 import { Primary, stopAllPrimaries } from './primary';
 import { TestSupervisors } from './supervisors';
+import { testAsRoot } from './tools';
 
 const supervisors = new TestSupervisors();
 const { scratch } = supervisors;
@@ -30,14 +31,14 @@ const liveChildren = () => childrenOf().filter((child) => child.state !== 'Z').m
 const workerPids = (supervisor: Supervisor) => supervisor.workers.map((worker) => worker.pid).sort();
 
 describe('what a worker may ask the primary for', () => {
-  test('workers running as nobody cannot make the root primary open an address nobody configured (port 523)', async () => {
+  testAsRoot('workers running as nobody cannot make the root primary open an address nobody configured (port 523)', async () => {
     const run = new AppRun(['-r', 'prefork/register', app('compat/listen-error.js')], { PORT: '523', PREFORK_USER: 'nobody' });
     const [line] = await run.waitForMatches(/^ERROR (\{.*\}) \d+$/gm, 1);
     expect(JSON.parse(line[1])).toEqual({ code: 'ERR_PREFORK_ADDRESS_NOT_ALLOWED', syscall: 'listen', address: '127.0.0.1', port: 523 });
     expect(run.errors).not.toMatch(/Unhandled|uncaught/i);
   });
 
-  test('with PREFORK_LISTEN the configured address serves workers running as nobody', async () => {
+  testAsRoot('with PREFORK_LISTEN the configured address serves workers running as nobody', async () => {
     const probe = await createListenSocket({ host: '127.0.0.1', port: 0 });
     closeSync(probe.fd);
     const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], {
@@ -108,7 +109,7 @@ describe('dropped privileges', () => {
       child.once('exit', () => resolve(readFileSync(out, 'utf8').trim()));
     });
 
-  test("spawn({ uid }) without gid takes the user's primary group and groups (initgroups), never root's", async () => {
+  testAsRoot("spawn({ uid }) without gid takes the user's primary group and groups (initgroups), never root's", async () => {
     const expected = child_process.execFileSync('sh', ['-c', 'echo "$(id -u nobody) $(id -g nobody) $(id -G nobody)"'], { encoding: 'utf8' }).trim();
     expect(await ids({ uid: Number(expected.split(' ')[0]) })).toBe(expected);
   });
@@ -119,7 +120,7 @@ describe('dropped privileges', () => {
     expect(childrenOf().length).toBe(before);
   });
 
-  test('a uid with no user entry and a gid runs with that group only', async () => {
+  testAsRoot('a uid with no user entry and a gid runs with that group only', async () => {
     expect(await ids({ uid: 54321, gid: 54321 })).toBe('54321 54321 54321');
   });
 });

@@ -45,6 +45,15 @@ export function skipReason(name: ToolName, missing: string[]): string {
   return `${missing.join(' and ')} not found; install ${tool.install} (CI sets ${tool.requiredBy}=required)`;
 }
 
+/** Tests that run workers as another user need a root test process; elsewhere they are skipped, with the reason. */
+export const IS_ROOT = process.getuid?.() === 0;
+export const ROOT_SKIP_LINE = 'skipping the tests that run workers as another user (test/hardening.test.ts): they need root';
+
+export function testAsRoot(name: string, fn: () => Promise<void>): void {
+  if (IS_ROOT) test(name, fn);
+  else test.skip(`${name} (skipped: needs root)`, fn);
+}
+
 /**
  * `describe` when the tool is there or required, else `describe.skip` with the reason in the title (the same
  * line jest's global setup prints once, see test/global-setup.ts).
