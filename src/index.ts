@@ -17,3 +17,5 @@ export { isWorker, isPrimary, workerId, generation, ready, onShutdown } from './
 export { CounterStore } from './store/counter-store';
 export type { CounterStoreOptions, CounterValue } from './store/counter-store';
 export { RateLimitStore, FastifyRateLimitStore } from './store/rate-limit';
+export { RateLimiterPrefork } from './store/rate-limiter-prefork';
+export type { RateLimiterPreforkOptions } from './store/rate-limiter-prefork';

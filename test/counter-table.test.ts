@@ -1,51 +1,104 @@
-// The shared table's recovery from what a process killed between two steps leaves behind, built by hand
-// on a private buffer: every state must be recovered, never waited on forever.
+// The shared table's steps, built by hand on a private buffer: the states a killed process leaves behind
+// are recovered, never waited on forever; a window's end never moves; rewriting an ended entry for another
+// key cannot take a stale process's update.
 import child_process from 'node:child_process';
-import { CounterTable, hashKey, LAYOUT, regionBytes, type TableKey } from '../src/store/counter-table';
+import { CounterTable, LAYOUT, regionBytes, type TableKey } from '../src/store/counter-table';
+import { hashKey } from '../src/store/table-layout';
 
-const key = (text: string): TableKey => ({ prefix: '', key: text, hash: hashKey(text) });
-
-/** A table with one key counted once, and the word index of that key's entry. */
-function tableWithKey(text: string) {
-  const capacity = 8;
+/** A table with one key counted once, the word index of that key's entry, and a key maker. */
+function tableWithKey(text: string, capacity = 8) {
   const buffer = new ArrayBuffer(regionBytes(capacity));
   const table = new CounterTable(buffer, capacity, true);
+  const key = (name: string): TableKey => ({ prefix: '', key: name, hash: table.finishHash(hashKey(name, table.startHash(''))) });
   table.increment(key(text), 60000, Date.now());
-  const entry = LAYOUT.HEADER_WORDS + ((hashKey(text) >>> 0) % capacity) * LAYOUT.ENTRY_WORDS;
-  return { table, words: new Int32Array(buffer), entry };
+  const entry = LAYOUT.HEADER_WORDS + ((key(text).hash >>> 0) % capacity) * LAYOUT.ENTRY_WORDS;
+  return { table, key, buffer, words: new Int32Array(buffer), counters: new BigInt64Array(buffer), entry };
 }
 
 /** A pid that is certainly dead: a child that has exited and been reaped. */
 const deadPid = () => child_process.spawnSync('true').pid as number;
 
 test('an entry left LIVE but unpublished (publisher killed between two stores) is published by the next reader', () => {
-  const { table, words, entry } = tableWithKey('a');
+  const { table, key, words, entry } = tableWithKey('a');
   Atomics.store(words, entry + LAYOUT.INCARNATION, 0);
   expect(table.get(key('a'), Date.now())?.count).toBe(1);
   expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 2 });
 });
 
 test('an entry claimed by a dead process goes back to empty and is reused', () => {
-  const { table, words, entry } = tableWithKey('a');
+  const { table, key, words, entry } = tableWithKey('a');
   Atomics.store(words, entry + LAYOUT.INCARNATION, 0);
   Atomics.store(words, entry + LAYOUT.STATE, -deadPid());
   expect(table.get(key('a'), Date.now())).toBeNull(); // the claim never finished: no key there
   expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 1 });
 });
 
-test('an entry a dead process was rewriting (full-table reclaim) matches no key afterwards and is reusable', () => {
-  const { table, words, entry } = tableWithKey('a');
-  Atomics.store(words, entry + LAYOUT.PACKED, ((LAYOUT.SENTINEL_TAG << 28) | deadPid()) | 0);
+test('an entry a dead process was rewriting (counter locked, key half-written) matches no key afterwards and is reusable', () => {
+  const { table, key, words, counters, entry } = tableWithKey('a');
+  Atomics.store(words, entry + LAYOUT.OWNER, deadPid());
+  const scratch = new BigInt64Array(1);
+  const halves = new Uint32Array(scratch.buffer);
+  scratch[0] = Atomics.load(counters, (entry + LAYOUT.COUNTER) >> 1);
+  halves[0] = (halves[0] | LAYOUT.LOCKED) >>> 0; // count field = LOCKED, end kept
+  Atomics.store(counters, (entry + LAYOUT.COUNTER) >> 1, scratch[0]);
   Atomics.add(words, entry + LAYOUT.INCARNATION, 1); // odd: mid-rewrite
   expect(table.get(key('a'), Date.now())).toBeNull();
+  expect(Atomics.load(words, entry + LAYOUT.LENGTH)).toBe(-1);
   expect(table.increment(key('b'), 60000, Date.now())).toMatchObject({ count: 1 });
   expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 1 });
 });
 
-test('a window opens at the first increment after the last one ended, and keeps its end time', () => {
-  const { table } = tableWithKey('w');
+test("a window opens at the first increment after the last one ended, and its end never moves, whatever another process's clock", () => {
+  const { table, key } = tableWithKey('w');
   const now = Date.now();
   const opened = table.increment(key('w'), 100, now + 60001); // the 60 s window ended: a new one opens
   expect(opened).toEqual({ count: 1, resetAt: now + 60101 });
-  expect(table.increment(key('w'), 5000, now + 60002)).toEqual({ count: 2, resetAt: now + 60101 });
+  // A process whose clock is behind (it still sees the old window as live) adds to the window that is,
+  // without moving its end: the repro (B opens a window ending at 10000, A with now 5000 moves it).
+  expect(table.increment(key('w'), 1000, now + 50000)).toEqual({ count: 2, resetAt: now + 60101 });
+  expect(table.increment(key('w'), 5000, now + 60002)).toEqual({ count: 3, resetAt: now + 60101 });
+  expect(table.get(key('w'), now + 60100)).toEqual({ count: 3, resetAt: now + 60101 });
+});
+
+test('two tables on one buffer (two processes): a stale clock cannot wipe out a live window', () => {
+  const { buffer, key } = tableWithKey('x');
+  const b = new CounterTable(buffer, 8, false);
+  const a = new CounterTable(buffer, 8, false);
+  const start = Date.now();
+  expect(b.increment(key('k'), 10000, start)).toEqual({ count: 1, resetAt: start + 10000 });
+  expect(a.increment(key('k'), 1000, start - 5000)).toEqual({ count: 2, resetAt: start + 10000 });
+  expect(b.get(key('k'), start + 9001)).toEqual({ count: 2, resetAt: start + 10000 });
+});
+
+test('reset and a rewrite for another key move the end forward, so no earlier word of the entry comes back', () => {
+  const { table, key, counters, entry } = tableWithKey('r', 1);
+  const now = Date.now();
+  const index = (entry + LAYOUT.COUNTER) >> 1;
+  const before = Atomics.load(counters, index);
+  table.reset(key('r'), now);
+  const afterReset = Atomics.load(counters, index);
+  expect(afterReset > before).toBe(true); // end is the high bits: a larger word, count 0
+  // The one entry is full with a live window: another key is refused, not given the live entry.
+  expect(table.increment(key('s'), 1000, now)).toMatchObject({ count: 1 }); // r was reset: its entry is free to rewrite
+  expect(Atomics.load(counters, index) > afterReset).toBe(true);
+  expect(table.increment(key('t'), 1000, now)).toBe(-2); // FULL: s's window is live
+  expect(table.get(key('s'), now)?.count).toBe(1);
+});
+
+test("the issue's interleaving: A decides to open a window, B opens it first; A's CAS fails and its retry joins B's window", () => {
+  const { buffer, key } = tableWithKey('x');
+  const a = new CounterTable(buffer, 8, false);
+  const b = new CounterTable(buffer, 8, false);
+  const k = key('k');
+  const t0 = a.epoch + 100000;
+  a.increment(k, 1000, t0); // window t0 .. t0+1000
+  let interleaved = false;
+  a.trace = (phase) => {
+    if (phase !== 'try' || interleaved) return;
+    interleaved = true; // between A's load and A's CAS: B, with a later clock, opens the next window
+    expect(b.increment(k, 10000, t0 + 1000)).toEqual({ count: 1, resetAt: t0 + 11000 });
+  };
+  // A's clock says t0+5000: the first window has ended, so it prepares a new one ending at t0+6000...
+  expect(a.increment(k, 1000, t0 + 5000)).toEqual({ count: 2, resetAt: t0 + 11000 }); // ...but joins B's
+  expect(b.get(k, t0 + 9001)).toEqual({ count: 2, resetAt: t0 + 11000 });
 });

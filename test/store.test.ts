@@ -62,6 +62,29 @@ describe('in one process (a private table)', () => {
     expect(new CounterStore().increment(digest, 60000).count).toBe(1);
   });
 
+  test("resetAll() starts every key of a RateLimitStore's prefix again, for every store on that prefix", () => {
+    const { RateLimitStore } = require('../src') as typeof import('../src');
+    const one = new RateLimitStore({ prefix: `reset-all-${Date.now()}:` });
+    const two = new RateLimitStore({ prefix: one.prefix });
+    const other = new RateLimitStore({ prefix: `${one.prefix}other:` });
+    for (const store of [one, two, other]) store.init({ windowMs: 60000 });
+    for (let i = 0; i < 3; i++) one.increment('a');
+    other.increment('a');
+    expect(two.get('a')?.totalHits).toBe(3);
+    two.resetAll();
+    expect(one.get('a')).toBeUndefined();
+    expect(one.increment('a').totalHits).toBe(1);
+    expect(other.get('a')?.totalHits).toBe(1); // another prefix keeps its counts
+  });
+
+  test('with a random seed, a table at half its capacity admits every key (no probe window fills up)', () => {
+    const { createRegion } = require('../src/store/counter-store') as typeof import('../src/store/counter-store');
+    const { fd, table } = createRegion(4096);
+    require('node:fs').closeSync(fd);
+    const store = new CounterStore({}, table);
+    for (let i = 0; i < 2048; i++) expect(store.increment(`${Math.random()}`, 600000).count).toBe(1);
+  });
+
   test('counts start again after the window', async () => {
     const store = new CounterStore({ prefix: 'expiry:' });
     store.increment('k', 150);
@@ -100,7 +123,7 @@ describe('shared by workers', () => {
     const result = resultOf(supervisor, supervisor.workers[0].pid) as { extra: { code: string; message: string }; again: { count: number }; size: number };
     expect(result.extra).toEqual({
       code: 'ERR_PREFORK_STORE_FULL',
-      message: "The counter store is full (16 keys, none expired): raise the supervisor's storeCapacity or use onFull: 'allow'",
+      message: "The counter store is full (16 keys; this key's neighbourhood holds only live windows): raise the supervisor's storeCapacity or use onFull: 'allow'",
     });
     expect(result.again).toEqual({ count: 1, resetAt: expect.any(Number) }); // an expired key's entry was reused
     expect(result.size).toBe(16);
@@ -108,6 +131,12 @@ describe('shared by workers', () => {
     const failOpen = start({ STORE_MODE: 'fill', STORE_KEYS: '16', STORE_WINDOW: '300', STORE_ON_FULL: 'allow' }, { workers: 1, storeCapacity: 16 });
     await failOpen.ready();
     expect((resultOf(failOpen, failOpen.workers[0].pid) as { extra: { count: number } }).extra.count).toBe(0);
+  });
+
+  test("express-rate-limit's store fails open on a full table (the request passes) and warns once, not per request", async () => {
+    const supervisor = start({ STORE_MODE: 'fill-rate-limit', STORE_KEYS: '16' }, { workers: 1, storeCapacity: 16 });
+    await supervisor.ready();
+    expect(resultOf(supervisor, supervisor.workers[0].pid)).toEqual({ extra: [1, 1, 1], warnings: 1 });
   });
 
   test('workers killed with SIGKILL in the middle of updates leave the table consistent and usable', async () => {

@@ -3,8 +3,10 @@ import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import { native } from '../core/binding';
 import { CounterTable, FULL, hashKey, MAX_STORED_KEY, regionBytes, type CounterValue, type TableKey } from './counter-table';
+import { warnFullOncePerMinute } from './full-warning';
 import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
 import { DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from '../limits';
+import { MAX_COUNT } from './table-layout';
 import { STORE_FD } from '../protocol/messages';
 import { checkOptionNames, checkOptionsObject } from '../validate';
 import { inheritedStoreCapacity } from '../worker/context';
@@ -12,7 +14,7 @@ import { inheritedStoreCapacity } from '../worker/context';
 export type { CounterValue } from './counter-table';
 
 /** A year: windows are float64 times in the table, so this is a sanity bound, not a storage one. */
-const MAX_WINDOW_MS = 365 * 24 * 3600 * 1000;
+export const MAX_WINDOW_MS = 365 * 24 * 3600 * 1000;
 const DIGEST_HASH_TAG = 0x5bd1e995;
 
 /** Creates a region for `capacity` keys: the primary's shared one, or a private one. Returns its fd and table. */
@@ -49,8 +51,11 @@ function processTable(): CounterTable {
 export interface CounterStoreOptions {
   /** Prepended to every key, so stores that share the table do not share counters. Default ''. */
   prefix?: string;
-  /** When the table is full and no entry has expired: 'error' throws ERR_PREFORK_STORE_FULL (default);
-   *  'allow' answers count 0 (fail open: a rate limiter then lets the request through). */
+  /**
+   * When the key's probe window holds only live windows (or another process holds it too long): 'error'
+   * throws ERR_PREFORK_STORE_FULL; 'allow' answers count 0 (fail open: a rate limiter lets the request
+   * through) and prints one warning per process per minute. Default 'error' (the rate-limit stores: 'allow').
+   */
   onFull?: 'error' | 'allow';
 }
 
@@ -77,29 +82,39 @@ export class CounterStore {
     this.prefix = options.prefix ?? '';
     this.onFull = options.onFull ?? 'error';
     this.table = table;
-    this.prefixHash = hashKey(this.prefix);
+    this.prefixHash = table.startHash(this.prefix);
   }
 
   /** Counts one hit for `key` in its window of `windowMs` ms (a new window starts when the last has ended). */
   increment(key: string, windowMs: number): CounterValue {
+    return this.add(key, 1, windowMs);
+  }
+
+  /** Counts `amount` hits (a whole number from 0) for `key`, as increment() does one. */
+  add(key: string, amount: number, windowMs: number): CounterValue {
     const now = currentTime();
-    const result = this.table.increment(this.storedKey(key), checkWindow(windowMs), now);
-    if (result !== FULL) return result;
-    if (this.onFull === 'allow') return { count: 0, resetAt: now + windowMs };
-    throw preforkError(
-      'ERR_PREFORK_STORE_FULL',
-      `The counter store is full (${this.table.capacity} keys, none expired): raise the supervisor's storeCapacity or use onFull: 'allow'`,
-    );
+    return this.answer(this.table.add(this.storedKey(key), checkAmount(amount), checkWindow(windowMs), now), now, windowMs);
+  }
+
+  /** Sets the key's count, in a window ending `windowMs` from now (never earlier than its current window). */
+  set(key: string, count: number, windowMs: number): CounterValue {
+    const now = currentTime();
+    return this.answer(this.table.set(this.storedKey(key), checkAmount(count, 'count'), checkWindow(windowMs), now), now, windowMs);
   }
 
   /** Takes back one hit in the key's current window (never below 0). */
   decrement(key: string): void {
-    this.table.decrement(this.storedKey(key), currentTime());
+    this.subtract(key, 1);
+  }
+
+  /** Takes back `amount` hits in the key's current window (never below 0). */
+  subtract(key: string, amount: number): void {
+    this.table.subtract(this.storedKey(key), checkAmount(amount), currentTime());
   }
 
   /** Forgets the key's window: its next increment counts 1. */
   reset(key: string): void {
-    this.table.reset(this.storedKey(key));
+    this.table.reset(this.storedKey(key), currentTime());
   }
 
   /** The key's count and window end, or null when it has no hits in a current window. */
@@ -116,6 +131,16 @@ export class CounterStore {
     return this.table.capacity;
   }
 
+  private answer(result: CounterValue | typeof FULL, now: number, windowMs: number): CounterValue {
+    if (result !== FULL) return result;
+    const problem = `The counter store is full (${this.table.capacity} keys; this key's neighbourhood holds only live windows)`;
+    if (this.onFull === 'allow') {
+      warnFullOncePerMinute(`${problem}: letting requests through (onFull: 'allow'); raise the supervisor's storeCapacity`);
+      return { count: 0, resetAt: now + windowMs };
+    }
+    throw preforkError('ERR_PREFORK_STORE_FULL', `${problem}: raise the supervisor's storeCapacity or use onFull: 'allow'`);
+  }
+
   private storedKey(key: string): TableKey {
     if (typeof key !== 'string') throw invalidType('key', 'of type string', key);
     if (key.length === 0) throw invalidValue('key', 'must be a non-empty string', key);
@@ -124,13 +149,13 @@ export class CounterStore {
     if (this.prefix.length + key.length <= MAX_STORED_KEY) {
       tableKey.prefix = this.prefix;
       tableKey.key = key;
-      tableKey.hash = hashKey(key, this.prefixHash);
+      tableKey.hash = this.table.finishHash(hashKey(key, this.prefixHash));
     } else {
       // Hashed as UTF-16 (lone surrogates stay distinct), and with a hash of its own: a short key spelled
       // like a digest never matches the digest's entry.
       tableKey.prefix = '';
       tableKey.key = `#${createHash('sha256').update(Buffer.from(this.prefix + key, 'utf16le')).digest('base64')}`;
-      tableKey.hash = hashKey(tableKey.key) ^ DIGEST_HASH_TAG;
+      tableKey.hash = this.table.finishHash(hashKey(tableKey.key, this.table.startHash('')) ^ DIGEST_HASH_TAG);
     }
     return tableKey;
   }
@@ -155,6 +180,12 @@ function currentTime(): number {
     queueMicrotask(markClockStale);
   }
   return clockNow;
+}
+
+function checkAmount(amount: number, name = 'amount'): number {
+  if (typeof amount !== 'number') throw invalidType(name, 'of type number', amount);
+  if (!Number.isInteger(amount) || amount < 0 || amount > MAX_COUNT) throw outOfRange(name, `an integer from 0 to ${MAX_COUNT}`, amount);
+  return amount;
 }
 
 function checkWindow(windowMs: number): number {

@@ -1,117 +1,151 @@
-// A fixed-capacity hash table of windowed counters in a shared ArrayBuffer, updated with 32-bit Atomics and
-// no lock on the hot path. Every step is one atomic store or compare-and-swap, so a process killed at any
-// instruction leaves the table usable: what it was in the middle of is either done or not, and entries it
-// was claiming (marked with its pid) are recovered by the next process that finds it dead.
+// A fixed-capacity hash table of windowed counters in a shared ArrayBuffer: one 64-bit word per entry holds
+// (window end, count), changed by one compare-and-swap. A process killed at any instruction leaves the table
+// usable; what it was claiming or rewriting (marked with its pid) is finished or undone by the next process.
 //
-// Entry (Int32 words): state, incarnation, hash, key length, packed counter, 3 spare, 2 float64 reset times,
-// then the key as UTF-16 code units. The incarnation is 0 until the entry is published, then even, and odd
-// while it is rewritten for another key: one atomic load of it tells a reader whether the key words are
-// settled (a seqlock). The packed counter is tag (4 bits) | count (28 bits): one CAS moves the count, or
-// opens a new window by bumping the tag; the window's reset time is written first into the float64 slot of
-// the new tag's parity, so it is in place before any process can see that tag.
+// Invariants (the proofs the tests check):
+// 1. One key, one entry: keys are inserted only into the first empty entry along their probe sequence, and
+//    ended entries are rewritten for new keys only under the table's reclaim lock, after looking the key up.
+// 2. `end` never decreases within an entry. It grows by at least 1 whenever a window opens, a key is reset
+//    (count 0, end + 1) or the entry is rewritten for another key (end + 1). So no value the entry held for
+//    one key can ever be held again for the key that replaced it: a process that matched the old key and
+//    loaded its word cannot CAS into the new key's counter (no ABA, no tag).
+// 3. A reader re-checks the entry's incarnation after loading the word: the word it CASes is its key's.
+// 4. A window opens only by a CAS from a word whose window had ended by this process's clock (or had no
+//    hits): a live window is never replaced, whatever another process's clock says. Clocks of processes on
+//    one machine are the same kernel clock; a process's `now` may lag (it is read once per task), which
+//    only makes it see a window end later, never earlier.
+// 5. Every retry loop is bounded; past the bound the caller gets a defined answer (FULL, or nothing found).
 //
 // Keys are passed as (prefix, key) and compared in two parts, so the hot path builds no string.
+import { getRandomValues } from 'node:crypto';
 import {
-  ABSENT, alive, COUNT_MASK, DEAD_AFTER_MS, EMPTY, ENTRY_WORDS, FULL, H_CAPACITY, H_ENTRY_WORDS, H_MAGIC, H_RECLAIM_LOCK, HASH,
-  HEADER_WORDS, INCARNATION, KEY, LENGTH, LIVE, MAGIC, MAX_PROBES, pack, PACKED, RESET_AT, SENTINEL_TAG, STALL_CHECK_SPINS, STATE,
-  tagOf, TAGS, type CounterValue, type TableKey,
+  ABSENT, alive, COUNTER, decode, decoded, EMPTY, encode, ENTRY_WORDS, FULL, H_CAPACITY, H_ENTRY_WORDS, H_EPOCH,
+  H_MAGIC, H_RECLAIM_LOCK, H_SEED, HASH, hashKey, finishHash, HEADER_WORDS, INCARNATION, KEY, LENGTH, LIVE, LOCKED, MAGIC,
+  MAX_COUNT, MAX_PROBES, MAX_STALL_CHECKS, OWNER, STALL_CHECK_SPINS, STATE, type CounterValue, type TableKey,
 } from './table-layout';
 
 export { FULL, hashKey, LAYOUT, MAX_PROBES, MAX_STORED_KEY, regionBytes } from './table-layout';
 export type { CounterValue, TableKey } from './table-layout';
 
-const scratch = new ArrayBuffer(8);
-const scratchFloat = new Float64Array(scratch);
-const scratchBits = new BigInt64Array(scratch);
+/** CAS attempts on one key before the answer is FULL (contention this high means something is wrong). */
+const MAX_ATTEMPTS = 100_000;
+const EPOCH_MARGIN_MS = 24 * 3600 * 1000; // a process whose clock is behind the creator's still counts from >= 0
+
+/** Called before (`try`) and after (`done`) each counter CAS that succeeds; the model-checking test logs them. */
+export type Trace = (phase: 'try' | 'done', key: TableKey, from: bigint, to: bigint, now: number) => void;
 
 export class CounterTable {
   readonly capacity: number;
+  /** ms since 1970 that window ends are counted from (the region's, shared by every process). */
+  readonly epoch: number;
+  trace: Trace | null = null;
   private readonly maxProbes: number;
   private readonly words: Int32Array;
-  private readonly bits: BigInt64Array; // the float64 slots as bits, for compare-and-swap
-  private readonly floats: Float64Array;
+  private readonly counters: BigInt64Array;
   private readonly chars: Uint16Array;
+  private readonly seeds: [number, number];
   private readonly pid = process.pid;
   /** The incarnation locate() saw when it matched the key (avoids an allocation per call). */
   private matchedIncarnation = 0;
 
-  /** `initialize`: the creator writes the header; everyone else checks it. */
+  /** `initialize`: the creator writes the header (a random seed, the epoch); everyone else checks it. */
   constructor(buffer: ArrayBuffer, capacity: number, initialize: boolean) {
     this.words = new Int32Array(buffer);
-    this.floats = new Float64Array(buffer);
+    this.counters = new BigInt64Array(buffer);
     this.chars = new Uint16Array(buffer);
-    this.bits = new BigInt64Array(buffer);
+    const floats = new Float64Array(buffer);
     if (initialize) {
       this.words[H_CAPACITY] = capacity;
       this.words[H_ENTRY_WORDS] = ENTRY_WORDS;
+      this.words.set(getRandomValues(new Int32Array(2)), H_SEED);
+      floats[H_EPOCH / 2] = Date.now() - EPOCH_MARGIN_MS;
       Atomics.store(this.words, H_MAGIC, MAGIC);
-    } else if (this.words[H_MAGIC] !== MAGIC || this.words[H_CAPACITY] !== capacity || this.words[H_ENTRY_WORDS] !== ENTRY_WORDS) {
+    } else if (Atomics.load(this.words, H_MAGIC) !== MAGIC || this.words[H_CAPACITY] !== capacity || this.words[H_ENTRY_WORDS] !== ENTRY_WORDS) {
       throw new Error('prefork: the shared counter region has another layout (a different prefork version?)');
     }
     this.capacity = capacity;
+    this.epoch = floats[H_EPOCH / 2];
+    this.seeds = [this.words[H_SEED], this.words[H_SEED + 1]];
     this.maxProbes = Math.min(capacity, MAX_PROBES);
   }
 
-  /** Adds one in the key's current window (opening a new one of `windowMs` if it ended). FULL: no room. */
-  increment(key: TableKey, windowMs: number, now: number): CounterValue | typeof FULL {
-    for (;;) {
+  /** The keyed hash of a prefix, to continue with hashKey(key, it) and finish with finishHash(). */
+  startHash(prefix: string): number {
+    return hashKey(prefix, (0x811c9dc5 ^ this.seeds[0]) | 0);
+  }
+
+  finishHash(hash: number): number {
+    return finishHash(hash, this.seeds[1]);
+  }
+
+  /** Adds `amount` in the key's current window, or opens a new one of `windowMs` if it ended. FULL: no room. */
+  add(key: TableKey, amount: number, windowMs: number, now: number): CounterValue | typeof FULL {
+    const at = now - this.epoch;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       let entry = this.locate(key, true);
-      if (entry === FULL) entry = this.reclaim(key, now);
-      if (entry === FULL) return FULL;
-      const packed = this.stablePacked(entry);
-      if (packed === null) continue;
-      const tag = tagOf(packed);
-      const slots = (entry + RESET_AT) >> 1;
-      const resetAt = this.floats[slots + (tag & 1)];
-      if (now < resetAt) {
-        const count = packed & COUNT_MASK;
-        if (count === COUNT_MASK) return { count, resetAt }; // saturated
-        if (Atomics.compareExchange(this.words, entry + PACKED, packed, packed + 1) === packed) return { count: count + 1, resetAt };
+      if (entry === FULL) entry = this.reclaim(key, at);
+      if (entry < 0) return FULL;
+      const word = this.loadCounter(entry);
+      if (word === null) continue;
+      let { end } = decoded;
+      let count: number;
+      if (decoded.count > 0 && at < end) {
+        count = Math.min(MAX_COUNT, decoded.count + amount);
       } else {
-        const next = (tag + 1) % TAGS;
-        const nextResetAt = this.claimResetSlot(slots + (next & 1), now + windowMs);
-        if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(next, 1)) === packed) return { count: 1, resetAt: nextResetAt };
+        end = Math.max(at + windowMs, end + 1);
+        count = Math.min(MAX_COUNT, amount);
       }
+      if (this.swap(entry, key, word, encode(end, count), now)) return { count, resetAt: end + this.epoch };
     }
+    return FULL;
   }
 
-  /** Takes one back in the current window (never below 0). */
+  increment(key: TableKey, windowMs: number, now: number): CounterValue | typeof FULL {
+    return this.add(key, 1, windowMs, now);
+  }
+
+  /** Takes `amount` back in the current window (never below 0; at 0 the window has no hits left). */
+  subtract(key: TableKey, amount: number, now: number): void {
+    this.update(key, now, () => (decoded.count > 0 && now - this.epoch < decoded.end ? encode(decoded.end, Math.max(0, decoded.count - amount)) : null));
+  }
+
   decrement(key: TableKey, now: number): void {
-    for (;;) {
-      const entry = this.locate(key, false);
-      if (entry < 0) return;
-      const packed = this.stablePacked(entry);
-      if (packed === null) continue;
-      const resetAt = this.floats[((entry + RESET_AT) >> 1) + (tagOf(packed) & 1)];
-      if (now >= resetAt || (packed & COUNT_MASK) === 0) return;
-      if (Atomics.compareExchange(this.words, entry + PACKED, packed, packed - 1) === packed) return;
-    }
+    this.subtract(key, 1, now);
   }
 
-  /** Ends the key's window: its next increment starts from 1. */
-  reset(key: TableKey): void {
-    for (;;) {
-      const entry = this.locate(key, false);
-      if (entry < 0) return;
-      const packed = this.stablePacked(entry);
-      if (packed === null) continue;
-      const next = (tagOf(packed) + 1) % TAGS;
-      this.claimResetSlot(((entry + RESET_AT) >> 1) + (next & 1), 0);
-      if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(next, 0)) === packed) return;
+  /** Ends the key's window: its next increment opens a new one. */
+  reset(key: TableKey, now: number): void {
+    this.update(key, now, () => (decoded.count > 0 ? encode(decoded.end + 1, 0) : null));
+  }
+
+  /**
+   * Sets the count, in a window ending `windowMs` from now (or later: a window never ends earlier than the
+   * one it replaces, see invariant 2). FULL: no room.
+   */
+  set(key: TableKey, count: number, windowMs: number, now: number): CounterValue | typeof FULL {
+    const at = now - this.epoch;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      let entry = this.locate(key, true);
+      if (entry === FULL) entry = this.reclaim(key, at);
+      if (entry < 0) return FULL;
+      const word = this.loadCounter(entry);
+      if (word === null) continue;
+      const end = Math.max(at + windowMs, decoded.end + 1);
+      const capped = Math.min(MAX_COUNT, count);
+      if (this.swap(entry, key, word, encode(end, capped), now)) return { count: capped, resetAt: end + this.epoch };
     }
+    return FULL;
   }
 
   /** The key's count in its current window, or null when it has none. */
   get(key: TableKey, now: number): CounterValue | null {
-    for (;;) {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const entry = this.locate(key, false);
       if (entry < 0) return null;
-      const packed = this.stablePacked(entry);
-      if (packed === null) continue;
-      const resetAt = this.floats[((entry + RESET_AT) >> 1) + (tagOf(packed) & 1)];
-      const count = packed & COUNT_MASK;
-      return now < resetAt && count > 0 ? { count, resetAt } : null;
+      if (this.loadCounter(entry) === null) continue;
+      return decoded.count > 0 && now - this.epoch < decoded.end ? { count: decoded.count, resetAt: decoded.end + this.epoch } : null;
     }
+    return null;
   }
 
   /** Entries in use (for tests and stats; a snapshot). */
@@ -125,29 +159,34 @@ export class CounterTable {
 
   // ---- internals -----------------------------------------------------------------------------
 
-  /**
-   * Writes the reset time of the window about to open into its float64 slot, before the CAS that opens it,
-   * unless a competing process got there first: then theirs stands (one value per window, and a process
-   * stalled across windows cannot overwrite the time of a live one). Returns the value in the slot.
-   */
-  private claimResetSlot(slot: number, resetAt: number): number {
-    const seen = Atomics.load(this.bits, slot);
-    scratchFloat[0] = resetAt;
-    const wanted = scratchBits[0];
-    const before = Atomics.compareExchange(this.bits, slot, seen, wanted);
-    if (before === seen) return resetAt;
-    scratchBits[0] = before;
-    return scratchFloat[0];
+  /** One CAS per attempt: `next()` gives the new word from `decoded`, or null for nothing to do. */
+  private update(key: TableKey, now: number, next: () => bigint | null): void {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const entry = this.locate(key, false);
+      if (entry < 0) return;
+      const word = this.loadCounter(entry);
+      if (word === null) continue;
+      const wanted = next();
+      if (wanted === null || this.swap(entry, key, word, wanted, now)) return;
+    }
   }
 
-  /** The packed counter of the entry locate() just matched, if it still holds that key; else null (look again). */
-  private stablePacked(entry: number): number | null {
-    const packed = Atomics.load(this.words, entry + PACKED);
-    if (tagOf(packed) === SENTINEL_TAG || Atomics.load(this.words, entry + INCARNATION) !== this.matchedIncarnation) {
+  /** The counter word of the entry locate() just matched, decoded; null if it is locked or no longer that key's. */
+  private loadCounter(entry: number): bigint | null {
+    const word = Atomics.load(this.counters, (entry + COUNTER) >> 1);
+    decode(word);
+    if (decoded.count === LOCKED) {
       this.settle(entry);
       return null;
     }
-    return packed;
+    return Atomics.load(this.words, entry + INCARNATION) === this.matchedIncarnation ? word : null;
+  }
+
+  private swap(entry: number, key: TableKey, from: bigint, to: bigint, now: number): boolean {
+    this.trace?.('try', key, from, to, now);
+    if (Atomics.compareExchange(this.counters, (entry + COUNTER) >> 1, from, to) !== from) return false;
+    this.trace?.('done', key, from, to, now);
+    return true;
   }
 
   private holds(entry: number, { prefix, key, hash }: TableKey): boolean {
@@ -160,14 +199,16 @@ export class CounterTable {
   }
 
   /**
-   * Linear probing from the key's home slot; one atomic load per entry on the way. With `create`, claims
-   * the first empty entry. Sets matchedIncarnation for stablePacked().
+   * Linear probing from the key's home slot, one atomic load per entry on the way. With `create`, claims the
+   * first empty entry (invariant 1). Sets matchedIncarnation. ABSENT / FULL also when another process holds
+   * an entry on the way for too long (invariant 5).
    */
   private locate(key: TableKey, create: boolean): number {
     let index = (key.hash >>> 0) % this.capacity;
     for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
       const entry = HEADER_WORDS + index * ENTRY_WORDS;
-      for (;;) {
+      for (let attempt = 0; ; attempt++) {
+        if (attempt > MAX_STALL_CHECKS) return create ? FULL : ABSENT;
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
         if (incarnation === 0) {
           // Not published yet: empty, being claimed, or just published.
@@ -176,7 +217,7 @@ export class CounterTable {
             if (!create) return ABSENT;
             if (Atomics.compareExchange(this.words, entry + STATE, EMPTY, -this.pid) !== EMPTY) continue;
             this.writeKey(entry, key);
-            Atomics.store(this.words, entry + PACKED, pack(0, 0));
+            Atomics.store(this.counters, (entry + COUNTER) >> 1, 0n);
             Atomics.store(this.words, entry + STATE, LIVE);
             Atomics.store(this.words, entry + INCARNATION, 2); // published: the key words are settled
             continue;
@@ -207,18 +248,15 @@ export class CounterTable {
     for (let i = 0; i < key.length; i++) this.chars[base + prefix.length + i] = key.charCodeAt(i);
     this.words[entry + LENGTH] = prefix.length + key.length;
     this.words[entry + HASH] = hash;
-    const slots = (entry + RESET_AT) >> 1;
-    this.floats[slots] = 0;
-    this.floats[slots + 1] = 0;
   }
 
   /**
-   * A full table: the first expired entry along the key's probe sequence is rewritten for it. Reclaimers
-   * take turns (a pid lock in the header) and look for the key once more first, so a key is never in two
-   * entries. Readers of the old key see the sentinel or a new incarnation and look up again.
+   * A full probe window: the first entry along it whose window has ended (or that matches no key) is rewritten
+   * for `key`, under the reclaim lock, after one more lookup (invariant 1). Live windows are never taken: a
+   * key that finds none gets FULL, and its caller the onFull answer.
    */
-  private reclaim(key: TableKey, now: number): number {
-    this.acquire(H_RECLAIM_LOCK);
+  private reclaim(key: TableKey, at: number): number {
+    if (!this.tryLock()) return FULL;
     try {
       const existing = this.locate(key, false);
       if (existing >= 0) return existing;
@@ -226,15 +264,14 @@ export class CounterTable {
       for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
         const entry = HEADER_WORDS + index * ENTRY_WORDS;
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
-        const packed = Atomics.load(this.words, entry + PACKED);
-        if (incarnation === 0 || incarnation & 1 || tagOf(packed) === SENTINEL_TAG) continue;
-        const resetAt = this.floats[((entry + RESET_AT) >> 1) + (tagOf(packed) & 1)];
-        if (this.words[entry + LENGTH] !== -1 && now < resetAt) continue;
-        if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(SENTINEL_TAG, this.pid)) !== packed) continue;
-        Atomics.add(this.words, entry + INCARNATION, 1); // odd: rewriting
-        this.writeKey(entry, key);
-        Atomics.add(this.words, entry + INCARNATION, 1); // even again: a new incarnation
-        Atomics.store(this.words, entry + PACKED, pack((tagOf(packed) + 1) % TAGS, 0));
+        if (incarnation === 0 || incarnation & 1) continue;
+        const word = Atomics.load(this.counters, (entry + COUNTER) >> 1);
+        decode(word);
+        const { end, count } = decoded;
+        if (count === LOCKED || (this.words[entry + LENGTH] !== -1 && count > 0 && at < end)) continue;
+        Atomics.store(this.words, entry + OWNER, this.pid);
+        if (Atomics.compareExchange(this.counters, (entry + COUNTER) >> 1, word, encode(end, LOCKED)) !== word) continue;
+        this.rewrite(entry, end, key);
         return this.locate(key, false);
       }
       return FULL;
@@ -243,43 +280,63 @@ export class CounterTable {
     }
   }
 
-  private acquire(word: number): void {
-    let since = 0;
-    for (let spins = 1; ; spins++) {
-      const holder = Atomics.compareExchange(this.words, word, 0, this.pid);
-      if (holder === 0 || holder === this.pid) return;
-      if (spins % STALL_CHECK_SPINS !== 0) continue;
-      since ||= Date.now();
-      if (!alive(holder) || Date.now() - since > DEAD_AFTER_MS) Atomics.compareExchange(this.words, word, holder, 0);
+  /** With the counter locked: a new incarnation for `key` (or for no key), its word a fresh one past `end`. */
+  private rewrite(entry: number, end: number, key: TableKey | null): void {
+    if (key) {
+      Atomics.add(this.words, entry + INCARNATION, 1); // odd: rewriting
+      this.writeKey(entry, key);
+      Atomics.add(this.words, entry + INCARNATION, 1); // even again: a new incarnation
+    } else {
+      // A dead process's rewrite: its key words are garbage, so the entry matches no key before it is even again.
+      Atomics.store(this.words, entry + LENGTH, -1);
+      Atomics.add(this.words, entry + INCARNATION, Atomics.load(this.words, entry + INCARNATION) & 1 ? 1 : 2);
     }
+    Atomics.store(this.counters, (entry + COUNTER) >> 1, encode(end + 1, 0));
+    Atomics.store(this.words, entry + OWNER, 0);
+  }
+
+  /** The reclaim lock, or false when a live process holds it: no waiting (invariant 5). A dead holder's is taken. */
+  private tryLock(): boolean {
+    for (let check = 0; check < MAX_STALL_CHECKS; check++) {
+      const holder = Atomics.compareExchange(this.words, H_RECLAIM_LOCK, 0, this.pid);
+      if (holder === 0 || holder === this.pid) return true;
+      if (!alive(holder)) Atomics.compareExchange(this.words, H_RECLAIM_LOCK, holder, 0);
+      else for (let spin = 0; spin < STALL_CHECK_SPINS && Atomics.load(this.words, H_RECLAIM_LOCK) !== 0; spin++);
+    }
+    return false;
   }
 
   /**
-   * Waits out a claim or a rewrite of `entry` by another process. If that process is dead, finishes its
-   * work for it: a half-claimed entry goes back to empty, a half-rewritten one becomes an entry that matches
-   * no key (reclaimable). Spins, then checks the holder's pid: these windows last a few hundred nanoseconds.
+   * Waits a little for another process's claim or rewrite of `entry`, then checks its pid. A dead process's
+   * claim goes back to empty; its rewrite becomes an entry that matches no key (under the reclaim lock).
+   * Returns at once when the holder is alive and slow: the caller looks again, within its bounds.
    */
   private settle(entry: number): void {
-    let since = 0;
-    for (let spins = 1; ; spins++) {
+    for (let spin = 0; spin < STALL_CHECK_SPINS; spin++) {
       const state = Atomics.load(this.words, entry + STATE);
-      const packed = Atomics.load(this.words, entry + PACKED);
-      const claimer = state < 0 ? -state : 0;
-      // The sentinel is set before the incarnation turns odd and cleared after it is even again.
-      const rewriter = state === LIVE && tagOf(packed) === SENTINEL_TAG ? packed & COUNT_MASK : 0;
-      if (!claimer && !rewriter) return;
-      if (spins % STALL_CHECK_SPINS !== 0) continue;
-      since ||= Date.now();
-      const holder = claimer || rewriter;
-      if (alive(holder) && Date.now() - since < DEAD_AFTER_MS) continue;
-      if (claimer) {
-        Atomics.compareExchange(this.words, entry + STATE, state, EMPTY);
-      } else if (Atomics.compareExchange(this.words, entry + PACKED, packed, pack(SENTINEL_TAG, this.pid)) === packed) {
-        this.words[entry + LENGTH] = -1;
-        // A new incarnation (even), so readers that matched the old key look it up again.
-        Atomics.add(this.words, entry + INCARNATION, Atomics.load(this.words, entry + INCARNATION) & 1 ? 1 : 2);
-        Atomics.store(this.words, entry + PACKED, pack(0, 0));
-      }
+      const rewriting = (Atomics.load(this.words, entry + INCARNATION) & 1) === 1 || this.lockedCount(entry);
+      if (state >= 0 && !rewriting) return;
     }
+    const state = Atomics.load(this.words, entry + STATE);
+    if (state < 0) {
+      if (!alive(-state)) Atomics.compareExchange(this.words, entry + STATE, state, EMPTY);
+      return;
+    }
+    const owner = Atomics.load(this.words, entry + OWNER);
+    if (alive(owner)) return; // a live rewriter (pids are not reused within the microseconds a rewrite takes)
+    if (!this.tryLock()) return;
+    try {
+      const word = Atomics.load(this.counters, (entry + COUNTER) >> 1);
+      decode(word);
+      if (decoded.count !== LOCKED || Atomics.load(this.words, entry + OWNER) !== owner) return; // finished meanwhile
+      this.rewrite(entry, decoded.end, null);
+    } finally {
+      Atomics.compareExchange(this.words, H_RECLAIM_LOCK, this.pid, 0);
+    }
+  }
+
+  private lockedCount(entry: number): boolean {
+    decode(Atomics.load(this.counters, (entry + COUNTER) >> 1));
+    return decoded.count === LOCKED;
   }
 }

@@ -1,14 +1,18 @@
 // Rate-limit stores on the shared counter store: for express-rate-limit 8 and @fastify/rate-limit.
-import { CounterStore, type CounterStoreOptions } from './counter-store';
+import { CounterStore, MAX_WINDOW_MS, type CounterStoreOptions } from './counter-store';
 
 interface ClientRateLimitInfo {
   totalHits: number;
   resetTime: Date | undefined;
 }
 
+/** How long resetAll()'s generation number lives: as long as the longest window (a year). */
+const GENERATION_WINDOW_MS = MAX_WINDOW_MS;
+
 /**
  * express-rate-limit's `Store`: `rateLimit({ windowMs, limit, store: new RateLimitStore() })` counts hits
- * across all workers. One store per limiter (give each its own `prefix`, default 'rl:').
+ * across all workers. One store per limiter (give each its own `prefix`, default 'rl:'). Fails open when the
+ * table is full (one warning per minute), unless `onFull: 'error'`.
  */
 export class RateLimitStore {
   readonly prefix: string;
@@ -16,10 +20,22 @@ export class RateLimitStore {
   readonly localKeys = false;
   private windowMs = 60000;
   private readonly counters: CounterStore;
+  /** The prefix's generation (resetAll() bumps it), kept in the table too, under a key no client key can take. */
+  private readonly generations: CounterStore;
 
   constructor(options: CounterStoreOptions = {}) {
-    this.counters = new CounterStore({ prefix: 'rl:', ...options });
+    this.counters = new CounterStore({ prefix: 'rl:', onFull: 'allow', ...options });
     this.prefix = this.counters.prefix;
+    this.generations = new CounterStore({ prefix: `${this.prefix}\u0000`, onFull: 'error' });
+  }
+
+  /** Every key starts again, in every worker: the prefix's generation moves on, so old entries match no key. */
+  resetAll(): void {
+    this.generations.add('generation', 1, GENERATION_WINDOW_MS);
+  }
+
+  private key(key: string): string {
+    return `${this.generations.get('generation')?.count ?? 0}:${key}`;
   }
 
   init(options: { windowMs: number }): void {
@@ -27,21 +43,21 @@ export class RateLimitStore {
   }
 
   increment(key: string): ClientRateLimitInfo {
-    const { count, resetAt } = this.counters.increment(key, this.windowMs);
+    const { count, resetAt } = this.counters.increment(this.key(key), this.windowMs);
     // A full table with onFull: 'allow' answers 0; express-rate-limit wants at least 1 (and lets 1 pass).
     return { totalHits: Math.max(1, count), resetTime: new Date(resetAt) };
   }
 
   decrement(key: string): void {
-    this.counters.decrement(key);
+    this.counters.decrement(this.key(key));
   }
 
   resetKey(key: string): void {
-    this.counters.reset(key);
+    this.counters.reset(this.key(key));
   }
 
   get(key: string): ClientRateLimitInfo | undefined {
-    const value = this.counters.get(key);
+    const value = this.counters.get(this.key(key));
     return value ? { totalHits: value.count, resetTime: new Date(value.resetAt) } : undefined;
   }
 }
@@ -62,7 +78,7 @@ export class FastifyRateLimitStore {
   private children = 0;
 
   constructor(_params: RouteParams = {}, prefix = 'fastify-rate-limit:') {
-    this.counters = new CounterStore({ prefix });
+    this.counters = new CounterStore({ prefix, onFull: 'allow' });
   }
 
   incr(key: string, callback: (error: Error | null, reply?: Reply) => void, timeWindow: number): void {
