@@ -18,9 +18,9 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
     case 'online':
     case 'ready':
       return { message: { type: fields.type } };
-    case 'listening': // the address it names is taken from the primary's own table, not from the worker
+    case 'listening':
       if (!isInteger(fields.index, 0, MAX_INT)) return { problem: "'listening' without a valid index" };
-      return { message: { type: 'listening', index: fields.index, address: { host: '', port: 0, family: 'IPv4' } } };
+      return { message: { type: 'listening', index: fields.index } };
     case 'socket': {
       const { requestId, host, port, ipv6Only, backlog, zeroPortCall } = fields;
       if (!isInteger(requestId, 0, MAX_INT) || !isHost(host) || !isInteger(port, 0, 65535) || typeof ipv6Only !== 'boolean' ||

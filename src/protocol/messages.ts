@@ -44,7 +44,8 @@ export type WorkerMessage =
   | { type: 'online' }
   /** `zeroPortCall`: for port 0, this is the worker's n-th listen(0) on that host (each gets its own port, as under node:cluster). */
   | { type: 'socket'; requestId: number; host: string | null; port: number; ipv6Only: boolean; backlog: number; zeroPortCall: number }
-  | { type: 'listening'; index: number; address: SocketAddress }
+  /** The primary takes the address from its own table: a worker's word for it is not trusted. */
+  | { type: 'listening'; index: number }
   | { type: 'ready' }
   | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number };
 

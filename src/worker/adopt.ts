@@ -50,7 +50,7 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
     const onListening = () => {
       server.off('error', onError);
       debug('worker %d: listening on %s:%d (fd %d)', worker.id, socket.host, socket.port, fd);
-      send({ type: 'listening', index: socket.index, address: { host: socket.host, port: socket.port, family: socket.family } });
+      send({ type: 'listening', index: socket.index });
       resolve(server);
     };
     server.once('error', onError);
