@@ -25,3 +25,11 @@ export const DEFAULT_STORE_CAPACITY = 65536;
 export const MAX_STORE_CAPACITY = 16 * 1024 * 1024;
 /** Counter keys longer than this are refused (longer than the table stores are kept as a SHA-256 digest). */
 export const MAX_KEY_LENGTH = 4096;
+
+/** heartbeatTimeout: gunicorn's default timeout; below the minimum a busy loop would be taken for a stuck one. */
+export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 30000;
+export const MIN_HEARTBEAT_TIMEOUT_MS = 100;
+/** recycle.maxMemory below this is less than a bare Node process uses. */
+export const MIN_MAX_MEMORY = 16 * 1024 * 1024;
+/** recycle.maxAge below this would recycle faster than a worker starts. */
+export const MIN_MAX_AGE_MS = 1000;

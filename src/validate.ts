@@ -30,6 +30,15 @@ export function checkInteger(name: string, value: unknown, min: number, max: num
   return value;
 }
 
+/** A limit that 0 turns off: 0, or an integer from `min` to `max`. */
+export function checkLimit(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') throw invalidType(name, 'of type number', value);
+  if (value !== 0 && (!Number.isInteger(value) || value < min || value > max)) {
+    throw outOfRange(name, `0 (off) or an integer from ${min} to ${max}`, value);
+  }
+  return value;
+}
+
 export function checkBoolean(name: string, value: unknown): boolean {
   if (typeof value !== 'boolean') throw invalidType(name, 'of type boolean', value);
   return value;
@@ -44,6 +53,32 @@ export function parseIntegerText(text: string, min: number, max: number, fail: (
   if (!/^\d+$/.test(text.trim())) fail(allowed, false);
   const value = Number(text);
   if (value < min || value > max) fail(allowed, true);
+  return value;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+const DURATION_UNITS: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A size written as text: bytes, or a number with a binary unit (`512M`, `1.5G`, `64KiB`, `2GB`: K, M, G, T
+ * are 1024-based). Whole bytes from `min` to `max`, or 0; otherwise `fail` with what is allowed.
+ */
+export function parseSizeText(text: string, min: number, max: number, fail: (allowed: string) => never): number {
+  const allowed = `0 (off), or bytes from ${min} to ${max}, or a number with a unit K, M, G or T (e.g. 512M)`;
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  if (!match || (match[2] === '' && match[1].includes('.'))) fail(allowed);
+  const value = Math.round(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]);
+  if (value !== 0 && (value < min || value > max)) fail(allowed);
+  return value;
+}
+
+/** A duration written as text: ms, or a number with a unit (`500ms`, `30s`, `15m`, `6h`, `1d`). 0, or `min` to `max` ms. */
+export function parseDurationText(text: string, min: number, max: number, fail: (allowed: string) => never): number {
+  const allowed = `0 (off), or ms from ${min} to ${max}, or a number with a unit ms, s, m, h or d (e.g. 6h)`;
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(text.trim());
+  if (!match || (match[2] === undefined && match[1].includes('.'))) fail(allowed);
+  const value = Math.round(Number(match[1]) * DURATION_UNITS[(match[2] ?? '').toLowerCase()]);
+  if (value !== 0 && (value < min || value > max)) fail(allowed);
   return value;
 }
 

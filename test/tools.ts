@@ -20,14 +20,20 @@ export const EXTERNAL_TOOLS = {
     install: "Debian's redis-server package: apt-get install redis-server",
     requiredBy: 'PREFORK_TEST_REDIS',
   },
+  wrk: {
+    commands: ['wrk'],
+    suite: 'the recycling-under-load tests in test/recycle.test.ts',
+    install: "Debian's wrk package: apt-get install wrk",
+    requiredBy: 'PREFORK_TEST_WRK',
+  },
 } satisfies Record<string, ExternalTool>;
 
 export type ToolName = keyof typeof EXTERNAL_TOOLS;
 
-/** Whether `command` runs at all (a bounded `--version`, never a wait on a service). */
+/** Whether `command` runs at all (a bounded `--version`, never a wait on a service; wrk's exits 1, which is fine). */
 function runs(command: string): boolean {
   const probe = child_process.spawnSync(command, ['--version'], { stdio: 'ignore', timeout: 5000 });
-  return probe.error === undefined && probe.status === 0;
+  return probe.error === undefined && probe.signal === null;
 }
 
 /** The commands of `name` that are not on this machine ([] when it is all there). */

@@ -48,3 +48,13 @@ export function tcpMigrateReq(): boolean | null {
     return null;
   }
 }
+
+/** A process's resident memory in bytes (VmRSS in /proc/<pid>/status: no cooperation needed), or null. */
+export function residentSetSize(pid: number): number | null {
+  try {
+    const kilobytes = /^VmRSS:\s*(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kilobytes === undefined ? null : Number(kilobytes) * 1024;
+  } catch {
+    return null; // gone, or not Linux
+  }
+}

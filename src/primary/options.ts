@@ -4,10 +4,11 @@ import { resolve } from 'node:path';
 import { lookupAccount, usableCpuCount } from '../core/system';
 import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
 import {
-  DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_STORE_CAPACITY, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS,
+  DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_STORE_CAPACITY, MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS,
+  MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
 } from '../limits';
 import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
-import { checkBoolean, checkInteger, checkOptionNames, checkOptionsObject, checkString } from '../validate';
+import { checkBoolean, checkInteger, checkLimit, checkOptionNames, checkOptionsObject, checkString } from '../validate';
 
 export type { ListenAddress, ListenConfig } from '../protocol/address';
 
@@ -24,6 +25,18 @@ export interface RestartOptions {
   maxRestarts?: number;
   /** The window for maxRestarts, in ms. Default 60000. */
   window?: number;
+}
+
+/** When a worker is replaced by a fresh one, gracefully, one slot at a time. 0 (the default) turns a limit off. */
+export interface RecycleOptions {
+  /** After this many requests (http/https/http2; connections for a plain net.Server). */
+  maxRequests?: number;
+  /** Adds a random 0 … maxRequestsJitter to each worker's maxRequests, so workers do not all recycle at once. */
+  maxRequestsJitter?: number;
+  /** When its resident memory (RSS, read from /proc) reaches this many bytes; at least 16 MiB. */
+  maxMemory?: number;
+  /** When it has run this many ms; at least 1000. */
+  maxAge?: number;
 }
 
 export interface SupervisorOptions {
@@ -74,6 +87,12 @@ export interface SupervisorOptions {
    * an address nobody configured). 0: none. Workers that run as another `user`/`group` may never. Default 64.
    */
   maxRequestedAddresses?: number;
+  /**
+   * A worker whose event loop has not turned for this many ms is unresponsive: killed and replaced on its
+   * slot's socket. 0: off. Default 30000 (off when workers run with an inspector, which pauses them).
+   */
+  heartbeatTimeout?: number;
+  recycle?: RecycleOptions;
 }
 
 export interface SupervisorConfig {
@@ -96,12 +115,16 @@ export interface SupervisorConfig {
   signals: boolean;
   exitProcess: boolean;
   maxRequestedAddresses: number;
+  heartbeatTimeout: number;
+  recycle: Required<RecycleOptions>;
 }
 
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
   'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
+  'heartbeatTimeout', 'recycle',
 ] as const;
+const RECYCLE_NAMES = ['maxRequests', 'maxRequestsJitter', 'maxMemory', 'maxAge'] as const;
 const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
 export const RESTART_DEFAULTS: Required<RestartOptions> = {
   delay: 100, factor: 1.5, maxDelay: 15000, resetAfter: 30000, maxRestarts: 10, window: 60000,
@@ -144,7 +167,31 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     exitProcess: options.exitProcess === undefined ? false : checkBoolean('exitProcess', options.exitProcess),
     maxRequestedAddresses:
       options.maxRequestedAddresses === undefined ? DEFAULT_MAX_REQUESTED_ADDRESSES : checkInteger('maxRequestedAddresses', options.maxRequestedAddresses, 0, MAX_REQUESTED_ADDRESSES),
+    heartbeatTimeout: settleHeartbeatTimeout(options.heartbeatTimeout, execArgv),
+    recycle: settleRecycle(options.recycle),
   };
+}
+
+/** Default 30000, but off when workers run under an inspector: a worker paused at a breakpoint is not stuck. */
+function settleHeartbeatTimeout(value: unknown, execArgv: string[]): number {
+  if (value !== undefined) return checkLimit('heartbeatTimeout', value, MIN_HEARTBEAT_TIMEOUT_MS, MAX_TIMEOUT_MS);
+  return execArgv.some((arg) => /^--inspect(-brk|-wait)?(=|$)/.test(arg)) ? 0 : DEFAULT_HEARTBEAT_TIMEOUT_MS;
+}
+
+function settleRecycle(recycle: unknown): Required<RecycleOptions> {
+  const settled = { maxRequests: 0, maxRequestsJitter: 0, maxMemory: 0, maxAge: 0 };
+  if (recycle === undefined) return settled;
+  checkOptionsObject('the "recycle" option', recycle);
+  checkOptionNames('the "recycle" option', recycle, RECYCLE_NAMES);
+  const { maxRequests, maxRequestsJitter, maxMemory, maxAge } = recycle;
+  if (maxRequests !== undefined) settled.maxRequests = checkLimit('recycle.maxRequests', maxRequests, 1, MAX_INT);
+  if (maxRequestsJitter !== undefined) settled.maxRequestsJitter = checkInteger('recycle.maxRequestsJitter', maxRequestsJitter, 0, MAX_INT);
+  if (maxMemory !== undefined) settled.maxMemory = checkLimit('recycle.maxMemory', maxMemory, MIN_MAX_MEMORY, Number.MAX_SAFE_INTEGER);
+  if (maxAge !== undefined) settled.maxAge = checkLimit('recycle.maxAge', maxAge, MIN_MAX_AGE_MS, MAX_TIMEOUT_MS);
+  if (settled.maxRequestsJitter > 0 && settled.maxRequests === 0) {
+    throw invalidValue('recycle.maxRequestsJitter', 'needs recycle.maxRequests (the jitter is added to it)', maxRequestsJitter);
+  }
+  return settled;
 }
 
 function settleListen(listen: unknown): ListenConfig[] {

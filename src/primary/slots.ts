@@ -8,7 +8,7 @@ import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import { SocketTable } from './socket-table';
-import { describeExit, inspectorExecArgv, startWorkerProcess, type Worker, type WorkerProcess } from './worker-process';
+import { describeExit, inspectorExecArgv, startWorkerProcess, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
@@ -73,20 +73,22 @@ export class WorkerSlots {
    * Starts a worker for the slot; if it cannot be started (EAGAIN under a pids limit, EMFILE, ENOMEM), that
    * counts as a crash of the slot: 'spawnfailed', then a restart with backoff. The other slots keep serving.
    */
-  fill(slot: Slot): WorkerProcess | null {
+  fill(slot: Slot, replaced: ExitReason | null): WorkerProcess | null {
     try {
-      return this.spawn(slot);
+      return this.spawn(slot, replaced);
     } catch (error) {
       if (this.stopping) throw error;
-      const never: Worker = { id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts };
+      const never: Worker = {
+        id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts, replaced, exitReason: 'crash',
+      };
       this.ensureServing(slot, never, null, null); // settled first (out of the group if it backs off), then told
       this.events.emit('spawnfailed', slot.id, error);
       return null;
     }
   }
 
-  /** Starts a worker for the slot on its sockets; throws if it cannot be started. */
-  spawn(slot: Slot): WorkerProcess {
+  /** Starts a worker for the slot on its sockets (`replaced`: why its predecessor left); throws if it cannot be started. */
+  spawn(slot: Slot, replaced: ExitReason | null): WorkerProcess {
     if (this.stopping) throw preforkError('ERR_PREFORK_NOT_RUNNING', 'Cannot start a worker: the supervisor is stopping');
     slot.generation += 1;
     const worker = startWorkerProcess({
@@ -95,6 +97,7 @@ export class WorkerSlots {
       restarts: slot.restarts,
       sockets: this.sockets.socketsOf(slot.id).map((socket, index) => ({ fd: socket.fd, describe: (fd) => this.sockets.describe(index, fd) })),
       storeFd: this.storeFd,
+      replaced,
       execArgv: inspectorExecArgv(this.config.execArgv, ++this.workersStarted),
       config: this.config,
     });
@@ -129,12 +132,24 @@ export class WorkerSlots {
     // so new connections are refused at once instead of waiting in a queue nobody will serve.
     this.sockets.closeAll();
     const all = [...this.processes];
-    for (const worker of all) worker.requestStop(timeout);
+    for (const worker of all) worker.requestStop(timeout, 'shutdown');
     await Promise.all(all.map((worker) => worker.child.exited));
   }
 
   killAll(): void {
     for (const worker of this.processes) worker.child.kill('SIGKILL');
+  }
+
+  /**
+   * A worker whose event loop has not turned for `since` ms: it cannot drain, so it is killed at once, and its
+   * replacement starts on the slot's socket and serves what is queued there. Only what it had accepted is lost.
+   */
+  unresponsive(worker: WorkerProcess, since: number): void {
+    if (worker.record.state === 'exited' || worker.record.exitReason !== null) return;
+    const { id, pid } = worker.record;
+    process.stderr.write(`prefork: worker ${id} (pid ${pid}) is unresponsive: its event loop has not turned for ${since} ms (heartbeatTimeout ${this.config.heartbeatTimeout}); killing it\n`);
+    this.events.emit('unresponsive', worker.record, since);
+    worker.kill('unresponsive');
   }
 
   private onMessage(worker: WorkerProcess, message: WorkerMessage): void {
@@ -219,7 +234,7 @@ export class WorkerSlots {
     if (worker.record.state === 'exited') return;
     process.stderr.write(`prefork: worker ${worker.record.id} (pid ${worker.record.pid}) broke the control protocol (${problem}); killing it\n`);
     worker.channel.close();
-    worker.child.kill('SIGKILL');
+    worker.kill('protocol');
   }
 
   private markReady(worker: WorkerProcess): void {
@@ -231,7 +246,7 @@ export class WorkerSlots {
   private onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     worker.exited(code, signal);
     this.processes.delete(worker);
-    this.events.emit('exit', worker.record, code, signal);
+    this.events.emit('exit', worker.record, code, signal, worker.record.exitReason);
 
     const slot = this.list[worker.record.id];
     if (!slot) return;
@@ -267,7 +282,8 @@ export class WorkerSlots {
     await this.sockets.rejoinGroup(slot.id);
     if (this.stopping || !this.has(slot) || slot.worker !== null) return;
     slot.restarts += 1;
-    slot.worker = this.fill(slot);
-    if (slot.worker) this.events.emit('restart', old, slot.worker.record, delay);
+    const reason = old.exitReason ?? 'crash';
+    slot.worker = this.fill(slot, reason);
+    if (slot.worker) this.events.emit('restart', old, slot.worker.record, delay, reason);
   }
 }

@@ -10,12 +10,14 @@ import type { CounterTable } from '../store/counter-table';
 import { CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
+import { LivenessMonitor, type RecycleLimit } from './liveness';
 import { handleSignals } from './signals';
-import { WorkerSlots } from './slots';
-import type { Worker, WorkerProcess, WorkerStats } from './worker-process';
+import { WorkerSlots, type Slot } from './slots';
+import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
 
-export type { Worker, WorkerState, WorkerStats } from './worker-process';
+export type { ExitReason, Worker, WorkerState, WorkerStats } from './worker-process';
+export type { RecycleLimit } from './liveness';
 export { describeExit } from './worker-process';
 
 export interface SupervisorStats {
@@ -29,7 +31,7 @@ export interface SupervisorStats {
 
 /**
  * The primary's supervisor. Start it with supervise(options); it emits 'fork', 'online', 'listening',
- * 'ready', 'exit', 'restart', 'giveup', 'reload', 'scale' and 'shutdown'.
+ * 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload', 'scale' and 'shutdown'.
  */
 export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
@@ -45,12 +47,21 @@ export class Supervisor extends EventEmitter {
   /** The counter store's shared memory, created before any worker and inherited by every one; -1: none. */
   private storeFd = -1;
   private storeTable: CounterTable | null = null;
+  private readonly liveness: LivenessMonitor;
+  /** Workers whose recycling is queued or running: reported again on every check, queued once. */
+  private readonly recycling = new Set<WorkerProcess>();
+  /** After a failed recycling, when the worker may be tried again (monotonic ms). */
+  private readonly recycleRetryAt = new WeakMap<WorkerProcess, number>();
 
   constructor(config: SupervisorConfig) {
     super();
     this.config = config;
     if (config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(config.storeCapacity));
     this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error));
+    this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
+      unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
+      recycle: (worker, limit) => this.recycle(worker, limit),
+    });
     if (config.signals) this.removeSignalHandlers = handleSignals(this);
     this.started = this.start();
     this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
@@ -92,30 +103,60 @@ export class Supervisor extends EventEmitter {
       for (const slot of [...this.slots.list]) {
         if (this.state !== 'running') throw this.notRunning('reload');
         if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
-        const old = slot.worker;
-        let next: WorkerProcess;
-        try {
-          next = this.slots.spawn(slot);
-        } catch (cause) {
-          throw this.reloadFailed(slot.id, cause);
-        }
-        slot.incoming = next;
-        try {
-          await this.untilReadyOrSuperseded(next);
-        } catch (cause) {
-          if (slot.incoming === next) slot.incoming = null;
-          next.requestStop(0);
-          // The old worker may have died meanwhile and left the slot to this one: the slot is refilled.
-          const { exitCode = null, signal = null } = cause as { exitCode?: number | null; signal?: NodeJS.Signals | null };
-          this.slots.ensureServing(slot, next.record, exitCode, signal);
-          throw this.reloadFailed(slot.id, cause);
-        }
-        slot.incoming = null;
-        slot.worker = next;
-        old?.requestStop(this.config.shutdownTimeout);
+        await this.replace(slot, 'reload');
       }
       this.emit('reload');
     });
+  }
+
+  /**
+   * A worker past a recycle limit is replaced as in a reload (the new one ready before the old one drains),
+   * through the same queue, so one slot recycles at a time and slots due together are spaced by at least a
+   * worker's start. A failed recycling leaves the old worker serving and is tried again after restart.maxDelay.
+   */
+  private recycle(worker: WorkerProcess, limit: RecycleLimit): void {
+    if (this.recycling.has(worker) || (this.recycleRetryAt.get(worker) ?? 0) > Date.now()) return;
+    this.recycling.add(worker);
+    const reason: ExitReason = `recycle-${limit}`;
+    this.serialize(async () => {
+      const slot = this.slots.list[worker.record.id];
+      if (this.state !== 'running' || !slot || slot.worker !== worker || worker.record.state !== 'ready') return;
+      const next = await this.replace(slot, reason);
+      const { id, pid } = worker.record;
+      process.stderr.write(`prefork: recycled worker ${id} (pid ${pid}): ${RECYCLE_LIMITS[limit]} reached; pid ${next.record.pid} serves its slot\n`);
+      this.emit('recycle', worker.record, next.record, limit);
+    }, { supersedes: false }).catch((error: Error) => {
+      if (this.shuttingDown) return;
+      const retry = this.config.restart.maxDelay;
+      this.recycleRetryAt.set(worker, Date.now() + retry);
+      process.stderr.write(`prefork: ${error.message}; trying again in ${retry} ms\n`);
+    }).finally(() => this.recycling.delete(worker));
+  }
+
+  /** The slot's worker replaced by a new one on the slot's sockets, ready before the old one drains. */
+  private async replace(slot: Slot, reason: 'reload' | `recycle-${RecycleLimit}`): Promise<WorkerProcess> {
+    const old = slot.worker;
+    let next: WorkerProcess;
+    try {
+      next = this.slots.spawn(slot, reason);
+    } catch (cause) {
+      throw this.replaceFailed(reason, slot.id, cause);
+    }
+    slot.incoming = next;
+    try {
+      await this.untilReadyOrSuperseded(next);
+    } catch (cause) {
+      if (slot.incoming === next) slot.incoming = null;
+      next.requestStop(0, 'not-ready');
+      // The old worker may have died meanwhile and left the slot to this one: the slot is refilled.
+      const { exitCode = null, signal = null } = cause as { exitCode?: number | null; signal?: NodeJS.Signals | null };
+      this.slots.ensureServing(slot, next.record, exitCode, signal);
+      throw this.replaceFailed(reason, slot.id, cause);
+    }
+    slot.incoming = null;
+    slot.worker = next;
+    old?.requestStop(this.config.shutdownTimeout, reason);
+    return next;
   }
 
   /** Changes the number of workers. New slots get new sockets; removed slots drain and close theirs. */
@@ -136,13 +177,13 @@ export class Supervisor extends EventEmitter {
       const added: WorkerProcess[] = [];
       for (let id = from; id < workers; id++) {
         const slot = await this.slots.add(id);
-        slot.worker = this.slots.fill(slot); // a failed spawn restarts the slot with backoff
+        slot.worker = this.slots.fill(slot, null); // a failed spawn restarts the slot with backoff
         if (slot.worker) added.push(slot.worker);
       }
       await Promise.all(added.map((worker) => worker.ready));
     } else if (workers < from) {
       const leaving = this.slots.removeFrom(workers);
-      for (const worker of leaving) worker.requestStop(this.config.shutdownTimeout);
+      for (const worker of leaving) worker.requestStop(this.config.shutdownTimeout, 'scale');
       await Promise.all(leaving.map((worker) => worker.child.exited));
     }
     this.emit('scale', from, workers);
@@ -156,6 +197,7 @@ export class Supervisor extends EventEmitter {
     checkInteger('timeout', timeout, 0, MAX_TIMEOUT_MS);
     if (this.stopped) return this.stopped;
     this.state = 'stopping';
+    this.liveness.stop();
     this.stopped = (async () => {
       await this.slots.stopAll(timeout);
       if (this.storeFd >= 0) closeSync(this.storeFd);
@@ -201,10 +243,11 @@ export class Supervisor extends EventEmitter {
         if (config.port === 0) zeroPortCalls.set(host, call + 1);
         await this.slots.sockets.addAddress(config, call);
       }
-      for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot);
+      for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot, null);
       await Promise.all(this.slots.list.map((slot) => slot.worker?.ready));
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
       this.state = 'running';
+      this.liveness.start();
     } catch (error) {
       if (!this.stopped) this.failure = error as Error; // not a failure when a shutdown was asked for
       await this.shutdown({ timeout: 0 });
@@ -218,14 +261,13 @@ export class Supervisor extends EventEmitter {
     void this.shutdown();
   }
 
-  private reloadFailed(slot: number, cause: unknown): Error {
+  private replaceFailed(reason: 'reload' | `recycle-${RecycleLimit}`, slot: number, cause: unknown): Error {
+    const what = reason === 'reload' ? `Reload stopped at worker slot ${slot}` : `Recycling worker slot ${slot} failed`;
     if (this.shuttingDown) {
-      return Object.assign(preforkError('ERR_PREFORK_SHUT_DOWN', `Reload stopped at worker slot ${slot}: the supervisor is shutting down`), { cause });
+      return Object.assign(preforkError('ERR_PREFORK_SHUT_DOWN', `${what}: the supervisor is shutting down`), { cause });
     }
-    return Object.assign(
-      preforkError('ERR_PREFORK_RELOAD_FAILED', `Reload stopped at worker slot ${slot}: ${(cause as Error).message}; the old workers keep serving`),
-      { cause },
-    );
+    const code = reason === 'reload' ? 'ERR_PREFORK_RELOAD_FAILED' : 'ERR_PREFORK_RECYCLE_FAILED';
+    return Object.assign(preforkError(code, `${what}: ${(cause as Error).message}; the old worker${reason === 'reload' ? 's keep' : ' keeps'} serving`), { cause });
   }
 
   /**
@@ -240,9 +282,9 @@ export class Supervisor extends EventEmitter {
     }).finally(() => (this.supersede = null));
   }
 
-  /** Reload and scale run one at a time, in the order asked. */
-  private serialize<T>(operation: () => Promise<T>): Promise<T> {
-    this.supersede?.();
+  /** Reload, scale and recycling run one at a time, in the order asked; a reload or scale supersedes an endless wait. */
+  private serialize<T>(operation: () => Promise<T>, { supersedes = true } = {}): Promise<T> {
+    if (supersedes) this.supersede?.();
     const run = this.operations.then(async () => {
       await this.started;
       return operation();
@@ -255,6 +297,12 @@ export class Supervisor extends EventEmitter {
     return preforkError('ERR_PREFORK_NOT_RUNNING', `Cannot ${what}: the supervisor is ${this.state}`);
   }
 }
+
+const RECYCLE_LIMITS: Record<RecycleLimit, string> = {
+  requests: 'recycle.maxRequests',
+  memory: 'recycle.maxMemory (resident memory)',
+  age: 'recycle.maxAge',
+};
 
 /** Starts a primary's supervisor. Validation errors throw here, before anything is created. */
 export function supervise(options: SupervisorOptions = {}): Supervisor {

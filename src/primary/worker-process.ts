@@ -1,18 +1,28 @@
 // One worker process as the primary sees it: started with its fds and environment; its readiness, stop and stats.
 import { closeSync, fstatSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
+import { native } from '../core/binding';
 import { ControlChannel, createChannelPair } from '../core/channel';
 import { spawn, type ChildHandle } from '../core/spawn';
-import { allowedCpus } from '../core/system';
+import { allowedCpus, residentSetSize } from '../core/system';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
-  FIRST_LISTEN_FD, STORE_FD,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
+  FIRST_LISTEN_FD, LIVENESS_FD, STORE_FD,
   type InheritedSocket, type PrimaryMessage, type WorkerMessage,
 } from '../protocol/messages';
+import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
 import type { SupervisorConfig } from './options';
 
 export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopping' | 'exited';
+
+/**
+ * Why a worker exited: it crashed (any exit nobody asked for), its loop was stuck, it was recycled (which
+ * limit), reloaded, scaled away or shut down, it was not ready in time, or it broke the control protocol.
+ */
+export type ExitReason =
+  | 'crash' | 'unresponsive' | 'recycle-requests' | 'recycle-memory' | 'recycle-age' | 'reload' | 'scale' | 'shutdown' | 'not-ready' | 'protocol';
 
 /** A worker as the supervisor's events and `workers` show it. `state` and `restarts` change as it lives. */
 export interface Worker {
@@ -25,11 +35,24 @@ export interface Worker {
   readonly startedAt: Date;
   /** Restarts of this slot after crashes, before this worker. */
   readonly restarts: number;
+  /** Why its predecessor on the slot was replaced; null for a slot's first worker. */
+  readonly replaced: ExitReason | null;
+  /** Why it exited or is stopping; null while it serves. */
+  exitReason: ExitReason | null;
 }
 
 export interface WorkerStats extends Worker {
+  /** process.memoryUsage() (heap included), asked over the channel; null if it did not answer in time. */
   memory: NodeJS.MemoryUsage | null;
   connections: number | null;
+  /** Resident memory in bytes, read from /proc by the primary (no answer needed); null if unknown. */
+  rss: number | null;
+  /** Requests served (connections for a plain net.Server), from its heartbeat. */
+  requests: number;
+  /** How late its event loop's last heartbeat fired, ms. */
+  loopLag: number;
+  /** ms since its last heartbeat; null before the first. */
+  sinceHeartbeat: number | null;
 }
 
 /** How long stats() waits for a worker's answer before it reports nulls for it. */
@@ -43,6 +66,8 @@ export interface WorkerLaunch {
   sockets: Array<{ fd: number; describe: (fdInWorker: number) => InheritedSocket }>;
   /** The counter store's region, or -1. */
   storeFd: number;
+  /** Why the slot's previous worker was replaced; null for its first. */
+  replaced: ExitReason | null;
   /** Node options for this worker (inspector ports already made unique). */
   execArgv: string[];
   config: SupervisorConfig;
@@ -62,13 +87,20 @@ export class WorkerProcess {
   private killDeadline = Infinity;
   private readonly statsRequests = new Map<number, (reply?: StatsReply) => void>();
   private nextStatsRequest = 1;
+  /** Its maxRequests with its own jitter; 0: no limit. */
+  readonly requestLimit: number;
 
   constructor(
     readonly record: Worker,
     readonly child: ChildHandle,
     readonly channel: ControlChannel,
-    readyTimeout: number,
+    /** Its heartbeat, lag and requests served, written by its event loop into memory we share with it alone. */
+    readonly liveness: LivenessRecord,
+    config: SupervisorConfig,
   ) {
+    const { maxRequests, maxRequestsJitter } = config.recycle;
+    this.requestLimit = maxRequests > 0 ? maxRequests + randomInt(0, maxRequestsJitter + 1) : 0;
+    const { readyTimeout } = config;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -77,7 +109,7 @@ export class WorkerProcess {
     if (readyTimeout > 0) {
       this.readyTimer = setTimeout(() => {
         this.rejectReady(preforkError('ERR_PREFORK_READY_TIMEOUT', `worker ${record.id} (pid ${child.pid}) was not ready within ${readyTimeout} ms`));
-        this.requestStop(0);
+        this.requestStop(0, 'not-ready');
       }, readyTimeout);
     }
   }
@@ -94,6 +126,7 @@ export class WorkerProcess {
   /** After the child is reaped: timers and channel go; a worker that was never ready fails its `ready`. */
   exited(code: number | null, signal: NodeJS.Signals | null): void {
     this.record.state = 'exited';
+    this.record.exitReason ??= 'crash';
     clearTimeout(this.readyTimer);
     clearTimeout(this.killTimer);
     this.channel.close();
@@ -103,9 +136,17 @@ export class WorkerProcess {
     this.rejectReady(Object.assign(early, { exitCode: code, signal })); // no effect once it was ready
   }
 
-  /** Asks it to drain and exit; SIGKILL after `timeout` ms (0: at once). */
-  requestStop(timeout: number): void {
+  /** Ends it at once: it cannot drain (its loop is stuck) or may not (it broke the protocol). */
+  kill(reason: ExitReason): void {
     if (this.record.state === 'exited') return;
+    this.record.exitReason ??= reason;
+    this.child.kill('SIGKILL');
+  }
+
+  /** Asks it to drain and exit; SIGKILL after `timeout` ms (0: at once). */
+  requestStop(timeout: number, reason: ExitReason): void {
+    if (this.record.state === 'exited') return;
+    this.record.exitReason ??= reason;
     clearTimeout(this.readyTimer);
     const wasOnline = this.record.state !== 'starting';
     this.record.state = 'stopping';
@@ -124,14 +165,23 @@ export class WorkerProcess {
     }
   }
 
-  /** Its record plus memory and open connections, asked over the channel (nulls if it does not answer in time). */
+  /** Its record, its liveness, RSS, and memory and open connections asked over the channel (nulls if it does not answer in time). */
   askStats(): Promise<WorkerStats> {
     const requestId = this.nextStatsRequest++;
     return new Promise((resolve) => {
       const answer = (reply?: StatsReply) => {
         clearTimeout(timer);
         this.statsRequests.delete(requestId);
-        resolve({ ...this.record, memory: reply?.memory ?? null, connections: reply?.connections ?? null });
+        const { beatAt, lag, served } = this.liveness.read();
+        resolve({
+          ...this.record,
+          memory: reply?.memory ?? null,
+          connections: reply?.connections ?? null,
+          rss: residentSetSize(this.record.pid),
+          requests: served,
+          loopLag: lag,
+          sinceHeartbeat: beatAt === 0 ? null : Math.max(0, monotonicMs() - beatAt),
+        });
       };
       const timer = setTimeout(answer, STATS_TIMEOUT_MS);
       this.statsRequests.set(requestId, answer);
@@ -162,7 +212,12 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
   fds[CHANNEL_FD] = workerEnd;
   if (launch.storeFd >= 0) fds[STORE_FD] = launch.storeFd;
   let child: ChildHandle;
+  let liveness: LivenessRecord;
+  let livenessFd = -1;
   try {
+    livenessFd = native.createSharedRegion(LIVENESS_BYTES);
+    liveness = new LivenessRecord(native.mapSharedRegion(livenessFd, LIVENESS_BYTES));
+    fds[LIVENESS_FD] = livenessFd;
     const cpus = config.cpuAffinity ? allowedCpus() : [];
     child = spawn({
       file: process.execPath,
@@ -175,6 +230,7 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
         [ENV_SHUTDOWN_TIMEOUT]: String(config.shutdownTimeout),
         [ENV_WAIT_READY]: config.waitReady ? '1' : '0',
         [ENV_CHANNEL_ID]: String(fstatSync(workerEnd).ino),
+        [ENV_HEARTBEAT_INTERVAL]: String(heartbeatInterval(config.heartbeatTimeout)),
         ...(launch.storeFd >= 0 ? { [ENV_STORE]: String(config.storeCapacity) } : {}),
         NODE_APP_INSTANCE: String(slot), // PM2's name for the same thing
       },
@@ -191,9 +247,18 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     throw error;
   } finally {
     closeSync(workerEnd);
+    if (livenessFd >= 0) closeSync(livenessFd); // the worker has its copy; ours stays mapped
   }
-  const record: Worker = { id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts };
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd), config.readyTimeout);
+  const record: Worker = {
+    id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
+    replaced: launch.replaced, exitReason: null,
+  };
+  return new WorkerProcess(record, child, new ControlChannel(primaryEnd), liveness, config);
+}
+
+/** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */
+export function heartbeatInterval(heartbeatTimeout: number): number {
+  return heartbeatTimeout === 0 ? 1000 : Math.min(1000, Math.max(10, Math.floor(heartbeatTimeout / 10)));
 }
 
 /**

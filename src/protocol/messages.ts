@@ -1,9 +1,10 @@
 // What the primary and a worker say to each other: the worker's environment and the control-channel messages.
 
-/** The fds a worker finds its control channel and the counter store's shared memory on; listen sockets follow. */
+/** The fds a worker finds its control channel, the counter store and its liveness record on; listen sockets follow. */
 export const CHANNEL_FD = 3;
 export const STORE_FD = 4;
-export const FIRST_LISTEN_FD = 5;
+export const LIVENESS_FD = 5;
+export const FIRST_LISTEN_FD = 6;
 
 /** Environment variables the primary sets for a worker (PREFORK_WORKER_*; the user's settings have other names). */
 export const ENV_WORKER_ID = 'PREFORK_WORKER_ID';
@@ -15,6 +16,8 @@ export const ENV_WAIT_READY = 'PREFORK_WORKER_WAIT_READY';
 export const ENV_CHANNEL_ID = 'PREFORK_WORKER_CHANNEL';
 /** The counter store's capacity, when the primary shares one on STORE_FD. */
 export const ENV_STORE = 'PREFORK_WORKER_STORE';
+/** How often (ms) the worker's event loop writes its heartbeat into its liveness record (on LIVENESS_FD). */
+export const ENV_HEARTBEAT_INTERVAL = 'PREFORK_WORKER_HEARTBEAT_INTERVAL';
 /** Set by a worker to its pid for everything it starts: there the register preload does nothing. */
 export const ENV_DESCENDANT_OF = 'PREFORK_DESCENDANT_OF';
 

@@ -8,6 +8,7 @@ import type { InheritedSocket, PrimaryMessage, WorkerMessage } from '../protocol
 import { debug } from '../debug';
 import { context, send, type WorkerContext } from './context';
 import { track } from './drain';
+import { countServed } from './heartbeat';
 
 /** How many listen(0) calls this worker made per host: the n-th gets its own port, as under node:cluster. */
 const zeroPortCalls = new Map<string, number>();
@@ -36,6 +37,7 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
   const socket = inherited ?? (await requestSocket(worker, address, zeroPortCall));
   const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
   track(server);
+  countServed(worker, server);
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => {
       serverErrors.add(error);

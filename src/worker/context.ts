@@ -4,7 +4,7 @@ import { ControlChannel } from '../core/channel';
 import { debug } from '../debug';
 import { native } from '../core/binding';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_DESCENDANT_OF, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, STORE_FD,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_DESCENDANT_OF, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, LIVENESS_FD, STORE_FD,
   type InheritedSocket, type WorkerMessage,
 } from '../protocol/messages';
 
@@ -18,6 +18,10 @@ export interface WorkerContext {
   waitReady: boolean;
   /** Keys of the primary's shared counter store (on STORE_FD), or null when it shares none. */
   storeCapacity: number | null;
+  /** How often its event loop writes its heartbeat (ms). */
+  heartbeatInterval: number;
+  /** Requests (http) or connections (net) served, for recycling; kept here so two loaded copies of prefork share it. */
+  served: number;
 }
 
 /** When the native watchdog kills an orphaned worker (its primary died) whose JavaScript is stuck. */
@@ -52,8 +56,10 @@ export function context(): WorkerContext | null {
     shutdownTimeout: Number(process.env[ENV_SHUTDOWN_TIMEOUT]),
     waitReady: process.env[ENV_WAIT_READY] === '1',
     storeCapacity: process.env[ENV_STORE] ? Number(process.env[ENV_STORE]) : null,
+    heartbeatInterval: Number(process.env[ENV_HEARTBEAT_INTERVAL]),
+    served: 0,
   };
-  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE]) {
+  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE, ENV_HEARTBEAT_INTERVAL]) {
     delete process.env[name];
   }
   process.env[ENV_DESCENDANT_OF] = String(process.pid);
@@ -62,6 +68,7 @@ export function context(): WorkerContext | null {
   native.setCloexec(CHANNEL_FD);
   native.startOrphanWatchdog(CHANNEL_FD, ORPHAN_KILL_MS);
   if (worker.storeCapacity !== null) native.setCloexec(STORE_FD);
+  native.setCloexec(LIVENESS_FD);
   for (const socket of worker.sockets) native.setCloexec(socket.fd);
   holder[CONTEXT_KEY] = worker;
   return worker;

@@ -4,6 +4,7 @@ import type { PrimaryMessage } from '../protocol/messages';
 import { failSocketRequests, onSocketReply } from './adopt';
 import { context, send } from './context';
 import { connectionCount, drain } from './drain';
+import { startHeartbeat } from './heartbeat';
 
 export { adopt, serverErrors } from './adopt';
 export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
@@ -43,6 +44,7 @@ function listenToPrimary(): void {
   });
   worker.channel.on('error', (error: Error) => process.stderr.write(`prefork: worker ${worker.id}: ${error.message}\n`));
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, onSignal);
+  startHeartbeat(worker);
   send({ type: 'online' });
 }
 

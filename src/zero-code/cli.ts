@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
 import { parseIntegerText } from '../validate';
-import { optionsFromEnvironment, parseAddressList } from './env-options';
+import { HEARTBEAT_TIMEOUT, MAX_AGE, MAX_MEMORY, mergeOptions, optionsFromEnvironment, parseAddressList, REQUEST_COUNT } from './env-options';
 import { runApp } from './run';
 
 const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
@@ -22,14 +22,21 @@ Options:
   --shutdown-timeout MS  time a worker gets to finish in-flight requests before SIGKILL (default 10000)
   --ready-timeout MS     time a new worker gets to become ready (default 30000; 0: no limit)
   --wait-ready           a worker is ready only once it calls process.send('ready') or prefork's ready()
+  --heartbeat-timeout MS a worker whose event loop is stuck this long is killed and replaced
+                         (default 30000; 0: off; units allowed: 30s)
+  --max-requests N       recycle a worker (gracefully, one at a time) after N requests
+  --max-requests-jitter N  add a random 0..N to each worker's --max-requests
+  --max-memory SIZE      recycle a worker whose resident memory reaches SIZE (bytes, or 512M, 1G)
+  --max-age MS           recycle a worker after it ran this long (ms, or 30m, 6h)
   --node-arg ARG         a Node.js option for the workers, e.g. --node-arg=--max-old-space-size=512
                          (repeatable)
   --log-prefix           prefix each line workers print with "[worker N] "
   -h, --help             print this help
   -v, --version          print prefork's version
 
-Environment: PREFORK_WORKERS, PREFORK_SHUTDOWN_TIMEOUT, PREFORK_READY_TIMEOUT, PREFORK_WAIT_READY and the
-other PREFORK_* variables of the README set the same options; a flag wins over its variable.
+Environment: PREFORK_WORKERS, PREFORK_SHUTDOWN_TIMEOUT, PREFORK_READY_TIMEOUT, PREFORK_WAIT_READY,
+PREFORK_HEARTBEAT_TIMEOUT, PREFORK_MAX_REQUESTS, PREFORK_MAX_MEMORY, PREFORK_MAX_AGE and the other PREFORK_*
+variables of the README set the same options; a flag wins over its variable.
 
 Signals to the primary: TERM/INT stop gracefully, HUP reloads worker by worker, TTIN/TTOU add/remove one.
 `;
@@ -42,6 +49,16 @@ interface Command {
   logPrefix: boolean;
   app: string;
   appArgs: string[];
+}
+
+/** A flag's value through the parser of its environment variable; the error names the flag. */
+function parsedFlag<T>(flag: string, text: string | undefined, parse: (text: string, name: string) => unknown): T {
+  if (text === undefined) throw new UsageError(`${flag} needs a value`);
+  try {
+    return parse(text, flag) as T;
+  } catch (error) {
+    throw new UsageError((error as Error).message.replace(`The ${flag} environment variable`, flag));
+  }
 }
 
 function integerFlag(flag: string, text: string | undefined, min: number, max: number): number {
@@ -99,6 +116,21 @@ export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
         noValue();
         options.waitReady = true;
         break;
+      case '--heartbeat-timeout':
+        options.heartbeatTimeout = parsedFlag(flag, value(), HEARTBEAT_TIMEOUT);
+        break;
+      case '--max-requests':
+        options.recycle = { ...options.recycle, maxRequests: parsedFlag(flag, value(), REQUEST_COUNT) };
+        break;
+      case '--max-requests-jitter':
+        options.recycle = { ...options.recycle, maxRequestsJitter: parsedFlag(flag, value(), REQUEST_COUNT) };
+        break;
+      case '--max-memory':
+        options.recycle = { ...options.recycle, maxMemory: parsedFlag(flag, value(), MAX_MEMORY) };
+        break;
+      case '--max-age':
+        options.recycle = { ...options.recycle, maxAge: parsedFlag(flag, value(), MAX_AGE) };
+        break;
       case '--node-arg': {
         const nodeArg = value();
         if (nodeArg === undefined || nodeArg === '') throw new UsageError('--node-arg needs a value');
@@ -149,8 +181,7 @@ function main(argv: string[]): void {
   }
   try {
     runApp({
-      ...environment,
-      ...command.options,
+      ...mergeOptions(environment, command.options),
       script: command.app,
       args: command.appArgs,
       // Workers preload the register module, which turns their listen() calls into the primary's sockets.

@@ -1,8 +1,10 @@
 // Supervisor options from PREFORK_* environment variables (register mode and the prefork command).
-import { MAX_REQUESTED_ADDRESSES, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
+import {
+  MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
+} from '../limits';
 import type { SupervisorOptions } from '../primary/options';
 import { parseListenAddress } from '../protocol/address';
-import { parseIntegerText } from '../validate';
+import { parseDurationText, parseIntegerText, parseSizeText } from '../validate';
 
 type Parse = (text: string, name: string) => unknown;
 
@@ -24,6 +26,14 @@ const boolean: Parse = (text, name) => {
 const text: Parse = (value, name) => (value.trim() === '' ? fail(name, 'non-empty', value) : value.trim());
 
 const MS = integer(0, MAX_TIMEOUT_MS);
+const duration = (min: number): Parse => (text, name) => parseDurationText(text, min, MAX_TIMEOUT_MS, (allowed) => fail(name, allowed, text));
+const size = (min: number): Parse => (text, name) => parseSizeText(text, min, Number.MAX_SAFE_INTEGER, (allowed) => fail(name, allowed, text));
+
+/** Parsers shared with the command's flags (--heartbeat-timeout, --max-memory, --max-age). */
+export const HEARTBEAT_TIMEOUT = duration(MIN_HEARTBEAT_TIMEOUT_MS);
+export const MAX_MEMORY = size(MIN_MAX_MEMORY);
+export const MAX_AGE = duration(MIN_MAX_AGE_MS);
+export const REQUEST_COUNT = integer(0, MAX_INT);
 
 /** "3000,127.0.0.1:8080,[::1]:9000": the addresses the primary opens, and the only ones for dropped privileges. */
 export function parseAddressList(text: string, fail: (allowed: string) => never): string[] {
@@ -58,7 +68,20 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_RESTART_RESET_AFTER: ['restart.resetAfter', MS],
   PREFORK_MAX_RESTARTS: ['restart.maxRestarts', integer(0, MAX_RESTARTS)],
   PREFORK_RESTART_WINDOW: ['restart.window', MS],
+  PREFORK_HEARTBEAT_TIMEOUT: ['heartbeatTimeout', HEARTBEAT_TIMEOUT],
+  PREFORK_MAX_REQUESTS: ['recycle.maxRequests', REQUEST_COUNT],
+  PREFORK_MAX_REQUESTS_JITTER: ['recycle.maxRequestsJitter', REQUEST_COUNT],
+  PREFORK_MAX_MEMORY: ['recycle.maxMemory', MAX_MEMORY],
+  PREFORK_MAX_AGE: ['recycle.maxAge', MAX_AGE],
 };
+
+/** Options from two sources, `over` winning, nested groups (restart, recycle) merged key by key. */
+export function mergeOptions(under: SupervisorOptions, over: SupervisorOptions): SupervisorOptions {
+  const merged: SupervisorOptions = { ...under, ...over };
+  if (under.restart || over.restart) merged.restart = { ...under.restart, ...over.restart };
+  if (under.recycle || over.recycle) merged.recycle = { ...under.recycle, ...over.recycle };
+  return merged;
+}
 
 /** PREFORK_LOG_PREFIX: workers prefix their output lines with "[worker N] ". Read in the worker. */
 export const ENV_LOG_PREFIX = 'PREFORK_LOG_PREFIX';

@@ -14,10 +14,10 @@ export function runApp(options: SupervisorOptions): Supervisor {
     () => log(`${supervisor.workers.length} worker${supervisor.workers.length === 1 ? '' : 's'} ready (pids ${pids()}) on ${addresses() || 'no address'}; primary pid ${process.pid}`),
     () => {}, // the supervisor prints why and exits
   );
-  supervisor.on('exit', (worker, code, signal) => {
-    log(`worker ${worker.id} (pid ${worker.pid}) exited with ${describeExit(code, signal)}`);
+  supervisor.on('exit', (worker, code, signal, reason) => {
+    log(`worker ${worker.id} (pid ${worker.pid}) exited with ${describeExit(code, signal)} (${reason})`);
   });
-  supervisor.on('restart', (old, next, delay) => log(`worker ${old.id} restarted as pid ${next.pid} after ${delay} ms`));
+  supervisor.on('restart', (old, next, delay, reason) => log(`worker ${old.id} restarted as pid ${next.pid} after ${delay} ms (${reason})`));
   supervisor.on('spawnfailed', (slot, error) => log(`worker ${slot} could not be started (${(error as Error).message}); retrying with backoff`));
   supervisor.on('reload', () => log(`reload done: pids ${pids()}`));
   supervisor.on('scale', (from, to) => log(`scaled from ${from} to ${to} workers`));

@@ -1,0 +1,84 @@
+// The primary's liveness monitor: on one timer it reads every serving worker's heartbeat (shared memory) and
+// resident memory (/proc), and says which worker is stuck and which has reached a recycle limit. It only
+// reports: the slots kill a stuck worker, the supervisor's queue recycles, one slot at a time.
+import { residentSetSize } from '../core/system';
+import { monotonicMs } from '../protocol/liveness-record';
+import type { RecycleOptions } from './options';
+import { heartbeatInterval, type WorkerProcess } from './worker-process';
+
+export type RecycleLimit = 'requests' | 'memory' | 'age';
+
+export interface WorkerReading {
+  /** Requests (or connections) served. */
+  served: number;
+  /** Resident memory, bytes; null when unknown or not asked for. */
+  rss: number | null;
+  /** ms since it started. */
+  age: number;
+}
+
+/** The recycle limit a worker has reached, if any: memory first, since it alone can end with the OOM killer. */
+export function recycleDue(recycle: Required<RecycleOptions>, requestLimit: number, reading: WorkerReading): RecycleLimit | null {
+  if (recycle.maxMemory > 0 && reading.rss !== null && reading.rss >= recycle.maxMemory) return 'memory';
+  if (requestLimit > 0 && reading.served >= requestLimit) return 'requests';
+  if (recycle.maxAge > 0 && reading.age >= recycle.maxAge) return 'age';
+  return null;
+}
+
+export interface LivenessHandlers {
+  /** Its loop has not turned for `since` ms (more than heartbeatTimeout). */
+  unresponsive(worker: WorkerProcess, since: number): void;
+  /** It reached `limit`; reported on every check until it is replaced. */
+  recycle(worker: WorkerProcess, limit: RecycleLimit): void;
+}
+
+export class LivenessMonitor {
+  private timer: NodeJS.Timeout | null = null;
+  private lastCheck = 0;
+  private readonly interval: number;
+
+  constructor(
+    private readonly heartbeatTimeout: number,
+    private readonly recycle: Required<RecycleOptions>,
+    /** The workers serving now (a reload's incoming worker and draining ones are not judged). */
+    private readonly serving: () => WorkerProcess[],
+    private readonly handlers: LivenessHandlers,
+  ) {
+    this.interval = heartbeatInterval(heartbeatTimeout);
+  }
+
+  /** Starts checking, if there is anything to check. */
+  start(): void {
+    const { maxRequests, maxMemory, maxAge } = this.recycle;
+    if (this.timer || (this.heartbeatTimeout === 0 && maxRequests === 0 && maxMemory === 0 && maxAge === 0)) return;
+    this.lastCheck = monotonicMs();
+    this.timer = setInterval(() => this.check(), this.interval);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private check(): void {
+    const now = monotonicMs();
+    // The primary itself did not run for a while (SIGSTOP of the whole group, a suspended VM): its workers'
+    // beats are old for the same reason. Give them one interval to beat again before judging.
+    const primaryStalled = now - this.lastCheck > this.interval + this.heartbeatTimeout / 2;
+    this.lastCheck = now;
+    if (primaryStalled) return;
+    for (const worker of this.serving()) {
+      if (worker.record.state !== 'ready') continue; // readyTimeout bounds a start; stopping workers have their deadline
+      const { beatAt, served } = worker.liveness.read();
+      const since = now - beatAt;
+      if (this.heartbeatTimeout > 0 && beatAt > 0 && since > this.heartbeatTimeout) {
+        this.handlers.unresponsive(worker, since);
+        continue;
+      }
+      const rss = this.recycle.maxMemory > 0 ? residentSetSize(worker.record.pid) : null;
+      const limit = recycleDue(this.recycle, worker.requestLimit, { served, rss, age: Date.now() - worker.record.startedAt.getTime() });
+      if (limit) this.handlers.recycle(worker, limit);
+    }
+  }
+}

@@ -1,0 +1,51 @@
+// A worker's liveness record: a small shared memory region of its own that its event loop writes and the
+// primary reads without asking. One region per worker, so a worker can write only its own record.
+//
+// One 64-bit word per fact, each written with one atomic store (no value is split over two words):
+//   word 0  the loop's last heartbeat: CLOCK_MONOTONIC in ms (process.hrtime, the same clock in every
+//           process of the machine), 0 before the first beat
+//   word 1  the loop's lag at that beat, in ms: how late the heartbeat timer fired
+//   word 2  what the worker has served: requests of http/https/http2 servers, connections of plain net.Servers
+// The primary trusts none of it beyond the worker's own fate: a wrong value can only get that worker
+// recycled or killed early, or spared.
+
+export const LIVENESS_BYTES = 64;
+const BEAT = 0;
+const LAG = 1;
+const SERVED = 2;
+
+export interface LivenessReading {
+  /** Monotonic ms of the last heartbeat; 0: none yet. */
+  beatAt: number;
+  lag: number;
+  served: number;
+}
+
+/** Monotonic milliseconds, comparable between processes on one machine. */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}
+
+export class LivenessRecord {
+  private readonly words: BigInt64Array;
+
+  constructor(region: ArrayBuffer) {
+    this.words = new BigInt64Array(region, 0, 3);
+  }
+
+  /** The worker's heartbeat: written by its event loop, so a stuck loop stops it. */
+  beat(now: number, lag: number, served: number): void {
+    Atomics.store(this.words, SERVED, BigInt(served));
+    Atomics.store(this.words, LAG, BigInt(lag));
+    Atomics.store(this.words, BEAT, BigInt(now));
+  }
+
+  /** What the worker last wrote, each value clamped to a sane range. */
+  read(): LivenessReading {
+    const clamp = (word: number) => {
+      const value = Number(Atomics.load(this.words, word));
+      return value >= 0 && value <= Number.MAX_SAFE_INTEGER ? value : 0;
+    };
+    return { beatAt: clamp(BEAT), lag: clamp(LAG), served: clamp(SERVED) };
+  }
+}

@@ -1,0 +1,41 @@
+// The worker's heartbeat: its event loop writes the time, its lag and what it has served into its liveness
+// record, which the primary reads on its own. A stuck loop (an endless loop, a blocking native call, SIGSTOP)
+// stops the beat, and the primary sees it without the worker's help.
+import { closeSync } from 'node:fs';
+import type net from 'node:net';
+import { native } from '../core/binding';
+import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
+import { LIVENESS_FD } from '../protocol/messages';
+import type { WorkerContext } from './context';
+
+const counted = new WeakSet<net.Server>();
+
+/** Maps the record the primary gave this worker and beats every interval (the timer does not keep it alive). */
+export function startHeartbeat(worker: WorkerContext): void {
+  const record = new LivenessRecord(native.mapSharedRegion(LIVENESS_FD, LIVENESS_BYTES));
+  closeSync(LIVENESS_FD); // the mapping stays
+  const interval = worker.heartbeatInterval;
+  let last = monotonicMs();
+  record.beat(last, 0, worker.served);
+  setInterval(() => {
+    const now = monotonicMs();
+    record.beat(now, Math.max(0, now - last - interval), worker.served);
+    last = now;
+  }, interval).unref();
+}
+
+/**
+ * Counts what `server` serves, for recycling after maxRequests: requests of http, https and http2 servers,
+ * connections of a plain net.Server. One listener and an increment, nothing more per request.
+ */
+export function countServed(worker: WorkerContext, server: net.Server): void {
+  if (counted.has(server)) return;
+  counted.add(server);
+  const methods = server as unknown as Record<string, unknown>;
+  const event = typeof methods.updateSettings === 'function' ? 'stream' // http2
+    : typeof methods.closeIdleConnections === 'function' ? 'request' // http, https
+      : 'connection';
+  server.on(event, () => {
+    worker.served += 1;
+  });
+}
