@@ -14,7 +14,7 @@ test('--help and --version', async () => {
   const help = new AppRun([cli, '--help']);
   expect(await help.exited).toEqual({ code: 0, signal: null });
   expect(help.output).toMatch(/^Usage: prefork \[options\] \[--\] app\.js \[app arguments\]/);
-  for (const flag of ['--workers', '--shutdown-timeout', '--ready-timeout', '--wait-ready', '--node-arg', '--log-prefix']) expect(help.output).toContain(flag);
+  for (const flag of ['--workers', '--shutdown-timeout', '--ready-timeout', '--wait-ready', '--heartbeat-timeout', '--max-requests', '--max-requests-jitter', '--max-memory', '--max-age', '--node-arg', '--log-prefix']) expect(help.output).toContain(flag);
   const shown = new AppRun([cli, '--version']);
   expect(await shown.exited).toEqual({ code: 0, signal: null });
   expect(shown.output).toBe(`${version}\n`);
@@ -103,6 +103,10 @@ describe('bad flags are clear errors and start nothing', () => {
     [['--bogus', 'APP'], 'prefork: unknown option --bogus (see prefork --help)'],
     [['--listen', '3000,,4000', 'APP'], "prefork: --listen must be a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000). Received '3000,,4000' (see prefork --help)"],
     [['--listen=host:port', 'APP'], "prefork: --listen must be a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000). Received 'host:port' (see prefork --help)"],
+    [['--heartbeat-timeout', '50', 'APP'], "prefork: --heartbeat-timeout must be 0 (off), or ms from 100 to 2147483647, or a number with a unit ms, s, m, h or d (e.g. 6h). Received '50' (see prefork --help)"],
+    [['--max-memory=1M', 'APP'], "prefork: --max-memory must be 0 (off), or bytes from 16777216 to 9007199254740991, or a number with a unit K, M, G or T (e.g. 512M). Received '1M' (see prefork --help)"],
+    [['--max-requests', '-3', 'APP'], "prefork: --max-requests must be an integer from 0 to 2147483647. Received '-3' (see prefork --help)"],
+    [['--max-age', 'forever', 'APP'], "prefork: --max-age must be 0 (off), or ms from 1000 to 2147483647, or a number with a unit ms, s, m, h or d (e.g. 6h). Received 'forever' (see prefork --help)"],
     [[], 'prefork: no app to run (see prefork --help)'],
     [['/nonexistent/app.js'], 'prefork: /nonexistent/app.js: no such file (see prefork --help)'],
   ])('%j', async (args, message) => {
@@ -112,4 +116,35 @@ describe('bad flags are clear errors and start nothing', () => {
     expect(run.sideEffectPids()).toEqual([]);
     await run.stop();
   });
+});
+
+describe('bad PREFORK_* liveness and recycle variables name the variable, and nothing starts', () => {
+  test.each([
+    [{ PREFORK_HEARTBEAT_TIMEOUT: '10' }, "The PREFORK_HEARTBEAT_TIMEOUT environment variable must be 0 (off), or ms from 100 to 2147483647"],
+    [{ PREFORK_MAX_MEMORY: '512X' }, "The PREFORK_MAX_MEMORY environment variable must be 0 (off), or bytes from 16777216"],
+    [{ PREFORK_MAX_AGE: '-1' }, "The PREFORK_MAX_AGE environment variable must be 0 (off), or ms from 1000"],
+    [{ PREFORK_MAX_REQUESTS_JITTER: '1.5' }, "The PREFORK_MAX_REQUESTS_JITTER environment variable must be an integer from 0 to 2147483647. Received '1.5'"],
+  ])('%j', async (env, message) => {
+    const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], env);
+    expect(await run.exited).toEqual({ code: 1, signal: null });
+    expect(run.errors).toContain(message);
+    expect(run.sideEffectPids()).toEqual([]);
+  });
+});
+
+test('--heartbeat-timeout: a worker stuck in an endless loop is logged, killed and restarted', async () => {
+  const run = new AppRun([cli, '--workers', '2', '--heartbeat-timeout', '1s', app('liveness.js')]);
+  const { port } = await run.listening(2);
+  void get(port, '127.0.0.1', '/spin').catch(() => {});
+  const [line] = await run.waitForMatches(/prefork: worker (\d) \(pid (\d+)\) is unresponsive: its event loop has not turned for \d+ ms \(heartbeatTimeout 1000\); killing it/g, 1, { source: 'errors' });
+  await run.waitForMatches(new RegExp(`worker ${line[1]} restarted as pid \\d+ after 0 ms \\(unresponsive\\)`, 'g'), 1, { source: 'errors' });
+  expect(run.errors).toContain(`worker ${line[1]} (pid ${line[2]}) exited with signal SIGKILL (unresponsive)`);
+});
+
+test('recycling from the environment and a flag together: PREFORK_MAX_REQUESTS with --max-age', async () => {
+  const run = new AppRun([cli, '--workers', '1', '--max-age', '1h', app('plain-http.js')], { PREFORK_MAX_REQUESTS: '10' });
+  const { port, pids } = await run.listening(1);
+  for (let i = 0; i < 10; i++) await get(port);
+  await run.waitForMatches(new RegExp(`prefork: recycled worker 0 \\(pid ${pids[0]}\\): recycle.maxRequests reached; pid \\d+ serves its slot`, 'g'), 1, { source: 'errors' });
+  await run.waitForMatches(new RegExp(`worker 0 \\(pid ${pids[0]}\\) exited with code 0 \\(recycle-requests\\)`, 'g'), 1, { source: 'errors' });
 });

@@ -35,8 +35,8 @@ test('events tell the lifecycle in order, and workers, addresses and stats() des
     expect(own).toEqual([`fork:${id}`, `online:${id}`, `listening:${id}`, `ready:${id}`]);
   }
   expect(supervisor.workers).toEqual([
-    { id: 0, pid: expect.any(Number), generation: 1, state: 'ready', startedAt: expect.any(Date), restarts: 0 },
-    { id: 1, pid: expect.any(Number), generation: 1, state: 'ready', startedAt: expect.any(Date), restarts: 0 },
+    { id: 0, pid: expect.any(Number), generation: 1, state: 'ready', startedAt: expect.any(Date), restarts: 0, replaced: null, exitReason: null },
+    { id: 1, pid: expect.any(Number), generation: 1, state: 'ready', startedAt: expect.any(Date), restarts: 0, replaced: null, exitReason: null },
   ]);
   const [address] = supervisor.addresses;
   expect(address.port).toBeGreaterThan(0);
@@ -58,9 +58,13 @@ test('reload() replaces every worker, and scale() adds and removes slots', async
   const supervisor = start();
   await supervisor.ready();
   const before = supervisor.workers.map((worker) => worker.pid);
+  const exits: unknown[] = [];
+  supervisor.on('exit', (worker, code, signal, reason) => exits.push([worker.pid, code, signal, reason, worker.exitReason]));
   await supervisor.reload();
-  expect(supervisor.workers.map((worker) => worker.generation)).toEqual([2, 2]);
+  expect(supervisor.workers.map((worker) => [worker.generation, worker.replaced])).toEqual([[2, 'reload'], [2, 'reload']]);
   await waitFor(() => before.every(isDead), 5000, 'old workers to drain');
+  await waitFor(() => exits.length === 2 || undefined, 2000, 'their exit events');
+  expect(exits).toEqual(expect.arrayContaining(before.map((pid) => [pid, 0, null, 'reload', 'reload'])));
 
   const scaled: Array<[number, number]> = [];
   supervisor.on('scale', (from, to) => scaled.push([from, to]));
@@ -70,6 +74,8 @@ test('reload() replaces every worker, and scale() adds and removes slots', async
   await supervisor.scale(1);
   expect(supervisor.workers.map((worker) => worker.id)).toEqual([0]);
   expect(isDead(removed)).toBe(true);
+  await waitFor(() => exits.length === 4 || undefined, 2000, 'the scaled-away exits');
+  expect(exits.slice(2).map((exit) => (exit as unknown[])[3])).toEqual(['scale', 'scale']);
   expect(scaled).toEqual([[2, 3], [3, 1]]);
   expect(() => supervisor.scale(0)).toThrow('The "workers" option must be an integer from 1 to 1024. Received 0');
 });
