@@ -5,6 +5,7 @@
       "sources": [
         "native/binding.cc",
         "native/channel.cc",
+        "native/notify.cc",
         "native/reap.cc",
         "native/shm.cc",
         "native/socket.cc",

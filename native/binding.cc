@@ -79,6 +79,51 @@ Napi::Value CreateListenSocket(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// inspectSocket(fd) -> { family, stream, listening, reusePort, host, port }
+Napi::Value InspectSocket(const Napi::CallbackInfo& info) {
+  prefork::SocketInfo socket;
+  Failure failure = prefork::inspect_socket(IntArgument(info, 0), &socket);
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall);
+  Napi::Object result = Napi::Object::New(info.Env());
+  result.Set("family", Napi::Number::New(info.Env(), socket.family));
+  result.Set("stream", Napi::Boolean::New(info.Env(), socket.stream));
+  result.Set("listening", Napi::Boolean::New(info.Env(), socket.listening));
+  result.Set("reusePort", Napi::Boolean::New(info.Env(), socket.reuse_port));
+  result.Set("host", Napi::String::New(info.Env(), socket.host));
+  result.Set("port", Napi::Number::New(info.Env(), socket.port));
+  return result;
+}
+
+// listenQueue(fd) -> [length, limit]
+Napi::Value ListenQueue(const Napi::CallbackInfo& info) {
+  uint32_t length = 0;
+  uint32_t limit = 0;
+  Failure failure = prefork::listen_queue(IntArgument(info, 0), &length, &limit);
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall);
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Napi::Number::New(info.Env(), length));
+  result.Set(1u, Napi::Number::New(info.Env(), limit));
+  return result;
+}
+
+// notify(path, message): one datagram (sd_notify)
+Napi::Value Notify(const Napi::CallbackInfo& info) {
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string message = info[1].As<Napi::String>().Utf8Value();
+  Failure failure = prefork::notify_datagram(path, message);
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall, path);
+  return info.Env().Undefined();
+}
+
+// reapExited(pid) -> null while it runs, [code, signal] once reaped
+Napi::Value ReapExited(const Napi::CallbackInfo& info) {
+  prefork::ExitStatus status;
+  int result = prefork::reap(IntArgument(info, 0), &status);
+  if (result < 0) throw SystemError(info.Env(), result, "waitpid");
+  if (result == 0) return info.Env().Null();
+  return ExitStatusValue(info.Env(), status);
+}
+
 // spawn({ file, args, env, cwd, fds: [[parentFd, childFd]…], uid, gid, cpus, processGroup, deathSignal })
 //   -> [pid, pidfd]
 Napi::Value Spawn(const Napi::CallbackInfo& info) {
@@ -389,6 +434,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("startOrphanWatchdog", Napi::Function::New(env, StartOrphanWatchdog));
   exports.Set("createSharedRegion", Napi::Function::New(env, CreateSharedRegion));
   exports.Set("mapSharedRegion", Napi::Function::New(env, MapSharedRegion));
+  exports.Set("inspectSocket", Napi::Function::New(env, InspectSocket));
+  exports.Set("listenQueue", Napi::Function::New(env, ListenQueue));
+  exports.Set("notify", Napi::Function::New(env, Notify));
+  exports.Set("reapExited", Napi::Function::New(env, ReapExited));
   exports.Set("Poller", Poller::Define(env));
   exports.Set("buildSystem", Napi::String::New(env, PREFORK_BUILD_SYSTEM));
   return exports;

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -32,6 +33,25 @@ struct ListenSocket {
 };
 
 Failure create_listen_socket(const ListenSocketOptions& options, ListenSocket* out);
+
+// What a socket handed to us (systemd's socket activation) is.
+struct SocketInfo {
+  int family = 0;  // 4, 6, or 0 for anything else
+  bool stream = false;
+  bool listening = false;
+  bool reuse_port = false;
+  std::string host;  // numeric
+  int port = 0;
+};
+Failure inspect_socket(int fd, SocketInfo* out);
+
+// A listening TCP socket's accept queue: connections waiting (length) and the backlog (limit). Linux only.
+Failure listen_queue(int fd, uint32_t* length, uint32_t* limit);
+
+// ---- notify.cc -----------------------------------------------------------
+
+// Sends `message` as one datagram to the AF_UNIX socket at `path` ("@name": abstract). sd_notify's transport.
+Failure notify_datagram(const std::string& path, const std::string& message);
 
 // ---- spawn.cc ------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -71,6 +72,63 @@ Failure create_listen_socket(const ListenSocketOptions& options, ListenSocket* o
   out->port = ntohs(address.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&address)->sin6_port
                                                   : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
   return {};
+}
+
+}  // namespace prefork
+
+namespace prefork {
+
+Failure inspect_socket(int fd, SocketInfo* out) {
+  int type = 0;
+  socklen_t length = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) < 0) return {-errno, "getsockopt"};
+  out->stream = type == SOCK_STREAM;
+#ifdef SO_ACCEPTCONN
+  int listening = 0;
+  length = sizeof(listening);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) < 0) return {-errno, "getsockopt"};
+  out->listening = listening != 0;
+#endif
+  int reuse_port = 0;
+  length = sizeof(reuse_port);
+  if (getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuse_port, &length) == 0) out->reuse_port = reuse_port != 0;
+  sockaddr_storage address;
+  socklen_t address_length = sizeof(address);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length) < 0) return {-errno, "getsockname"};
+  char host[INET6_ADDRSTRLEN] = "";
+  if (address.ss_family == AF_INET) {
+    auto* in4 = reinterpret_cast<sockaddr_in*>(&address);
+    inet_ntop(AF_INET, &in4->sin_addr, host, sizeof(host));
+    out->family = 4;
+    out->port = ntohs(in4->sin_port);
+  } else if (address.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&address);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+    out->family = 6;
+    out->port = ntohs(in6->sin6_port);
+  } else {
+    out->family = 0;  // not an IP socket (AF_UNIX…)
+  }
+  out->host = host;
+  return {};
+}
+
+Failure listen_queue(int fd, uint32_t* length, uint32_t* limit) {
+#if defined(__linux__) && defined(TCP_INFO)
+  tcp_info info;
+  memset(&info, 0, sizeof(info));
+  socklen_t size = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) < 0) return {-errno, "getsockopt"};
+  // For a listening socket, Linux reports the accept queue's length in tcpi_unacked and its limit in tcpi_sacked.
+  *length = info.tcpi_unacked;
+  *limit = info.tcpi_sacked;
+  return {};
+#else
+  (void)fd;
+  (void)length;
+  (void)limit;
+  return {-ENOSYS, "getsockopt"};
+#endif
 }
 
 }  // namespace prefork

@@ -33,3 +33,7 @@ export const MIN_HEARTBEAT_TIMEOUT_MS = 100;
 export const MIN_MAX_MEMORY = 16 * 1024 * 1024;
 /** recycle.maxAge below this would recycle faster than a worker starts. */
 export const MIN_MAX_AGE_MS = 1000;
+
+/** The largest app-metrics answer a worker may send (JSON), and how long a scrape waits for each worker. */
+export const MAX_METRICS_BYTES = 16 * 1024 * 1024;
+export const WORKER_ANSWER_TIMEOUT_MS = 1000;

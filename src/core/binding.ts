@@ -52,6 +52,14 @@ export interface NativeBinding {
   createSharedRegion(bytes: number): number;
   /** The region mapped MAP_SHARED, as an ArrayBuffer (unmapped when collected). */
   mapSharedRegion(fd: number, bytes: number): ArrayBuffer;
+  /** What a socket is (for sockets systemd hands over): family 4, 6 or 0 (not IP), listening, its address. */
+  inspectSocket(fd: number): { family: 0 | 4 | 6; stream: boolean; listening: boolean; reusePort: boolean; host: string; port: number };
+  /** A listening TCP socket's accept queue (TCP_INFO): connections waiting, and the backlog. Linux only. */
+  listenQueue(fd: number): [length: number, limit: number];
+  /** One datagram to an AF_UNIX socket path ("@name": abstract): sd_notify. */
+  notify(path: string, message: string): void;
+  /** Reaps pid if it has exited: null while it runs. For PID 1's orphans, never for workers. */
+  reapExited(pid: number): [code: number, signal: number] | null;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
   buildSystem: 'node-gyp' | 'cmake-js';
 }

@@ -81,6 +81,25 @@ export class ControlChannel extends EventEmitter {
     if (this.writes.length === 1) this.flush();
   }
 
+  /** Resolves when every queued message has left (or the channel closed): a process about to exit waits for it. */
+  flushed(): Promise<void> {
+    if (this.isClosed || this.writes.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.off('flushed', done);
+        this.off('close', done);
+        resolve();
+      };
+      this.on('flushed', done);
+      this.on('close', done);
+    });
+  }
+
+  /** Delivers what the peer wrote before it went away (its last messages): the caller is about to close. */
+  readRemaining(): void {
+    if (!this.isClosed) this.read();
+  }
+
   /** Closes this end; the peer sees EOF. Received fds not yet handed out are closed. */
   close(): void {
     if (this.isClosed) return;
@@ -119,6 +138,7 @@ export class ControlChannel extends EventEmitter {
       return;
     }
     this.poller.start(this.writes.length > 0 ? READABLE | WRITABLE : READABLE);
+    if (this.writes.length === 0) this.emit('flushed');
   }
 
   private read(): void {

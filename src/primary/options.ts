@@ -39,6 +39,25 @@ export interface RecycleOptions {
   maxAge?: number;
 }
 
+/** The primary's Prometheus endpoint. */
+export interface MetricsOptions {
+  /** Default: all interfaces, as server.listen(port). Say 127.0.0.1 to keep it local. */
+  host?: string;
+  port: number;
+  /** Default '/metrics'. */
+  path?: string;
+  /** Label every app metric with worker="<slot>" instead of summing over workers. Default false. */
+  workerLabel?: boolean;
+}
+
+export interface MetricsConfig {
+  host: string | undefined;
+  port: number;
+  path: string;
+  workerLabel: boolean;
+  label: string;
+}
+
 export interface SupervisorOptions {
   /** Number of workers. Default: the CPUs this process may use (affinity and cgroup quota). */
   workers?: number;
@@ -93,6 +112,8 @@ export interface SupervisorOptions {
    */
   heartbeatTimeout?: number;
   recycle?: RecycleOptions;
+  /** Serve Prometheus metrics from the primary: a port, "host:port", or { host, port, path, workerLabel }. Default: none. */
+  metrics?: number | string | MetricsOptions;
 }
 
 export interface SupervisorConfig {
@@ -117,12 +138,13 @@ export interface SupervisorConfig {
   maxRequestedAddresses: number;
   heartbeatTimeout: number;
   recycle: Required<RecycleOptions>;
+  metrics: MetricsConfig | null;
 }
 
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
   'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
-  'heartbeatTimeout', 'recycle',
+  'heartbeatTimeout', 'recycle', 'metrics',
 ] as const;
 const RECYCLE_NAMES = ['maxRequests', 'maxRequestsJitter', 'maxMemory', 'maxAge'] as const;
 const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
@@ -169,6 +191,24 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
       options.maxRequestedAddresses === undefined ? DEFAULT_MAX_REQUESTED_ADDRESSES : checkInteger('maxRequestedAddresses', options.maxRequestedAddresses, 0, MAX_REQUESTED_ADDRESSES),
     heartbeatTimeout: settleHeartbeatTimeout(options.heartbeatTimeout, execArgv),
     recycle: settleRecycle(options.recycle),
+    metrics: settleMetrics(options.metrics),
+  };
+}
+
+function settleMetrics(metrics: unknown): MetricsConfig | null {
+  if (metrics === undefined) return null;
+  if (typeof metrics !== 'object' || metrics === null || Array.isArray(metrics)) {
+    const { host, port, label } = parseListenAddress(metrics, 'metrics');
+    return { host, port, path: '/metrics', workerLabel: false, label };
+  }
+  checkOptionNames('the "metrics" option', metrics, ['host', 'port', 'path', 'workerLabel']);
+  const { host, port, path, workerLabel } = metrics as Record<string, unknown>;
+  const address = parseListenAddress({ host, port }, 'metrics');
+  const settledPath = path === undefined ? '/metrics' : checkString('metrics.path', path);
+  if (!settledPath.startsWith('/')) throw invalidValue('metrics.path', 'must start with "/"', path);
+  return {
+    host: address.host, port: address.port, path: settledPath, label: address.label,
+    workerLabel: workerLabel === undefined ? false : checkBoolean('metrics.workerLabel', workerLabel),
   };
 }
 

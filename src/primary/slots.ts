@@ -33,6 +33,8 @@ export class WorkerSlots {
   private readonly processes = new Set<WorkerProcess>();
   private stopping = false;
   private workersStarted = 0;
+  /** Told of every worker that exited, after its last messages were read (the metrics keep its totals). */
+  onWorkerExit: ((worker: WorkerProcess) => void) | null = null;
   /** Addresses opened because a worker asked (not configured): capped by maxRequestedAddresses. */
   private requestedAddresses = 0;
 
@@ -136,6 +138,11 @@ export class WorkerSlots {
     await Promise.all(all.map((worker) => worker.child.exited));
   }
 
+  /** Every live worker process: serving, a reload's incoming one, and old ones still draining. */
+  live(): WorkerProcess[] {
+    return [...this.processes];
+  }
+
   killAll(): void {
     for (const worker of this.processes) worker.child.kill('SIGKILL');
   }
@@ -177,6 +184,11 @@ export class WorkerSlots {
       case 'stats':
         worker.onStatsReply(message);
         break;
+      case 'metrics': {
+        const problem = worker.onMetricsPart(message);
+        if (problem) this.misbehaved(worker, problem);
+        break;
+      }
     }
   }
 
@@ -246,6 +258,7 @@ export class WorkerSlots {
   private onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     worker.exited(code, signal);
     this.processes.delete(worker);
+    this.onWorkerExit?.(worker);
     this.events.emit('exit', worker.record, code, signal, worker.record.exitReason);
 
     const slot = this.list[worker.record.id];

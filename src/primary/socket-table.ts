@@ -26,7 +26,7 @@ export class SocketTable {
   private readonly opening = new Map<string, Promise<number>>();
   private closed = false;
 
-  constructor(private readonly mode: 'reuseport' | 'shared') {}
+  constructor(readonly mode: 'reuseport' | 'shared') {}
 
   /** The slot's sockets, one per address; [] while it is out of the group. */
   socketsOf(slot: number): ListenSocket[] {

@@ -11,6 +11,8 @@ import { CounterStore, createRegion, type CounterStoreOptions } from '../store/c
 import { checkInteger } from '../validate';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
 import { LivenessMonitor, type RecycleLimit } from './liveness';
+import { SupervisorMetrics } from './metrics';
+import { MetricsEndpoint } from './metrics-endpoint';
 import { handleSignals } from './signals';
 import { WorkerSlots, type Slot } from './slots';
 import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
@@ -48,6 +50,8 @@ export class Supervisor extends EventEmitter {
   private storeFd = -1;
   private storeTable: CounterTable | null = null;
   private readonly liveness: LivenessMonitor;
+  private readonly metricsSource: SupervisorMetrics;
+  private readonly metricsEndpoint: MetricsEndpoint | null;
   /** Workers whose recycling is queued or running: reported again on every check, queued once. */
   private readonly recycling = new Set<WorkerProcess>();
   /** After a failed recycling, when the worker may be tried again (monotonic ms). */
@@ -62,6 +66,11 @@ export class Supervisor extends EventEmitter {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
       recycle: (worker, limit) => this.recycle(worker, limit),
     });
+    this.metricsSource = new SupervisorMetrics(config, this.slots);
+    this.slots.onWorkerExit = (worker) => this.metricsSource.exited(worker);
+    this.on('fork', (worker: Worker) => this.metricsSource.started(worker));
+    this.on('reload', () => this.metricsSource.reloaded());
+    this.metricsEndpoint = config.metrics ? new MetricsEndpoint(config.metrics, () => this.metrics()) : null;
     if (config.signals) this.removeSignalHandlers = handleSignals(this);
     this.started = this.start();
     this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
@@ -89,6 +98,19 @@ export class Supervisor extends EventEmitter {
   /** The addresses the primary listens on, with the ports settled (port 0 becomes the port the kernel chose). */
   get addresses(): SocketAddress[] {
     return this.slots.sockets.addresses.map(({ host, port, family }) => ({ host, port, family }));
+  }
+
+  /** Where the metrics endpoint listens (`metrics` option; port 0 settled), or null. */
+  get metricsAddress(): { host: string; port: number; url: string } | null {
+    return this.metricsEndpoint?.address ?? null;
+  }
+
+  /**
+   * Prometheus text: the supervisor's prefork_* metrics and the workers' prom-client metrics merged (what the
+   * `metrics` endpoint serves), for a framework that serves it itself.
+   */
+  metrics(): Promise<string> {
+    return this.metricsSource.render();
   }
 
   /** A CounterStore on the counters this supervisor's workers share (to read or reset them from the primary). */
@@ -198,6 +220,7 @@ export class Supervisor extends EventEmitter {
     if (this.stopped) return this.stopped;
     this.state = 'stopping';
     this.liveness.stop();
+    this.metricsEndpoint?.close();
     this.stopped = (async () => {
       await this.slots.stopAll(timeout);
       if (this.storeFd >= 0) closeSync(this.storeFd);
@@ -235,6 +258,7 @@ export class Supervisor extends EventEmitter {
 
   private async start(): Promise<void> {
     try {
+      await this.metricsEndpoint?.listen();
       for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);
       const zeroPortCalls = new Map<string, number>(); // configured port-0 addresses answer a worker's listen(0) calls in order
       for (const config of this.config.listen) {

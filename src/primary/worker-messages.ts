@@ -1,7 +1,7 @@
 // What the primary accepts from a worker: every message checked field by field before anything acts on it.
 // Workers may run someone else's code: a message that is not exactly one of these ends that worker.
 import { MAX_INT } from '../limits';
-import type { WorkerMessage } from '../protocol/messages';
+import { METRICS_PART_CHARS, type WorkerMessage } from '../protocol/messages';
 
 /** How many listen(0) calls of one worker on one host are told apart (each gets a port of its own). */
 export const MAX_ZERO_PORT_CALLS = 1024;
@@ -38,6 +38,13 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
       }
       const usage = Object.fromEntries(sizes.map((size) => [size, memory[size]])) as unknown as NodeJS.MemoryUsage;
       return { message: { type: 'stats', requestId: fields.requestId, memory: usage, connections: fields.connections } };
+    }
+    case 'metrics': {
+      const { requestId, part, last } = fields;
+      if (!isInteger(requestId, 0, MAX_INT) || typeof part !== 'string' || part.length > METRICS_PART_CHARS || typeof last !== 'boolean') {
+        return { problem: 'a malformed metrics part' };
+      }
+      return { message: { type: 'metrics', requestId, part, last } };
     }
     default:
       return { problem: `an unknown message type ${JSON.stringify(fields.type)?.slice(0, 40)}` };

@@ -7,6 +7,8 @@ import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus, residentSetSize } from '../core/system';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
+import { MAX_METRICS_BYTES, WORKER_ANSWER_TIMEOUT_MS } from '../limits';
+import { parseWorkerMetrics, type MetricJSON } from './app-metrics';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
   FIRST_LISTEN_FD, LIVENESS_FD, STORE_FD,
@@ -55,8 +57,6 @@ export interface WorkerStats extends Worker {
   sinceHeartbeat: number | null;
 }
 
-/** How long stats() waits for a worker's answer before it reports nulls for it. */
-const STATS_TIMEOUT_MS = 1000;
 
 export interface WorkerLaunch {
   slot: number;
@@ -74,6 +74,7 @@ export interface WorkerLaunch {
 }
 
 export type StatsReply = Extract<WorkerMessage, { type: 'stats' }>;
+export type MetricsPart = Extract<WorkerMessage, { type: 'metrics' }>;
 
 /** A running worker and the primary's handles on it. Emits nothing: the supervisor listens to `child` and `channel`. */
 export class WorkerProcess {
@@ -87,6 +88,10 @@ export class WorkerProcess {
   private killDeadline = Infinity;
   private readonly statsRequests = new Map<number, (reply?: StatsReply) => void>();
   private nextStatsRequest = 1;
+  private readonly metricsRequests = new Map<number, (metrics: MetricJSON[] | null) => void>();
+  private readonly metricsParts = new Map<number, string[]>();
+  /** Its app's prom-client metrics as last received (asked, or sent when it drained); null: none yet. */
+  lastMetrics: MetricJSON[] | null = null;
   /** Its maxRequests with its own jitter; 0: no limit. */
   readonly requestLimit: number;
 
@@ -129,8 +134,10 @@ export class WorkerProcess {
     this.record.exitReason ??= 'crash';
     clearTimeout(this.readyTimer);
     clearTimeout(this.killTimer);
+    this.channel.readRemaining(); // its last messages (final metrics) before the channel goes
     this.channel.close();
     for (const answer of this.statsRequests.values()) answer();
+    for (const answer of this.metricsRequests.values()) answer(null);
     const { id, pid } = this.record;
     const early = preforkError('ERR_PREFORK_WORKER_EXIT', `worker ${id} (pid ${pid}) exited with ${describeExit(code, signal)} before it was ready`);
     this.rejectReady(Object.assign(early, { exitCode: code, signal })); // no effect once it was ready
@@ -183,7 +190,7 @@ export class WorkerProcess {
           sinceHeartbeat: beatAt === 0 ? null : Math.max(0, monotonicMs() - beatAt),
         });
       };
-      const timer = setTimeout(answer, STATS_TIMEOUT_MS);
+      const timer = setTimeout(answer, WORKER_ANSWER_TIMEOUT_MS);
       this.statsRequests.set(requestId, answer);
       if (this.channel.closed) answer();
       else this.channel.send({ type: 'stats', requestId } satisfies PrimaryMessage);
@@ -192,6 +199,41 @@ export class WorkerProcess {
 
   onStatsReply(reply: StatsReply): void {
     this.statsRequests.get(reply.requestId)?.(reply);
+  }
+
+  /** Its app's prom-client metrics, asked over the channel; its last known ones if it does not answer in time. */
+  askMetrics(): Promise<MetricJSON[] | null> {
+    const requestId = this.nextStatsRequest++;
+    return new Promise((resolve) => {
+      const answer = (metrics: MetricJSON[] | null) => {
+        clearTimeout(timer);
+        this.metricsRequests.delete(requestId);
+        this.metricsParts.delete(requestId);
+        resolve(metrics ?? this.lastMetrics);
+      };
+      const timer = setTimeout(() => answer(null), WORKER_ANSWER_TIMEOUT_MS);
+      this.metricsRequests.set(requestId, answer);
+      if (this.channel.closed) answer(null);
+      else this.channel.send({ type: 'metrics', requestId } satisfies PrimaryMessage);
+    });
+  }
+
+  /** A part of a metrics answer; a problem (too large, malformed) is returned for the caller to act on. */
+  onMetricsPart(message: MetricsPart): string | null {
+    if (message.requestId !== 0 && !this.metricsRequests.has(message.requestId)) return null; // answered late
+    const parts = this.metricsParts.get(message.requestId) ?? [];
+    parts.push(message.part);
+    if (parts.reduce((bytes, part) => bytes + part.length, 0) > MAX_METRICS_BYTES) return `metrics larger than ${MAX_METRICS_BYTES} bytes`;
+    if (!message.last) {
+      this.metricsParts.set(message.requestId, parts);
+      return null;
+    }
+    this.metricsParts.delete(message.requestId);
+    const metrics = parseWorkerMetrics(parts.join(''));
+    if (typeof metrics === 'string') return metrics;
+    this.lastMetrics = metrics;
+    this.metricsRequests.get(message.requestId)?.(metrics);
+    return null;
   }
 }
 

@@ -1,11 +1,12 @@
 // A worker's liveness record: a small shared memory region of its own that its event loop writes and the
 // primary reads without asking. One region per worker, so a worker can write only its own record.
 //
-// One 64-bit word per fact, each written with one atomic store (no value is split over two words):
+// One 64-bit word per fact, each changed with one atomic store or add (no value is split over two words):
 //   word 0  the loop's last heartbeat: CLOCK_MONOTONIC in ms (process.hrtime, the same clock in every
 //           process of the machine), 0 before the first beat
 //   word 1  the loop's lag at that beat, in ms: how late the heartbeat timer fired
 //   word 2  what the worker has served: requests of http/https/http2 servers, connections of plain net.Servers
+//   word 3  connections it has accepted
 // The primary trusts none of it beyond the worker's own fate: a wrong value can only get that worker
 // recycled or killed early, or spared.
 
@@ -13,12 +14,14 @@ export const LIVENESS_BYTES = 64;
 const BEAT = 0;
 const LAG = 1;
 const SERVED = 2;
+const CONNECTIONS = 3;
 
 export interface LivenessReading {
   /** Monotonic ms of the last heartbeat; 0: none yet. */
   beatAt: number;
   lag: number;
   served: number;
+  connections: number;
 }
 
 /** Monotonic milliseconds, comparable between processes on one machine. */
@@ -30,14 +33,22 @@ export class LivenessRecord {
   private readonly words: BigInt64Array;
 
   constructor(region: ArrayBuffer) {
-    this.words = new BigInt64Array(region, 0, 3);
+    this.words = new BigInt64Array(region, 0, 4);
   }
 
   /** The worker's heartbeat: written by its event loop, so a stuck loop stops it. */
-  beat(now: number, lag: number, served: number): void {
-    Atomics.store(this.words, SERVED, BigInt(served));
+  beat(now: number, lag: number): void {
     Atomics.store(this.words, LAG, BigInt(lag));
     Atomics.store(this.words, BEAT, BigInt(now));
+  }
+
+  /** One more request served (or connection, for a plain net.Server). */
+  countServed(): void {
+    Atomics.add(this.words, SERVED, 1n);
+  }
+
+  countConnection(): void {
+    Atomics.add(this.words, CONNECTIONS, 1n);
   }
 
   /** What the worker last wrote, each value clamped to a sane range. */
@@ -46,6 +57,6 @@ export class LivenessRecord {
       const value = Number(Atomics.load(this.words, word));
       return value >= 0 && value <= Number.MAX_SAFE_INTEGER ? value : 0;
     };
-    return { beatAt: clamp(BEAT), lag: clamp(LAG), served: clamp(SERVED) };
+    return { beatAt: clamp(BEAT), lag: clamp(LAG), served: clamp(SERVED), connections: clamp(CONNECTIONS) };
   }
 }

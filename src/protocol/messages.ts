@@ -21,6 +21,9 @@ export const ENV_HEARTBEAT_INTERVAL = 'PREFORK_WORKER_HEARTBEAT_INTERVAL';
 /** Set by a worker to its pid for everything it starts: there the register preload does nothing. */
 export const ENV_DESCENDANT_OF = 'PREFORK_DESCENDANT_OF';
 
+/** Characters of metrics JSON per message: even if every one is escaped to 6 bytes, a frame stays under 64 KiB. */
+export const METRICS_PART_CHARS = 8192;
+
 /** A listen socket a worker inherits: its address and the fd it sits on in the worker. */
 export interface InheritedSocket {
   /** The address's index in the primary's table (what 'listening' reports). */
@@ -50,7 +53,12 @@ export type WorkerMessage =
   /** The primary takes the address from its own table: a worker's word for it is not trusted. */
   | { type: 'listening'; index: number }
   | { type: 'ready' }
-  | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number };
+  | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number }
+  /**
+   * The app's prom-client metrics (getMetricsAsJSON() as JSON text), in parts that each fit a frame; `last`
+   * ends it. requestId 0: sent unasked by a draining worker, its final counts.
+   */
+  | { type: 'metrics'; requestId: number; part: string; last: boolean };
 
 export interface SerializedError {
   message: string;
@@ -65,6 +73,7 @@ export interface SerializedError {
 export type PrimaryMessage =
   | { type: 'shutdown'; timeout: number }
   | { type: 'stats'; requestId: number }
+  | { type: 'metrics'; requestId: number }
   /** The slot's socket for an address, sent with its fd (`socket.fd` is then the received fd's number). */
   | { type: 'socket'; requestId: number; socket: InheritedSocket }
   | { type: 'socket-error'; requestId: number; error: SerializedError };

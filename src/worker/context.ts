@@ -1,6 +1,7 @@
 // The worker's context: whether this process is a prefork worker, and its identity, sockets and control channel.
 import { fstatSync } from 'node:fs';
 import { ControlChannel } from '../core/channel';
+import type { LivenessRecord } from '../protocol/liveness-record';
 import { debug } from '../debug';
 import { native } from '../core/binding';
 import {
@@ -20,8 +21,8 @@ export interface WorkerContext {
   storeCapacity: number | null;
   /** How often its event loop writes its heartbeat (ms). */
   heartbeatInterval: number;
-  /** Requests (http) or connections (net) served, for recycling; kept here so two loaded copies of prefork share it. */
-  served: number;
+  /** Its liveness record once mapped (kept here, so two loaded copies of prefork share it). */
+  liveness: LivenessRecord | null;
 }
 
 /** When the native watchdog kills an orphaned worker (its primary died) whose JavaScript is stuck. */
@@ -57,7 +58,7 @@ export function context(): WorkerContext | null {
     waitReady: process.env[ENV_WAIT_READY] === '1',
     storeCapacity: process.env[ENV_STORE] ? Number(process.env[ENV_STORE]) : null,
     heartbeatInterval: Number(process.env[ENV_HEARTBEAT_INTERVAL]),
-    served: 0,
+    liveness: null,
   };
   for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE, ENV_HEARTBEAT_INTERVAL]) {
     delete process.env[name];

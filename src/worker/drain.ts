@@ -16,6 +16,8 @@ const IDLE_SWEEP_MS = 1000;
  */
 const servers = new Map<net.Server, Set<net.Socket>>();
 const shutdownHandlers: Array<() => unknown> = [];
+/** prefork's own last steps once drained (the final metrics), before the exit. */
+const lastSteps: Array<() => Promise<void>> = [];
 let shutdownStarted = false;
 let exitTimer: NodeJS.Timeout | undefined;
 let exitDeadline = Infinity;
@@ -38,6 +40,10 @@ export function track(server: net.Server): void {
 export function onShutdown(handler: () => unknown): void {
   if (typeof handler !== 'function') throw new TypeError('onShutdown() expects a function');
   shutdownHandlers.push(handler);
+}
+
+export function beforeExitWhenDrained(step: () => Promise<void>): void {
+  lastSteps.push(step);
 }
 
 /** Open connections over every tracked server (for the primary's stats). */
@@ -124,8 +130,9 @@ export function drain(timeout: number, { exitWhenDrained = true } = {}): void {
       process.stderr.write(`prefork: an onShutdown handler failed: ${(error as Error)?.stack ?? error}\n`);
     }
   });
-  void Promise.all([...drained, ...handlers]).then(() => {
+  void Promise.all([...drained, ...handlers]).then(async () => {
     clearInterval(sweep);
+    for (const step of lastSteps) await step().catch(() => {});
     debug(exitWhenDrained ? 'worker: drained; exiting' : "worker: drained; the app's SIGTERM handler decides when to exit");
     if (exitWhenDrained) process.exit(0);
     else exitTimer?.unref(); // the deadline stays, but no longer keeps a finished app alive

@@ -1,6 +1,6 @@
-// The worker's heartbeat: its event loop writes the time, its lag and what it has served into its liveness
-// record, which the primary reads on its own. A stuck loop (an endless loop, a blocking native call, SIGSTOP)
-// stops the beat, and the primary sees it without the worker's help.
+// The worker's heartbeat: its event loop writes the time and its lag into its liveness record, which the
+// primary reads on its own. A stuck loop (an endless loop, a blocking native call, SIGSTOP) stops the beat,
+// and the primary sees it without the worker's help. Requests and connections are counted there too.
 import { closeSync } from 'node:fs';
 import type net from 'node:net';
 import { native } from '../core/binding';
@@ -14,28 +14,32 @@ const counted = new WeakSet<net.Server>();
 export function startHeartbeat(worker: WorkerContext): void {
   const record = new LivenessRecord(native.mapSharedRegion(LIVENESS_FD, LIVENESS_BYTES));
   closeSync(LIVENESS_FD); // the mapping stays
+  worker.liveness = record;
   const interval = worker.heartbeatInterval;
   let last = monotonicMs();
-  record.beat(last, 0, worker.served);
+  record.beat(last, 0);
   setInterval(() => {
     const now = monotonicMs();
-    record.beat(now, Math.max(0, now - last - interval), worker.served);
+    record.beat(now, Math.max(0, now - last - interval));
     last = now;
   }, interval).unref();
 }
 
 /**
- * Counts what `server` serves, for recycling after maxRequests: requests of http, https and http2 servers,
- * connections of a plain net.Server. One listener and an increment, nothing more per request.
+ * Counts what `server` serves, for recycling after maxRequests (requests of http, https and http2 servers,
+ * connections of a plain net.Server) and for the metrics (connections): one atomic add each.
  */
 export function countServed(worker: WorkerContext, server: net.Server): void {
-  if (counted.has(server)) return;
+  const record = worker.liveness;
+  if (!record || counted.has(server)) return;
   counted.add(server);
   const methods = server as unknown as Record<string, unknown>;
   const event = typeof methods.updateSettings === 'function' ? 'stream' // http2
     : typeof methods.closeIdleConnections === 'function' ? 'request' // http, https
       : 'connection';
-  server.on(event, () => {
-    worker.served += 1;
+  if (event !== 'connection') server.on(event, () => record.countServed());
+  server.on('connection', () => {
+    record.countConnection();
+    if (event === 'connection') record.countServed();
   });
 }

@@ -3,8 +3,9 @@ import { closeSync } from 'node:fs';
 import type { PrimaryMessage } from '../protocol/messages';
 import { failSocketRequests, onSocketReply } from './adopt';
 import { context, send } from './context';
-import { connectionCount, drain } from './drain';
+import { beforeExitWhenDrained, connectionCount, drain } from './drain';
 import { startHeartbeat } from './heartbeat';
+import { sendMetrics } from './metrics';
 
 export { adopt, serverErrors } from './adopt';
 export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
@@ -36,6 +37,7 @@ function listenToPrimary(): void {
     for (const fd of fds) closeSync(fd);
     // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot.
     if (message.type === 'shutdown') drain(message.timeout + SELF_EXIT_MARGIN_MS, { exitWhenDrained: !tellTheApp() });
+    else if (message.type === 'metrics') void sendMetrics(message.requestId);
     else if (message.type === 'stats') void connectionCount().then((connections) => send({ type: 'stats', requestId: message.requestId, memory: process.memoryUsage(), connections }));
   });
   worker.channel.on('close', () => {
@@ -47,6 +49,14 @@ function listenToPrimary(): void {
   startHeartbeat(worker);
   send({ type: 'online' });
 }
+
+// A draining worker's last counts reach the primary before it exits, so totals survive a reload.
+beforeExitWhenDrained(async () => {
+  const worker = context();
+  if (!worker || worker.channel.closed) return;
+  await sendMetrics(0);
+  await worker.channel.flushed();
+});
 
 // At load, so a worker says 'online' and notices its primary's death even before it listens.
 listenToPrimary();

@@ -34,6 +34,16 @@ export const HEARTBEAT_TIMEOUT = duration(MIN_HEARTBEAT_TIMEOUT_MS);
 export const MAX_MEMORY = size(MIN_MAX_MEMORY);
 export const MAX_AGE = duration(MIN_MAX_AGE_MS);
 export const REQUEST_COUNT = integer(0, MAX_INT);
+/** The metrics endpoint's address: a port or host:port (the path is /metrics). */
+export const METRICS_ADDRESS: Parse = (text, name) => {
+  try {
+    const value = text.trim();
+    parseListenAddress(value, name);
+    return value;
+  } catch {
+    return fail(name, 'a port or host:port for the metrics endpoint (e.g. 9100 or 127.0.0.1:9100)', text);
+  }
+};
 
 /** "3000,127.0.0.1:8080,[::1]:9000": the addresses the primary opens, and the only ones for dropped privileges. */
 export function parseAddressList(text: string, fail: (allowed: string) => never): string[] {
@@ -73,6 +83,7 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_MAX_REQUESTS_JITTER: ['recycle.maxRequestsJitter', REQUEST_COUNT],
   PREFORK_MAX_MEMORY: ['recycle.maxMemory', MAX_MEMORY],
   PREFORK_MAX_AGE: ['recycle.maxAge', MAX_AGE],
+  PREFORK_METRICS: ['metrics', METRICS_ADDRESS],
 };
 
 /** Options from two sources, `over` winning, nested groups (restart, recycle) merged key by key. */

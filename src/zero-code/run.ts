@@ -11,7 +11,10 @@ export function runApp(options: SupervisorOptions): Supervisor {
   const pids = () => supervisor.workers.map((worker) => worker.pid).join(', ');
   const addresses = () => supervisor.addresses.map(({ host, port }) => formatAddress(host, port)).join(', ');
   supervisor.ready().then(
-    () => log(`${supervisor.workers.length} worker${supervisor.workers.length === 1 ? '' : 's'} ready (pids ${pids()}) on ${addresses() || 'no address'}; primary pid ${process.pid}`),
+    () => {
+      log(`${supervisor.workers.length} worker${supervisor.workers.length === 1 ? '' : 's'} ready (pids ${pids()}) on ${addresses() || 'no address'}; primary pid ${process.pid}`);
+      if (supervisor.metricsAddress) log(`metrics at ${supervisor.metricsAddress.url}`);
+    },
     () => {}, // the supervisor prints why and exits
   );
   supervisor.on('exit', (worker, code, signal, reason) => {

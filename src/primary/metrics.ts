@@ -1,0 +1,104 @@
+// The primary's Prometheus metrics: the supervisor's own (prefork_*), read from its tables, the workers'
+// liveness records and the listen sockets, followed by the apps' prom-client metrics merged over all workers.
+import { native } from '../core/binding';
+import { formatAddress } from '../protocol/address';
+import { AppMetrics, loadPromClient } from './app-metrics';
+import type { SupervisorConfig } from './options';
+import type { WorkerSlots } from './slots';
+import type { ExitReason, Worker, WorkerProcess, WorkerState } from './worker-process';
+
+const STATES: WorkerState[] = ['starting', 'online', 'listening', 'ready', 'stopping'];
+const RESTART_REASONS: ExitReason[] = ['crash', 'unresponsive', 'recycle-requests', 'recycle-memory', 'recycle-age', 'reload', 'not-ready', 'protocol'];
+
+/** One metric family in the text exposition format. */
+function family(name: string, type: 'gauge' | 'counter', help: string, samples: Array<[labels: Record<string, string | number>, value: number]>): string {
+  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
+  for (const [labels, value] of samples) {
+    const text = Object.entries(labels).map(([label, v]) => `${label}="${String(v).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
+    lines.push(`${name}${text ? `{${text}}` : ''} ${Number.isFinite(value) ? value : 0}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export class SupervisorMetrics {
+  private readonly restarts = new Map<ExitReason, number>(RESTART_REASONS.map((reason) => [reason, 0]));
+  private reloads = 0;
+  /** Connections accepted by the exited workers of each slot. */
+  private readonly slotConnections = new Map<number, number>();
+  private readonly app: AppMetrics;
+
+  constructor(
+    config: SupervisorConfig,
+    private readonly slots: WorkerSlots,
+  ) {
+    this.app = new AppMetrics(loadPromClient(config.script), config.metrics?.workerLabel ?? false);
+  }
+
+  /** A worker started; one that replaces another is a restart, by why the other left. */
+  started({ replaced }: Worker): void {
+    if (replaced) this.restarts.set(replaced, (this.restarts.get(replaced) ?? 0) + 1);
+  }
+
+  reloaded(): void {
+    this.reloads += 1;
+  }
+
+  /** A worker exited: its connections and its app counters are kept with its slot's totals. */
+  exited(worker: WorkerProcess): void {
+    const { id } = worker.record;
+    this.slotConnections.set(id, (this.slotConnections.get(id) ?? 0) + worker.liveness.read().connections);
+    this.app.retire(id, worker.lastMetrics);
+  }
+
+  /** The exposition text: prefork_* first, then the apps' metrics. */
+  async render(): Promise<string> {
+    const live = this.slots.live();
+    const serving = this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : []));
+    const [stats, appMetrics] = await Promise.all([
+      Promise.all(serving.map((worker) => worker.askStats())),
+      Promise.all(live.map(async (worker) => ({ worker, metrics: await worker.askMetrics() }))),
+    ]);
+    const text = [
+      family('prefork_workers', 'gauge', 'Worker processes by state (draining ones are stopping).',
+        STATES.map((state) => [{ state }, live.filter((worker) => worker.record.state === state).length])),
+      family('prefork_restarts_total', 'counter', 'Workers started to replace another, by why the other left.',
+        [...this.restarts].map(([reason, count]) => [{ reason }, count])),
+      family('prefork_reloads_total', 'counter', 'Rolling reloads completed.', [[{}, this.reloads]]),
+      family('prefork_worker_resident_memory_bytes', 'gauge', 'Resident memory of each serving worker.',
+        stats.flatMap((worker) => (worker.rss === null ? [] : [[{ slot: worker.id }, worker.rss]]))),
+      family('prefork_worker_heap_used_bytes', 'gauge', 'V8 heap used by each serving worker.',
+        stats.flatMap((worker) => (worker.memory ? [[{ slot: worker.id }, worker.memory.heapUsed]] : []))),
+      family('prefork_worker_event_loop_lag_seconds', 'gauge', "How late each serving worker's last heartbeat fired.",
+        stats.map((worker) => [{ slot: worker.id }, worker.loopLag / 1000])),
+      family('prefork_worker_open_connections', 'gauge', 'Open connections of each serving worker.',
+        stats.flatMap((worker) => (worker.connections === null ? [] : [[{ slot: worker.id }, worker.connections]]))),
+      family('prefork_listen_queue_length', 'gauge', 'Connections waiting in the accept queue of each slot and address (TCP_INFO).', this.listenQueues(0)),
+      family('prefork_listen_queue_limit', 'gauge', 'The accept queue limit (backlog) of each slot and address.', this.listenQueues(1)),
+      family('prefork_slot_connections_total', 'counter', 'Connections accepted on each slot, by all its workers so far.',
+        this.slots.list.map((slot) => [{ slot: slot.id }, (this.slotConnections.get(slot.id) ?? 0) + (slot.worker?.liveness.read().connections ?? 0)
+          + (slot.incoming?.liveness.read().connections ?? 0)])),
+    ].join('');
+    // Workers that exited while we asked are in the kept totals now: only the ones still alive count as live.
+    const stillLive = appMetrics.filter(({ worker, metrics }) => worker.record.state !== 'exited' && metrics !== null);
+    return text + (await this.app.render(stillLive.map(({ worker, metrics }) => ({ slot: worker.record.id, metrics: metrics! }))));
+  }
+
+  /** Each slot's sockets' accept queue length (field 0) or limit (field 1), by slot and address. */
+  private listenQueues(field: 0 | 1): Array<[Record<string, string | number>, number]> {
+    const samples: Array<[Record<string, string | number>, number]> = [];
+    const seen = new Set<number>(); // shared mode: one socket serves every slot
+    for (const slot of this.slots.list) {
+      this.slots.sockets.socketsOf(slot.id).forEach((socket, index) => {
+        if (seen.has(socket.fd)) return;
+        seen.add(socket.fd);
+        const { host, port } = this.slots.sockets.addresses[index];
+        try {
+          samples.push([{ slot: this.slots.sockets.mode === 'shared' ? 'shared' : slot.id, address: formatAddress(host, port) }, native.listenQueue(socket.fd)[field]]);
+        } catch {
+          // not on Linux, or not listening yet
+        }
+      });
+    }
+    return samples;
+  }
+}

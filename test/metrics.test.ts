@@ -1,0 +1,169 @@
+// Metrics: the primary's Prometheus endpoint with the supervisor's prefork_* metrics and the apps' own
+// prom-client metrics merged over workers (real prom-client, an unchanged app under register mode), totals
+// that survive a reload and a kill -9, valid exposition text, and bad input.
+import http from 'node:http';
+import net from 'node:net';
+import { join } from 'node:path';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { supervise, type Supervisor, type Worker } from '../src';
+import { childrenOf, fixture, get, isDead, waitFor } from './helpers';
+
+const REGISTER = join(__dirname, '..', 'lib', 'zero-code', 'register.js');
+let supervisor: Supervisor | null = null;
+
+afterEach(async () => {
+  await supervisor?.shutdown({ timeout: 1000 });
+  supervisor = null;
+  await waitFor(() => childrenOf().length === 0 || undefined, 3000, 'no child left').catch(() => {});
+  expect(childrenOf()).toEqual([]);
+});
+
+function startApp(app: string, metrics: unknown = '127.0.0.1:0'): Supervisor {
+  supervisor = supervise({
+    script: fixture(`apps/${app}`), args: [], execArgv: ['--require', REGISTER], workers: 2, listen: '127.0.0.1:0',
+    metrics: metrics as never,
+  });
+  return supervisor;
+}
+
+function scrape(path = '/metrics'): Promise<{ status: number; type: string; body: string }> {
+  const { port } = supervisor!.metricsAddress!;
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path, agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode!, type: String(response.headers['content-type']), body }));
+    }).on('error', reject);
+  });
+}
+
+/**
+ * Checks every line against the text exposition format's grammar and returns name → samples; a separate parser
+ * (parse-prometheus-text-format) must read the same families with the types declared.
+ */
+function parseExposition(text: string): Map<string, Array<{ labels: Record<string, string>; value: string }>> {
+  const types = new Map<string, string>();
+  const samples = new Map<string, Array<{ labels: Record<string, string>; value: string }>>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const type = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line);
+    if (type) {
+      types.set(type[1], type[2]);
+      continue;
+    }
+    if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*$/.test(line)) continue;
+    const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\["\\n])*",?)*)\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$/.exec(line);
+    expect({ line, valid: sample !== null }).toEqual({ line, valid: true });
+    const [, name, labelText = '', number] = sample!;
+    const family = name.replace(/_(bucket|sum|count)$/, '');
+    expect({ line, typed: types.has(name) || types.has(family) }).toEqual({ line, typed: true });
+    const labels = Object.fromEntries([...labelText.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((match) => [match[1], match[2]]));
+    samples.set(name, [...(samples.get(name) ?? []), { labels, value: number }]);
+  }
+  const parsed = parsePrometheusTextFormat(text);
+  expect(new Map(parsed.map((family) => [family.name, family.type.toLowerCase()]))).toEqual(types);
+  return samples;
+}
+
+const value = (samples: ReturnType<typeof parseExposition>, name: string, labels: Record<string, string> = {}) =>
+  Number(samples.get(name)?.find((sample) => Object.entries(labels).every(([key, v]) => sample.labels[key] === v))?.value);
+
+test("an app's prom-client counter reads exactly N after N requests, across a reload and a kill -9", async () => {
+  startApp('prom-client.js');
+  await supervisor!.ready();
+  const { port } = supervisor!.addresses[0];
+  const requests = async (count: number) => {
+    for (let i = 0; i < count; i++) await get(port);
+  };
+  const total = async () => value(parseExposition((await scrape()).body), 'app_requests_total', { route: 'root' });
+
+  await requests(40);
+  const first = await scrape();
+  expect(first.status).toBe(200);
+  expect(first.type).toBe('text/plain; version=0.0.4; charset=utf-8');
+  const samples = parseExposition(first.body);
+  expect(value(samples, 'app_requests_total', { route: 'root' })).toBe(40);
+  expect(value(samples, 'app_request_seconds_count')).toBe(40);
+  expect(value(samples, 'app_request_seconds_bucket', { le: '+Inf' })).toBe(40);
+  expect(value(samples, 'app_worker_up')).toBe(2); // a gauge, summed as prom-client's default aggregator does
+  expect(value(samples, 'prefork_workers', { state: 'ready' })).toBe(2);
+  expect(value(samples, 'prefork_slot_connections_total', { slot: '0' }) + value(samples, 'prefork_slot_connections_total', { slot: '1' })).toBe(40);
+
+  await supervisor!.reload();
+  expect(await total()).toBe(40); // the old workers' counts, sent as they drained, are kept
+  await requests(10);
+  expect(await total()).toBe(50);
+
+  const [victim] = supervisor!.workers;
+  const restarted = new Promise<Worker>((resolve) => supervisor!.once('restart', (_old: Worker, next: Worker) => resolve(next)));
+  process.kill(victim.pid, 'SIGKILL');
+  const next = await restarted;
+  await waitFor(() => next.state === 'ready' || undefined, 5000, 'the replacement ready');
+  expect(isDead(victim.pid)).toBe(true);
+  expect(await total()).toBe(50); // counted at the last scrape: a SIGKILLed worker cannot send more
+  await requests(10);
+  const after = parseExposition((await scrape()).body);
+  expect(value(after, 'app_requests_total', { route: 'root' })).toBe(60);
+  expect(value(after, 'prefork_restarts_total', { reason: 'reload' })).toBe(2);
+  expect(value(after, 'prefork_restarts_total', { reason: 'crash' })).toBe(1);
+  expect(value(after, 'prefork_reloads_total')).toBe(1);
+  expect(value(after, 'prefork_slot_connections_total', { slot: '0' }) + value(after, 'prefork_slot_connections_total', { slot: '1' })).toBe(60);
+  for (const name of ['prefork_worker_resident_memory_bytes', 'prefork_worker_heap_used_bytes', 'prefork_worker_event_loop_lag_seconds', 'prefork_worker_open_connections']) {
+    expect(after.get(name)?.map((sample) => sample.labels.slot).sort()).toEqual(['0', '1']);
+  }
+  const queues = after.get('prefork_listen_queue_limit')!;
+  expect(queues.map((sample) => [sample.labels.slot, sample.value]).sort()).toEqual([['0', '511'], ['1', '511']]);
+  expect(queues[0].labels.address).toBe(`127.0.0.1:${port}`);
+  expect(await supervisor!.metrics()).toContain('app_requests_total{route="root"} 60');
+  expect((await scrape('/other')).status).toBe(404);
+});
+
+test('workerLabel: one series per worker slot, continued by its replacement', async () => {
+  startApp('prom-client.js', { host: '127.0.0.1', port: 0, path: '/m', workerLabel: true });
+  await supervisor!.ready();
+  for (let i = 0; i < 20; i++) await get(supervisor!.addresses[0].port);
+  const samples = parseExposition((await scrape('/m')).body);
+  const bySlot = samples.get('app_requests_total')!.map((sample) => [sample.labels.worker, Number(sample.value)]);
+  expect(bySlot.map(([worker]) => worker).sort()).toEqual(['0', '1']);
+  expect(bySlot.reduce((sum, [, count]) => sum + (count as number), 0)).toBe(20);
+  await supervisor!.reload();
+  const reloaded = parseExposition((await scrape('/m')).body).get('app_requests_total')!;
+  expect(new Map(reloaded.map((sample) => [sample.labels.worker, Number(sample.value)]))).toEqual(new Map(bySlot as Array<[string, number]>));
+});
+
+test('an app without prom-client: the prefork_* metrics alone, and no warning', async () => {
+  const stderr = jest.spyOn(process.stderr, 'write');
+  startApp('plain-http.js');
+  await supervisor!.ready();
+  const samples = parseExposition((await scrape()).body);
+  expect(stderr.mock.calls.filter(([text]) => String(text).includes('prom-client'))).toEqual([]);
+  stderr.mockRestore();
+  expect([...samples.keys()].every((name) => name.startsWith('prefork_'))).toBe(true);
+  expect(value(samples, 'prefork_workers', { state: 'ready' })).toBe(2);
+});
+
+test('a metrics port in use fails the start with a clear error, and nothing is left', async () => {
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  const { port } = taken.address() as net.AddressInfo;
+  try {
+    startApp('plain-http.js', `127.0.0.1:${port}`);
+    await expect(supervisor!.ready()).rejects.toMatchObject({
+      code: 'EADDRINUSE', message: expect.stringContaining(`The metrics endpoint cannot listen on 127.0.0.1:${port}`),
+    });
+    expect(childrenOf()).toEqual([]);
+  } finally {
+    await new Promise((resolve) => taken.close(resolve));
+  }
+});
+
+test.each([
+  ['host:port', /"metrics" option must be a port, "host:port"/],
+  [{ port: 70000 }, /"metrics.port" option must be an integer from 0 to 65535/],
+  [{ port: 9100, path: 'metrics' }, /"metrics.path" option must start with "\/"/],
+  [{ port: 9100, workerLabels: true }, /Unknown option "workerLabels" for the "metrics" option. Did you mean "workerLabel"\?/],
+])('bad metrics option %p', (metrics, message) => {
+  expect(() => supervise({ script: fixture('apps/plain-http.js'), metrics: metrics as never })).toThrow(message);
+  expect(childrenOf()).toEqual([]);
+});
