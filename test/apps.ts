@@ -20,12 +20,16 @@ export class AppRun {
   errors = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  /** `args` follow the node binary, e.g. ['-r', 'prefork/register', app('express.js')] or [cli, '--workers', '2', …]. */
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.process = child_process.spawn(process.execPath, args, {
+  /**
+   * `args` follow the node binary, e.g. ['-r', 'prefork/register', app('express.js')] or [cli, '--workers', '2', …].
+   * `file` runs something else first (a shell that execs node); `fds` are passed on from fd 3 (socket activation).
+   */
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, { file = process.execPath, fds = [] }: { file?: string; fds?: number[] } = {}) {
+    this.process = child_process.spawn(file, args, {
       cwd: root, // so `prefork/register` resolves to this package
       env: { ...process.env, PREFORK_WORKERS: '2', SIDE_EFFECT_FILE: this.sideEffectFile, SOCKET_DIR: this.scratch, ...env },
-    });
+      stdio: ['pipe', 'pipe', 'pipe', ...fds],
+    }) as ChildProcessWithoutNullStreams;
     chmodSync(this.scratch, 0o777); // workers may run as another user (PREFORK_USER)
     running.add(this);
     this.process.stdout.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));

@@ -26,6 +26,12 @@ export const EXTERNAL_TOOLS = {
     install: "Debian's wrk package: apt-get install wrk",
     requiredBy: 'PREFORK_TEST_WRK',
   },
+  python3: {
+    commands: ['python3'],
+    suite: 'the sd_notify tests in test/systemd.test.ts (a datagram socket Node cannot open)',
+    install: "Debian's python3 package (node-gyp needs it to build prefork too)",
+    requiredBy: 'PREFORK_TEST_PYTHON',
+  },
 } satisfies Record<string, ExternalTool>;
 
 export type ToolName = keyof typeof EXTERNAL_TOOLS;

@@ -7,6 +7,7 @@ import { formatAddress, listenConfig, type ListenConfig } from '../protocol/addr
 import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
+import type { ActivatedSocket } from './socket-activation';
 import { SocketTable } from './socket-table';
 import { describeExit, inspectorExecArgv, startWorkerProcess, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
@@ -43,8 +44,9 @@ export class WorkerSlots {
     private readonly events: EventEmitter,
     private readonly storeFd: number,
     private readonly onGiveUp: (slot: number, error: Error) => void,
+    activated: ActivatedSocket[] = [],
   ) {
-    this.sockets = new SocketTable(config.sockets);
+    this.sockets = new SocketTable(config.sockets, activated);
   }
 
   /** A new slot with its sockets, no worker yet. */

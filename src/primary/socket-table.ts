@@ -4,6 +4,7 @@ import { checkAddressFree, createListenSocket, type ListenSocket } from '../core
 import { preforkError } from '../errors';
 import { addressMatches, type KnownAddress, type ListenConfig } from '../protocol/address';
 import type { InheritedSocket, SocketAddress } from '../protocol/messages';
+import type { ActivatedSocket } from './socket-activation';
 
 export interface ResolvedAddress extends SocketAddress, KnownAddress {
   ipv6Only: boolean;
@@ -25,8 +26,19 @@ export class SocketTable {
   /** Addresses being opened for a worker's request: two workers asking for port 0 get one port. */
   private readonly opening = new Map<string, Promise<number>>();
   private closed = false;
+  /** Sockets systemd handed over, not yet serving an address. */
+  private readonly unclaimed: ActivatedSocket[];
+  /** Address index → the systemd socket that serves it, shared by every slot (never closed before closeAll). */
+  private readonly activated = new Map<number, ListenSocket>();
 
-  constructor(readonly mode: 'reuseport' | 'shared') {}
+  constructor(readonly mode: 'reuseport' | 'shared', activated: ActivatedSocket[] = []) {
+    this.unclaimed = [...activated];
+  }
+
+  /** systemd's sockets that no configured address claimed: each becomes an address of its own. */
+  unclaimedActivated(): ActivatedSocket[] {
+    return [...this.unclaimed];
+  }
 
   /** The slot's sockets, one per address; [] while it is out of the group. */
   socketsOf(slot: number): ListenSocket[] {
@@ -67,6 +79,8 @@ export class SocketTable {
    * the one port every slot shares. Every slot in the group gets its socket now, bound but not listening.
    */
   async addAddress(config: ListenConfig, zeroPortCall = 0): Promise<number> {
+    const handed = this.claimActivated(config);
+    if (handed) return this.addActivatedAddress(config, handed, zeroPortCall);
     // Never join a group another process holds: any socket bound with SO_REUSEPORT would take a share.
     await checkAddressFree(config.host, config.port, config.ipv6Only);
     const first = await this.openSocket(config.host, config.port, config.ipv6Only);
@@ -86,6 +100,31 @@ export class SocketTable {
     }
     if (unused) this.close([unused]);
     return index;
+  }
+
+  /**
+   * An address served by systemd's socket: every slot shares it (all workers accept from one queue), so the
+   * queue outlives a restart of the whole service, as socket activation promises.
+   */
+  private addActivatedAddress(config: ListenConfig, handed: ActivatedSocket, zeroPortCall: number): number {
+    const socket: ListenSocket = { fd: handed.fd, host: handed.host, port: handed.port, family: handed.family };
+    const index = this.addresses.length;
+    this.addresses.push({
+      host: socket.host, port: socket.port, family: socket.family, ipv6Only: config.ipv6Only, backlog: config.backlog,
+      configuredHost: config.host ?? null, configuredPort: config.port, zeroPortCall,
+    });
+    this.open.add(socket);
+    this.activated.set(index, socket);
+    if (this.mode === 'shared') this.sharedSockets[index] = socket;
+    for (const sockets of this.slotSockets.values()) if (sockets !== null) sockets[index] = socket;
+    return index;
+  }
+
+  /** The handed-over socket a configured address means: the same port, and the same host unless none is given. */
+  private claimActivated(config: ListenConfig): ActivatedSocket | undefined {
+    const at = this.unclaimed.findIndex((socket) => config.port !== 0 && socket.port === config.port &&
+      (config.host === undefined || config.host === socket.host || (config.host === 'localhost' && ['127.0.0.1', '::1'].includes(socket.host))));
+    return at < 0 ? undefined : this.unclaimed.splice(at, 1)[0];
   }
 
   /** The index of a known address that a worker's listen(host, port) means, or undefined. */
@@ -117,13 +156,16 @@ export class SocketTable {
   /** Closes every socket; nothing opens after this. */
   closeAll(): void {
     this.closed = true;
-    this.close([...this.open]);
+    this.close([...this.open], { activatedToo: true });
+    for (const socket of this.unclaimed.splice(0)) closeSync(socket.fd);
   }
 
   private async openForSlot(): Promise<ListenSocket[]> {
     if (this.mode === 'shared') return [...this.sharedSockets];
     const sockets: ListenSocket[] = [];
-    for (const address of this.addresses) sockets.push(await this.openSocket(address.host, address.port, address.ipv6Only));
+    for (const [index, address] of this.addresses.entries()) {
+      sockets.push(this.activated.get(index) ?? (await this.openSocket(address.host, address.port, address.ipv6Only)));
+    }
     return sockets;
   }
 
@@ -137,7 +179,12 @@ export class SocketTable {
     return socket;
   }
 
-  private close(sockets: ListenSocket[]): void {
-    for (const socket of sockets) if (this.open.delete(socket)) closeSync(socket.fd);
+  /** Closes our copies; a systemd socket, shared by all slots, only at the end. */
+  private close(sockets: ListenSocket[], { activatedToo = false } = {}): void {
+    const activated = new Set(this.activated.values());
+    for (const socket of sockets) {
+      if (activated.has(socket) && !activatedToo) continue;
+      if (this.open.delete(socket)) closeSync(socket.fd);
+    }
   }
 }

@@ -9,11 +9,15 @@ import type { SocketAddress } from '../protocol/messages';
 import type { CounterTable } from '../store/counter-table';
 import { CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
+import { listenConfig } from '../protocol/address';
+import { monotonicMs } from '../protocol/liveness-record';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
 import { LivenessMonitor, type RecycleLimit } from './liveness';
 import { SupervisorMetrics } from './metrics';
 import { MetricsEndpoint } from './metrics-endpoint';
 import { handleSignals } from './signals';
+import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
+import { SystemdNotifier } from './systemd-notify';
 import { WorkerSlots, type Slot } from './slots';
 import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
@@ -52,16 +56,18 @@ export class Supervisor extends EventEmitter {
   private readonly liveness: LivenessMonitor;
   private readonly metricsSource: SupervisorMetrics;
   private readonly metricsEndpoint: MetricsEndpoint | null;
+  private readonly systemd = SystemdNotifier.fromEnvironment();
   /** Workers whose recycling is queued or running: reported again on every check, queued once. */
   private readonly recycling = new Set<WorkerProcess>();
   /** After a failed recycling, when the worker may be tried again (monotonic ms). */
   private readonly recycleRetryAt = new WeakMap<WorkerProcess, number>();
 
-  constructor(config: SupervisorConfig) {
+  /** `activated`: the sockets systemd handed over (socket activation), taken by supervise(). */
+  constructor(config: SupervisorConfig, activated: ActivatedSocket[] = []) {
     super();
     this.config = config;
     if (config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(config.storeCapacity));
-    this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error));
+    this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error), activated);
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
       recycle: (worker, limit) => this.recycle(worker, limit),
@@ -71,6 +77,9 @@ export class Supervisor extends EventEmitter {
     this.on('fork', (worker: Worker) => this.metricsSource.started(worker));
     this.on('reload', () => this.metricsSource.reloaded());
     this.metricsEndpoint = config.metrics ? new MetricsEndpoint(config.metrics, () => this.metrics()) : null;
+    if (this.systemd) {
+      for (const event of ['restart', 'unresponsive', 'recycle', 'scale', 'giveup']) this.on(event, () => this.systemd?.status(this.statusLine()));
+    }
     if (config.signals) this.removeSignalHandlers = handleSignals(this);
     this.started = this.start();
     this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
@@ -122,10 +131,15 @@ export class Supervisor extends EventEmitter {
   /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
   reload(): Promise<void> {
     return this.serialize(async () => {
-      for (const slot of [...this.slots.list]) {
-        if (this.state !== 'running') throw this.notRunning('reload');
-        if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
-        await this.replace(slot, 'reload');
+      this.systemd?.reloading();
+      try {
+        for (const slot of [...this.slots.list]) {
+          if (this.state !== 'running') throw this.notRunning('reload');
+          if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
+          await this.replace(slot, 'reload');
+        }
+      } finally {
+        if (this.state === 'running') this.systemd?.ready(this.statusLine()); // done, or failed with the old workers serving
       }
       this.emit('reload');
     });
@@ -221,6 +235,7 @@ export class Supervisor extends EventEmitter {
     this.state = 'stopping';
     this.liveness.stop();
     this.metricsEndpoint?.close();
+    this.systemd?.stopping();
     this.stopped = (async () => {
       await this.slots.stopAll(timeout);
       if (this.storeFd >= 0) closeSync(this.storeFd);
@@ -267,16 +282,42 @@ export class Supervisor extends EventEmitter {
         if (config.port === 0) zeroPortCalls.set(host, call + 1);
         await this.slots.sockets.addAddress(config, call);
       }
+      // systemd's sockets that no `listen` entry named are served too, as the unit's sockets promise.
+      for (const socket of this.slots.sockets.unclaimedActivated()) await this.slots.sockets.addAddress(listenConfig(socket.host, socket.port));
       for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot, null);
       await Promise.all(this.slots.list.map((slot) => slot.worker?.ready));
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
       this.state = 'running';
       this.liveness.start();
+      this.systemd?.ready(this.statusLine());
+      this.systemd?.startWatchdog(() => this.heartbeatsHealthy());
     } catch (error) {
       if (!this.stopped) this.failure = error as Error; // not a failure when a shutdown was asked for
       await this.shutdown({ timeout: 0 });
       throw error;
     }
+  }
+
+  /** systemd's STATUS= line. */
+  private statusLine(): string {
+    const ready = this.slots.list.filter((slot) => slot.worker?.record.state === 'ready').length;
+    const restarts = this.slots.list.reduce((sum, slot) => sum + slot.restarts, 0);
+    return `${ready} of ${this.slots.list.length} workers ready, ${restarts} restarts`;
+  }
+
+  /**
+   * Whether every serving worker's event loop beat within half of heartbeatTimeout (systemd's watchdog asks):
+   * a worker that late is no longer healthy, though it is killed only at the full timeout.
+   */
+  private heartbeatsHealthy(): boolean {
+    const timeout = this.config.heartbeatTimeout / 2;
+    if (timeout === 0) return true;
+    return this.slots.list.every((slot) => {
+      const worker = slot.worker;
+      if (!worker || worker.record.state !== 'ready') return true;
+      const { beatAt } = worker.liveness.read();
+      return beatAt === 0 || monotonicMs() - beatAt <= timeout;
+    });
   }
 
   private giveUp(slot: number, error: Error): void {
@@ -332,5 +373,6 @@ const RECYCLE_LIMITS: Record<RecycleLimit, string> = {
 export function supervise(options: SupervisorOptions = {}): Supervisor {
   if (!platformSupported()) throw unsupportedPlatformError();
   if (isWorker()) throw preforkError('ERR_PREFORK_IN_WORKER', 'supervise() was called in a worker; call it only where isPrimary() is true');
-  return new Supervisor(settleOptions(options));
+  const config = settleOptions(options);
+  return new Supervisor(config, takeActivatedSockets());
 }

@@ -16,6 +16,7 @@ import {
 } from '../protocol/messages';
 import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
 import type { SupervisorConfig } from './options';
+import { SYSTEMD_VARIABLES } from './systemd-notify';
 
 export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopping' | 'exited';
 
@@ -265,7 +266,7 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
       file: process.execPath,
       args: [process.execPath, ...launch.execArgv, config.script, ...config.args],
       env: {
-        ...config.env,
+        ...withoutSystemdVariables(config.env),
         [ENV_WORKER_ID]: String(slot),
         [ENV_GENERATION]: String(launch.generation),
         [ENV_LISTEN]: JSON.stringify(inherited),
@@ -301,6 +302,13 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */
 export function heartbeatInterval(heartbeatTimeout: number): number {
   return heartbeatTimeout === 0 ? 1000 : Math.min(1000, Math.max(10, Math.floor(heartbeatTimeout / 10)));
+}
+
+/** The environment without what systemd gave the primary alone (a worker is not the service's main process). */
+function withoutSystemdVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  for (const name of SYSTEMD_VARIABLES) delete copy[name];
+  return copy;
 }
 
 /**
