@@ -3,16 +3,61 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 
-/** CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers' CPU limit). */
+/** CPUs this process may use: its affinity mask, capped by its cgroup's CPU quota (a container's CPU limit). */
 export function usableCpuCount(): number {
   const byAffinity = typeof availableParallelism === 'function' ? availableParallelism() : cpus().length;
+  const limit = cgroupCpuLimit();
+  return limit === null ? byAffinity : Math.max(1, Math.min(byAffinity, Math.ceil(limit)));
+}
+
+function readOrNull(path: string): string | null {
   try {
-    const [quota, period] = readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
-    if (quota !== 'max' && Number(period) > 0) return Math.max(1, Math.min(byAffinity, Math.ceil(Number(quota) / Number(period))));
+    return readFileSync(path, 'utf8');
   } catch {
-    // no cgroup v2 CPU controller here: the affinity mask is the limit
+    return null;
   }
-  return byAffinity;
+}
+
+/** A cgroup path and its ancestors, deepest first: '/a/b' → ['/a/b', '/a', '']. */
+function withAncestors(path: string): string[] {
+  const parts = path.split('/').filter(Boolean);
+  return parts.map((_, i) => `/${parts.slice(0, parts.length - i).join('/')}`).concat('');
+}
+
+/**
+ * The CPUs this process's cgroup may use (quota / period), or null without a limit: cgroup v2's cpu.max, or
+ * v1's cpu.cfs_quota_us and cpu.cfs_period_us, on the process's own cgroup and its ancestors (the tightest
+ * wins). `read` returns a file's text or null (tests pass a fake file system).
+ */
+export function cgroupCpuLimit(read: (path: string) => string | null = readOrNull): number | null {
+  const membership = read('/proc/self/cgroup') ?? '';
+  const limits: number[] = [];
+  const v2 = /^0::(.*)$/m.exec(membership)?.[1];
+  if (v2 !== undefined) {
+    for (const dir of withAncestors(v2)) {
+      const [quota, period] = (read(`/sys/fs/cgroup${dir}/cpu.max`) ?? '').trim().split(/\s+/);
+      if (quota && quota !== 'max' && Number(quota) > 0 && Number(period) > 0) limits.push(Number(quota) / Number(period));
+    }
+  }
+  const v1 = /^\d+:([^:\n]*):(.*)$/gm;
+  for (const [, controllers, path] of membership.matchAll(v1)) {
+    if (!controllers.split(',').includes('cpu')) continue;
+    // Where the cpu hierarchy is mounted, and which of its cgroups the mount shows as its root.
+    for (const line of (read('/proc/self/mountinfo') ?? '').split('\n')) {
+      const [before, after] = line.split(' - ');
+      const [type, , options] = (after ?? '').split(' ');
+      if (type !== 'cgroup' || !options?.split(',').includes('cpu')) continue;
+      const [, , , root, mountPoint] = before.split(' ');
+      const relative = root === '/' ? path : path.startsWith(root) ? path.slice(root.length) : null;
+      if (relative === null) continue;
+      for (const dir of withAncestors(relative)) {
+        const quota = Number(read(`${mountPoint}${dir}/cpu.cfs_quota_us`));
+        const period = Number(read(`${mountPoint}${dir}/cpu.cfs_period_us`));
+        if (quota > 0 && period > 0) limits.push(quota / period);
+      }
+    }
+  }
+  return limits.length > 0 ? Math.min(...limits) : null;
 }
 
 /** CPU numbers in this process's affinity mask (Linux). */

@@ -114,6 +114,13 @@ export interface SupervisorOptions {
   recycle?: RecycleOptions;
   /** Serve Prometheus metrics from the primary: a port, "host:port", or { host, port, path, workerLabel }. Default: none. */
   metrics?: number | string | MetricsOptions;
+  /** Write the primary's pid here at start (atomically) and remove it at exit. Default: none. */
+  pidFile?: string;
+  /**
+   * As PID 1 (a container without --init), also reap orphaned processes that end up as our children. Only for a
+   * primary that runs no code of its own that starts children. Default false; true for register mode and the command.
+   */
+  reapOrphans?: boolean;
 }
 
 export interface SupervisorConfig {
@@ -139,12 +146,14 @@ export interface SupervisorConfig {
   heartbeatTimeout: number;
   recycle: Required<RecycleOptions>;
   metrics: MetricsConfig | null;
+  pidFile: string | null;
+  reapOrphans: boolean;
 }
 
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
   'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
-  'heartbeatTimeout', 'recycle', 'metrics',
+  'heartbeatTimeout', 'recycle', 'metrics', 'pidFile', 'reapOrphans',
 ] as const;
 const RECYCLE_NAMES = ['maxRequests', 'maxRequestsJitter', 'maxMemory', 'maxAge'] as const;
 const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
@@ -192,6 +201,8 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     heartbeatTimeout: settleHeartbeatTimeout(options.heartbeatTimeout, execArgv),
     recycle: settleRecycle(options.recycle),
     metrics: settleMetrics(options.metrics),
+    pidFile: options.pidFile === undefined ? null : resolve(checkString('pidFile', options.pidFile)),
+    reapOrphans: options.reapOrphans === undefined ? false : checkBoolean('reapOrphans', options.reapOrphans),
   };
 }
 

@@ -15,6 +15,8 @@ import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './
 import { LivenessMonitor, type RecycleLimit } from './liveness';
 import { SupervisorMetrics } from './metrics';
 import { MetricsEndpoint } from './metrics-endpoint';
+import { reapOrphans } from './orphan-reaper';
+import { removePidFile, writePidFile } from './pid-file';
 import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
@@ -57,6 +59,7 @@ export class Supervisor extends EventEmitter {
   private readonly metricsSource: SupervisorMetrics;
   private readonly metricsEndpoint: MetricsEndpoint | null;
   private readonly systemd = SystemdNotifier.fromEnvironment();
+  private stopReaping: (() => void) | null = null;
   /** Workers whose recycling is queued or running: reported again on every check, queued once. */
   private readonly recycling = new Set<WorkerProcess>();
   /** After a failed recycling, when the worker may be tried again (monotonic ms). */
@@ -240,6 +243,8 @@ export class Supervisor extends EventEmitter {
       await this.slots.stopAll(timeout);
       if (this.storeFd >= 0) closeSync(this.storeFd);
       this.storeFd = -1;
+      this.stopReaping?.();
+      if (this.config.pidFile) removePidFile(this.config.pidFile);
       this.state = 'stopped';
       // Exiting: the handlers stay until then, so a late SIGTERM cannot kill the primary mid-exit.
       if (!this.config.exitProcess) this.removeSignalHandlers?.();
@@ -273,6 +278,10 @@ export class Supervisor extends EventEmitter {
 
   private async start(): Promise<void> {
     try {
+      if (this.config.pidFile) writePidFile(this.config.pidFile);
+      if (this.config.reapOrphans && process.pid === 1 && process.platform === 'linux') {
+        this.stopReaping = reapOrphans((pid) => this.slots.live().some((worker) => worker.record.pid === pid));
+      }
       await this.metricsEndpoint?.listen();
       for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);
       const zeroPortCalls = new Map<string, number>(); // configured port-0 addresses answer a worker's listen(0) calls in order

@@ -30,6 +30,7 @@ Options:
   --max-age MS           recycle a worker after it ran this long (ms, or 30m, 6h)
   --metrics ADDRESS      serve Prometheus metrics from the primary at http://ADDRESS/metrics
                          (a port or host:port, e.g. 127.0.0.1:9100)
+  --pid-file PATH        write the primary's pid to PATH (atomically), removed at exit
   --node-arg ARG         a Node.js option for the workers, e.g. --node-arg=--max-old-space-size=512
                          (repeatable)
   --log-prefix           prefix each line workers print with "[worker N] "
@@ -136,6 +137,12 @@ export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
       case '--metrics':
         options.metrics = parsedFlag(flag, value(), METRICS_ADDRESS);
         break;
+      case '--pid-file': {
+        const path = value();
+        if (path === undefined || path === '') throw new UsageError('--pid-file needs a value');
+        options.pidFile = path;
+        break;
+      }
       case '--node-arg': {
         const nodeArg = value();
         if (nodeArg === undefined || nodeArg === '') throw new UsageError('--node-arg needs a value');

@@ -84,6 +84,7 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_MAX_MEMORY: ['recycle.maxMemory', MAX_MEMORY],
   PREFORK_MAX_AGE: ['recycle.maxAge', MAX_AGE],
   PREFORK_METRICS: ['metrics', METRICS_ADDRESS],
+  PREFORK_PID_FILE: ['pidFile', text],
 };
 
 /** Options from two sources, `over` winning, nested groups (restart, recycle) merged key by key. */

@@ -7,7 +7,7 @@ const log = (line: string) => process.stderr.write(`prefork: ${line}\n`);
 
 /** Starts the supervisor (bad options throw) and reports starts, exits, restarts, reloads and scaling. */
 export function runApp(options: SupervisorOptions): Supervisor {
-  const supervisor = supervise({ signals: true, exitProcess: true, ...options });
+  const supervisor = supervise({ signals: true, exitProcess: true, reapOrphans: true, ...options });
   const pids = () => supervisor.workers.map((worker) => worker.pid).join(', ');
   const addresses = () => supervisor.addresses.map(({ host, port }) => formatAddress(host, port)).join(', ');
   supervisor.ready().then(
