@@ -124,6 +124,8 @@ describe('bad PREFORK_* liveness and recycle variables name the variable, and no
     [{ PREFORK_MAX_MEMORY: '512X' }, "The PREFORK_MAX_MEMORY environment variable must be 0 (off), or bytes from 16777216"],
     [{ PREFORK_MAX_AGE: '-1' }, "The PREFORK_MAX_AGE environment variable must be 0 (off), or ms from 1000"],
     [{ PREFORK_MAX_REQUESTS_JITTER: '1.5' }, "The PREFORK_MAX_REQUESTS_JITTER environment variable must be an integer from 0 to 2147483647. Received '1.5'"],
+    [{ PREFORK_METRICS: 'host:port' }, 'PREFORK_METRICS'],
+    [{ PREFORK_METRICS: '70000' }, 'PREFORK_METRICS'],
   ])('%j', async (env, message) => {
     const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], env);
     expect(await run.exited).toEqual({ code: 1, signal: null });

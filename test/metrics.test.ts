@@ -167,3 +167,16 @@ test.each([
   expect(() => supervise({ script: fixture('apps/plain-http.js'), metrics: metrics as never })).toThrow(message);
   expect(childrenOf()).toEqual([]);
 });
+
+test("a worker's metrics answer is checked before it is used: garbage is refused, with what was wrong", () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { parseWorkerMetrics } = require('../src/primary/app-metrics') as typeof import('../src/primary/app-metrics');
+  expect(parseWorkerMetrics('not json')).toBe('metrics that are not JSON');
+  expect(parseWorkerMetrics('{"a":1}')).toBe('metrics that are not a list');
+  expect(parseWorkerMetrics('[{"name":"bad name","help":"","type":"counter","values":[]}]')).toMatch(/malformed metric/);
+  expect(parseWorkerMetrics('[{"name":"ok","help":"","type":"counter","values":[{"value":"1","labels":{}}]}]')).toMatch(/malformed value of metric ok/);
+  expect(parseWorkerMetrics('[{"name":"ok","help":"","type":"counter","values":[{"value":1,"labels":{"a b":"x"}}]}]')).toMatch(/malformed value/);
+  expect(parseWorkerMetrics('[{"name":"ok","help":"h","type":"counter","values":[{"value":3,"labels":{"route":"/"}}]}]')).toEqual([
+    { name: 'ok', help: 'h', type: 'counter', values: [{ value: 3, labels: { route: '/' } }] },
+  ]);
+});
