@@ -54,6 +54,14 @@ const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, number]) => [number, name as NodeJS.Signals]),
 );
 
+/** Pids of the children spawn() started and has not reaped yet: theirs to reap, no one else's. */
+const unreaped = new Set<number>();
+
+/** Whether `pid` is a child of spawn()'s that its own pidfd or thread will reap. */
+export function isUnreapedChild(pid: number): boolean {
+  return unreaped.has(pid);
+}
+
 /** A child started by spawn(). Emits 'exit' (code, signal) once; `exited` resolves at the same time. */
 export class ChildHandle extends EventEmitter {
   readonly pid: number;
@@ -65,6 +73,7 @@ export class ChildHandle extends EventEmitter {
   constructor(pid: number, pidfd: number) {
     super();
     this.pid = pid;
+    unreaped.add(pid);
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
     this.watch(pidfd);
   }
@@ -112,6 +121,7 @@ export class ChildHandle extends EventEmitter {
   }
 
   private onExit(code: number, signal: number): void {
+    unreaped.delete(this.pid);
     this.exitInfo = signal === 0 ? { code, signal: null } : { code: null, signal: signalNames.get(signal) ?? null };
     this.resolveExited(this.exitInfo);
     this.emit('exit', this.exitInfo.code, this.exitInfo.signal);

@@ -94,6 +94,17 @@ export function tcpMigrateReq(): boolean | null {
   }
 }
 
+/** A process's state letter ('R', 'S', 'Z'…) and parent pid, from /proc/<pid>/stat; null when gone or unreadable. */
+export function processStatus(pid: number | string): { state: string; ppid: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the name in ( ) may hold spaces
+    return { state, ppid: Number(ppid) };
+  } catch {
+    return null;
+  }
+}
+
 /** A process's resident memory in bytes (VmRSS in /proc/<pid>/status: no cooperation needed), or null. */
 export function residentSetSize(pid: number): number | null {
   try {

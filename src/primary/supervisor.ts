@@ -280,7 +280,7 @@ export class Supervisor extends EventEmitter {
     try {
       if (this.config.pidFile) writePidFile(this.config.pidFile);
       if (this.config.reapOrphans && process.pid === 1 && process.platform === 'linux') {
-        this.stopReaping = reapOrphans((pid) => this.slots.live().some((worker) => worker.record.pid === pid));
+        this.stopReaping = reapOrphans();
       }
       await this.metricsEndpoint?.listen();
       for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);

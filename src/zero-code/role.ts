@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { platformSupported } from '../core/binding';
+import { processStatus } from '../core/system';
 import { ENV_DESCENDANT_OF, ENV_WORKER_ID } from '../protocol/messages';
 import { isWorker } from '../worker';
 
@@ -35,13 +36,9 @@ function startedUnderAWorker(): boolean {
   return false;
 }
 
+/** 0 when the process is gone or not ours to read: the walk stops there. */
 function parentOf(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return 0; // gone, or not ours to read: stop there
-  }
+  return processStatus(pid)?.ppid ?? 0;
 }
 
 function startedAsWorker(pid: number): boolean {
