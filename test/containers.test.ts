@@ -128,6 +128,17 @@ describe('pid file', () => {
     expect(run.errors).toContain('Cannot write the pid file /nonexistent/dir/prefork.pid: ENOENT');
     expect(run.sideEffectPids()).toEqual([]);
   });
+
+  test('a start that fails after the pid file was written removes it', async () => {
+    const path = join(scratch, 'failed.pid');
+    const broken = join(scratch, 'broken.js');
+    writeFileSync(broken, "throw new Error('broken app');\n");
+    const run = new AppRun([cli, '--workers', '1', '--pid-file', path, broken]);
+    expect(await run.exited).toEqual({ code: 1, signal: null });
+    expect(run.errors).toContain('broken app');
+    expect(existsSync(path)).toBe(false);
+    expect(run.sideEffectPids()).toEqual([]);
+  });
 });
 
 test('nothing is left behind', () => {

@@ -6,7 +6,7 @@ import { preforkError } from '../errors';
 export function writePidFile(path: string): void {
   const temporary = `${path}.${process.pid}.tmp`;
   try {
-    writeFileSync(temporary, `${process.pid}\n`, { flag: 'w', mode: 0o644 });
+    writeFileSync(temporary, `${process.pid}\n`, { mode: 0o644 });
     renameSync(temporary, path);
   } catch (cause) {
     try {
@@ -14,8 +14,7 @@ export function writePidFile(path: string): void {
     } catch {
       // never created
     }
-    const { code, message } = cause as NodeJS.ErrnoException;
-    throw Object.assign(preforkError('ERR_PREFORK_PID_FILE', `Cannot write the pid file ${path}: ${message}`), { cause, syscall: 'open', errno: code });
+    throw Object.assign(preforkError('ERR_PREFORK_PID_FILE', `Cannot write the pid file ${path}: ${(cause as Error).message}`), { cause });
   }
 }
 

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
 import { parseIntegerText } from '../validate';
-import { HEARTBEAT_TIMEOUT, MAX_AGE, MAX_MEMORY, METRICS_ADDRESS, mergeOptions, optionsFromEnvironment, parseAddressList, REQUEST_COUNT } from './env-options';
+import { HEARTBEAT_TIMEOUT, MAX_AGE, MAX_MEMORY, METRICS_ADDRESS, mergeOptions, optionsFromEnvironment, parseAddressList, REQUEST_COUNT, TEXT } from './env-options';
 import { runApp } from './run';
 
 const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
@@ -137,12 +137,9 @@ export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
       case '--metrics':
         options.metrics = parsedFlag(flag, value(), METRICS_ADDRESS);
         break;
-      case '--pid-file': {
-        const path = value();
-        if (path === undefined || path === '') throw new UsageError('--pid-file needs a value');
-        options.pidFile = path;
+      case '--pid-file':
+        options.pidFile = parsedFlag(flag, value(), TEXT);
         break;
-      }
       case '--node-arg': {
         const nodeArg = value();
         if (nodeArg === undefined || nodeArg === '') throw new UsageError('--node-arg needs a value');

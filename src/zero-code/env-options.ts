@@ -23,7 +23,7 @@ const boolean: Parse = (text, name) => {
   return fail(name, '1, true, yes, on, 0, false, no or off', text);
 };
 
-const text: Parse = (value, name) => (value.trim() === '' ? fail(name, 'non-empty', value) : value.trim());
+export const TEXT: Parse = (value, name) => (value.trim() === '' ? fail(name, 'non-empty', value) : value.trim());
 
 const MS = integer(0, MAX_TIMEOUT_MS);
 const duration = (min: number): Parse => (text, name) => parseDurationText(text, min, MAX_TIMEOUT_MS, (allowed) => fail(name, allowed, text));
@@ -68,8 +68,8 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_SHUTDOWN_TIMEOUT: ['shutdownTimeout', MS],
   PREFORK_READY_TIMEOUT: ['readyTimeout', MS],
   PREFORK_WAIT_READY: ['waitReady', boolean],
-  PREFORK_USER: ['user', text],
-  PREFORK_GROUP: ['group', text],
+  PREFORK_USER: ['user', TEXT],
+  PREFORK_GROUP: ['group', TEXT],
   PREFORK_CPU_AFFINITY: ['cpuAffinity', boolean],
   PREFORK_STORE_CAPACITY: ['storeCapacity', integer(0, MAX_STORE_CAPACITY)],
   PREFORK_SOCKETS: ['sockets', (value, name) => (['reuseport', 'shared'].includes(value.trim()) ? value.trim() : fail(name, "'reuseport' or 'shared'", value))],
@@ -84,7 +84,7 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_MAX_MEMORY: ['recycle.maxMemory', MAX_MEMORY],
   PREFORK_MAX_AGE: ['recycle.maxAge', MAX_AGE],
   PREFORK_METRICS: ['metrics', METRICS_ADDRESS],
-  PREFORK_PID_FILE: ['pidFile', text],
+  PREFORK_PID_FILE: ['pidFile', TEXT],
 };
 
 /** Options from two sources, `over` winning, nested groups (restart, recycle) merged key by key. */
