@@ -9,6 +9,7 @@
         "native/reap.cc",
         "native/shm.cc",
         "native/socket.cc",
+        "native/reuseport.cc",
         "native/spawn.cc",
         "native/watchdog.cc"
       ],

@@ -106,6 +106,34 @@ Napi::Value ListenQueue(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// startListening(fd, backlog)
+Napi::Value StartListening(const Napi::CallbackInfo& info) {
+  Failure failure = prefork::start_listening(IntArgument(info, 0), IntArgument(info, 1));
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall);
+  return info.Env().Undefined();
+}
+
+// attachReuseportProgram(fd, Uint32Array of [code, jt, jf, k] per instruction)
+Napi::Value AttachReuseportProgram(const Napi::CallbackInfo& info) {
+  if (!info[1].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "prefork native: expected a Uint32Array program");
+  Napi::Uint32Array words = info[1].As<Napi::Uint32Array>();
+  std::vector<prefork::Instruction> program(words.ElementLength() / 4);
+  for (size_t i = 0; i < program.size(); i++) {
+    program[i] = {static_cast<uint16_t>(words[4 * i]), static_cast<uint8_t>(words[4 * i + 1]),
+                  static_cast<uint8_t>(words[4 * i + 2]), words[4 * i + 3]};
+  }
+  Failure failure = prefork::attach_reuseport_program(IntArgument(info, 0), program);
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall, "SO_ATTACH_REUSEPORT_CBPF");
+  return info.Env().Undefined();
+}
+
+// detachReuseportProgram(fd)
+Napi::Value DetachReuseportProgram(const Napi::CallbackInfo& info) {
+  Failure failure = prefork::detach_reuseport_program(IntArgument(info, 0));
+  if (failure.error != 0) throw SystemError(info.Env(), failure.error, failure.syscall, "SO_DETACH_REUSEPORT_BPF");
+  return info.Env().Undefined();
+}
+
 // notify(path, message): one datagram (sd_notify)
 Napi::Value Notify(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
@@ -436,6 +464,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapSharedRegion", Napi::Function::New(env, MapSharedRegion));
   exports.Set("inspectSocket", Napi::Function::New(env, InspectSocket));
   exports.Set("listenQueue", Napi::Function::New(env, ListenQueue));
+  exports.Set("startListening", Napi::Function::New(env, StartListening));
+  exports.Set("attachReuseportProgram", Napi::Function::New(env, AttachReuseportProgram));
+  exports.Set("detachReuseportProgram", Napi::Function::New(env, DetachReuseportProgram));
   exports.Set("notify", Napi::Function::New(env, Notify));
   exports.Set("reapExited", Napi::Function::New(env, ReapExited));
   exports.Set("Poller", Poller::Define(env));

@@ -48,6 +48,24 @@ Failure inspect_socket(int fd, SocketInfo* out);
 // A listening TCP socket's accept queue: connections waiting (length) and the backlog (limit). Linux only.
 Failure listen_queue(int fd, uint32_t* length, uint32_t* limit);
 
+// ---- reuseport.cc --------------------------------------------------------
+
+// listen(2) on a bound socket: it joins its reuseport group now, after the group's current members.
+Failure start_listening(int fd, int backlog);
+
+// One classic BPF instruction (struct sock_filter).
+struct Instruction {
+  uint16_t code;
+  uint8_t jt;
+  uint8_t jf;
+  uint32_t k;
+};
+// Sets the reuseport group's program through any member socket (replacing the group's previous one).
+// Linux only: -ENOPROTOOPT elsewhere or on kernels without it.
+Failure attach_reuseport_program(int fd, const std::vector<Instruction>& program);
+// Removes the group's program (Linux 5.8+): the kernel's hash again. -ENOENT when none is attached.
+Failure detach_reuseport_program(int fd);
+
 // ---- notify.cc -----------------------------------------------------------
 
 // Sends `message` as one datagram to the AF_UNIX socket at `path` ("@name": abstract). sd_notify's transport.

@@ -10,6 +10,7 @@ export { DEFAULT_BACKLOG, DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from './limit
 export { supervise, Supervisor } from './primary/supervisor';
 export type { Worker, WorkerState, WorkerStats, SupervisorStats } from './primary/supervisor';
 export type { SupervisorOptions, RestartOptions, ListenAddress } from './primary/options';
+export type { BalanceMode } from './primary/steering';
 export { listen, currentSupervisor } from './listen';
 export { isWorker, isPrimary, workerId, generation, ready, onShutdown } from './worker';
 

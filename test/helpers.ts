@@ -5,10 +5,10 @@ import { join } from 'node:path';
 
 export const fixture = (name: string): string => join(__dirname, 'fixtures', name);
 
-/** One HTTP GET on a fresh connection (Connection: close); resolves with the body. */
-export function get(port: number, host = '127.0.0.1', path = '/'): Promise<string> {
+/** One HTTP GET on a fresh connection (Connection: close), from `localAddress` if given; resolves with the body. */
+export function get(port: number, host = '127.0.0.1', path = '/', localAddress?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const request = http.get({ host, port, path, agent: false, headers: { connection: 'close' } }, (response) => {
+    const request = http.get({ host, port, path, localAddress, agent: false, headers: { connection: 'close' } }, (response) => {
       let body = '';
       response.setEncoding('utf8');
       response.on('data', (chunk) => (body += chunk));

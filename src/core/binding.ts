@@ -56,6 +56,12 @@ export interface NativeBinding {
   inspectSocket(fd: number): { family: 0 | 4 | 6; stream: boolean; listening: boolean; reusePort: boolean; host: string; port: number };
   /** A listening TCP socket's accept queue (TCP_INFO): connections waiting, and the backlog. Linux only. */
   listenQueue(fd: number): [length: number, limit: number];
+  /** listen(2) on a bound socket: it joins its reuseport group now, after the current members. */
+  startListening(fd: number, backlog: number): void;
+  /** Sets the socket's reuseport group's classic BPF program: [code, jt, jf, k] per instruction. */
+  attachReuseportProgram(fd: number, program: Uint32Array): void;
+  /** Removes the group's program (Linux 5.8+): the kernel's hash again. */
+  detachReuseportProgram(fd: number): void;
   /** One datagram to an AF_UNIX socket path ("@name": abstract): sd_notify. */
   notify(path: string, message: string): void;
   /** Reaps pid if it has exited: null while it runs. For PID 1's orphans, never for workers. */

@@ -4,7 +4,7 @@ import { native } from '../core/binding';
 import { formatAddress } from '../protocol/address';
 import { AppMetrics, loadPromClient } from './app-metrics';
 import type { SupervisorConfig } from './options';
-import type { WorkerSlots } from './slots';
+import type { Slot, WorkerSlots } from './slots';
 import type { ExitReason, Worker, WorkerProcess, WorkerState } from './worker-process';
 
 const STATES: WorkerState[] = ['starting', 'online', 'listening', 'ready', 'stopping'];
@@ -24,7 +24,7 @@ export class SupervisorMetrics {
   private readonly restarts = new Map<ExitReason, number>(RESTART_REASONS.map((reason) => [reason, 0]));
   private reloads = 0;
   /** Connections accepted by the exited workers of each slot. */
-  private readonly slotConnections = new Map<number, number>();
+  private readonly exitedConnections = new Map<number, number>();
   private readonly app: AppMetrics;
 
   constructor(
@@ -46,7 +46,7 @@ export class SupervisorMetrics {
   /** A worker exited: its connections and its app counters are kept with its slot's totals. */
   exited(worker: WorkerProcess): void {
     const { id } = worker.record;
-    this.slotConnections.set(id, (this.slotConnections.get(id) ?? 0) + worker.liveness.read().connections);
+    this.exitedConnections.set(id, (this.exitedConnections.get(id) ?? 0) + worker.liveness.read().connections);
     this.app.retire(id, worker.lastMetrics);
   }
 
@@ -75,12 +75,18 @@ export class SupervisorMetrics {
       family('prefork_listen_queue_length', 'gauge', 'Connections waiting in the accept queue of each slot and address (TCP_INFO).', this.listenQueues(0)),
       family('prefork_listen_queue_limit', 'gauge', 'The accept queue limit (backlog) of each slot and address.', this.listenQueues(1)),
       family('prefork_slot_connections_total', 'counter', 'Connections accepted on each slot, by all its workers so far.',
-        this.slots.list.map((slot) => [{ slot: slot.id }, (this.slotConnections.get(slot.id) ?? 0) + (slot.worker?.liveness.read().connections ?? 0)
-          + (slot.incoming?.liveness.read().connections ?? 0)])),
+        this.slots.list.map((slot) => [{ slot: slot.id }, this.slotConnections(slot)])),
+      family('prefork_slot_steering_share', 'gauge', "The share of new connections the balance program gives each slot now (0: steered around; absent when the kernel's hash decides alone).",
+        this.slots.steering ? this.slots.list.map((slot) => [{ slot: slot.id }, this.slots.steering!.share(slot.id)]) : []),
     ].join('');
     // Workers that exited while we asked are in the kept totals now: only the ones still alive count as live.
     const stillLive = appMetrics.filter(({ worker, metrics }) => worker.record.state !== 'exited' && metrics !== null);
     return text + (await this.app.render(stillLive.map(({ worker, metrics }) => ({ slot: worker.record.id, metrics: metrics! }))));
+  }
+
+  /** Connections accepted on the slot by all its workers so far (its exited ones' kept with the slot). */
+  slotConnections(slot: Slot): number {
+    return (this.exitedConnections.get(slot.id) ?? 0) + (slot.worker?.liveness.read().connections ?? 0) + (slot.incoming?.liveness.read().connections ?? 0);
   }
 
   /** Each slot's sockets' accept queue length (field 0) or limit (field 1), by slot and address. */

@@ -8,6 +8,7 @@ import {
   MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
 } from '../limits';
 import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
+import { BALANCE_MODES, type BalanceMode } from './steering';
 import { checkBoolean, checkInteger, checkLimit, checkOptionNames, checkOptionsObject, checkString } from '../validate';
 
 export type { ListenAddress, ListenConfig } from '../protocol/address';
@@ -89,6 +90,13 @@ export interface SupervisorOptions {
   /** 'reuseport': one socket per worker slot, balanced by the kernel (Linux). 'shared': one socket all workers accept
    *  from (where SO_REUSEPORT does not balance: macOS, FreeBSD). Default: 'reuseport' on Linux, 'shared' elsewhere. */
   sockets?: 'reuseport' | 'shared';
+  /**
+   * How the kernel picks a worker for each new connection (reuseport sockets, Linux): 'least-loaded' (to the slots
+   * with the shortest accept queue and fewest open connections), 'client-ip' (the same client address always
+   * to the same worker), 'hash' (the kernel's own). In every mode a slot without a ready, responsive worker
+   * gets no new connections. Default 'hash'.
+   */
+  balance?: BalanceMode;
   /** Keys the shared counter store (CounterStore, RateLimitStore) holds; 0: no shared store. Default 65536. */
   storeCapacity?: number;
   /**
@@ -139,6 +147,7 @@ export interface SupervisorConfig {
   gid: number | undefined;
   cpuAffinity: boolean;
   sockets: 'reuseport' | 'shared';
+  balance: BalanceMode;
   storeCapacity: number;
   signals: boolean;
   exitProcess: boolean;
@@ -152,7 +161,7 @@ export interface SupervisorConfig {
 
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
-  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
+  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'balance', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
   'heartbeatTimeout', 'recycle', 'metrics', 'pidFile', 'reapOrphans',
 ] as const;
 const RECYCLE_NAMES = ['maxRequests', 'maxRequestsJitter', 'maxMemory', 'maxAge'] as const;
@@ -192,6 +201,7 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     gid,
     cpuAffinity,
     sockets,
+    balance: settleBalance(options.balance, options.sockets),
     storeCapacity:
       options.storeCapacity === undefined ? DEFAULT_STORE_CAPACITY : checkInteger('storeCapacity', options.storeCapacity, 0, MAX_STORE_CAPACITY),
     signals: options.signals === undefined ? false : checkBoolean('signals', options.signals),
@@ -204,6 +214,20 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     pidFile: options.pidFile === undefined ? null : resolve(checkString('pidFile', options.pidFile)),
     reapOrphans: options.reapOrphans === undefined ? false : checkBoolean('reapOrphans', options.reapOrphans),
   };
+}
+
+/** Until the benchmark shows another mode better for every workload (bench/RESULTS.md). */
+export const DEFAULT_BALANCE: BalanceMode = 'hash';
+
+function settleBalance(balance: unknown, sockets: unknown): BalanceMode {
+  if (balance === undefined) return DEFAULT_BALANCE;
+  if (!BALANCE_MODES.includes(balance as BalanceMode)) {
+    throw invalidValue('balance', `must be one of ${BALANCE_MODES.map((mode) => `'${mode}'`).join(', ')}`, balance);
+  }
+  if (sockets === 'shared' && balance !== 'hash') {
+    throw invalidValue('balance', `steers between reuseport sockets; with sockets: 'shared' every worker accepts from one queue already`, balance);
+  }
+  return balance as BalanceMode;
 }
 
 function settleMetrics(metrics: unknown): MetricsConfig | null {

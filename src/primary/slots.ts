@@ -9,8 +9,13 @@ import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
 import { SocketTable } from './socket-table';
+import { createSteering, STEERING_INTERVAL_MS, type Steering } from './steering';
+import { monotonicMs } from '../protocol/liveness-record';
 import { describeExit, inspectorExecArgv, startWorkerProcess, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
+
+/** A worker whose event loop has not turned this long gets no new connections until it turns again. */
+const STUCK_AFTER_MS = 4 * STEERING_INTERVAL_MS;
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
 export interface Slot {
@@ -30,6 +35,8 @@ export interface Slot {
 export class WorkerSlots {
   readonly list: Slot[] = [];
   readonly sockets: SocketTable;
+  /** Sets each reuseport group's program (the `balance` option); null where the kernel hashes on its own. */
+  readonly steering: Steering | null;
   /** Every live worker process, a slot's incoming and draining old generations included. */
   private readonly processes = new Set<WorkerProcess>();
   private stopping = false;
@@ -46,7 +53,25 @@ export class WorkerSlots {
     private readonly onGiveUp: (slot: number, error: Error) => void,
     activated: ActivatedSocket[] = [],
   ) {
-    this.sockets = new SocketTable(config.sockets, activated);
+    this.steering = createSteering(config.balance, config.sockets, {
+      slotCount: () => this.list.length,
+      serving: (slot, address) => this.serving(slot, address),
+      openConnections: (slot) => this.list[slot]?.worker?.liveness.read().connections ?? 0,
+    });
+    this.sockets = new SocketTable(config.sockets, activated, this.steering);
+    this.steering?.start();
+  }
+
+  /**
+   * Whether the slot's worker takes new connections on the address: it is ready, listens there, is not being
+   * stopped, and (unless heartbeats are off) its event loop turned within STUCK_AFTER_MS.
+   */
+  serving(id: number, address: number): boolean {
+    const worker = this.list[id]?.worker;
+    if (!worker || worker.record.state !== 'ready' || worker.record.exitReason !== null || !worker.adopted.has(address)) return false;
+    if (this.config.heartbeatTimeout === 0) return true;
+    const { beatAt } = worker.liveness.read();
+    return beatAt === 0 || monotonicMs() - beatAt <= STUCK_AFTER_MS;
   }
 
   /** A new slot with its sockets, no worker yet. */
@@ -62,8 +87,9 @@ export class WorkerSlots {
     const leaving: WorkerProcess[] = [];
     for (const slot of this.list.splice(count)) {
       if (slot.restartTimer) clearTimeout(slot.restartTimer);
-      for (const worker of [slot.worker, slot.incoming]) if (worker) leaving.push(worker);
-      this.sockets.removeSlot(slot.id);
+      const workers = [slot.worker, slot.incoming].filter((worker): worker is WorkerProcess => worker !== null);
+      leaving.push(...workers);
+      this.sockets.removeSlot(slot.id, Promise.all(workers.map((worker) => worker.child.exited)));
     }
     return leaving;
   }
@@ -159,6 +185,7 @@ export class WorkerSlots {
     process.stderr.write(`prefork: worker ${id} (pid ${pid}) is unresponsive: its event loop has not turned for ${since} ms (heartbeatTimeout ${this.config.heartbeatTimeout}); killing it\n`);
     this.events.emit('unresponsive', worker.record, since);
     worker.kill('unresponsive');
+    this.steering?.refreshSoon();
   }
 
   private onMessage(worker: WorkerProcess, message: WorkerMessage): void {
@@ -175,6 +202,7 @@ export class WorkerSlots {
         const address = this.sockets.addresses[message.index];
         if (!address) return this.misbehaved(worker, `'listening' on address ${message.index}, which it was never given`);
         worker.adopted.add(message.index);
+        this.steering?.refreshSoon();
         if (record.state === 'starting' || record.state === 'online') record.state = 'listening';
         this.events.emit('listening', record, { host: address.host, port: address.port, family: address.family });
         if (!this.config.waitReady && worker.adopted.size >= this.sockets.addresses.length) this.markReady(worker);
@@ -249,17 +277,20 @@ export class WorkerSlots {
     process.stderr.write(`prefork: worker ${worker.record.id} (pid ${worker.record.pid}) broke the control protocol (${problem}); killing it\n`);
     worker.channel.close();
     worker.kill('protocol');
+    this.steering?.refreshSoon();
   }
 
   private markReady(worker: WorkerProcess): void {
     if (!worker.markReady()) return;
     debug('primary: worker %d (pid %d) is ready', worker.record.id, worker.record.pid);
+    this.steering?.refreshSoon();
     this.events.emit('ready', worker.record);
   }
 
   private onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     worker.exited(code, signal);
     this.processes.delete(worker);
+    this.steering?.refreshSoon();
     this.onWorkerExit?.(worker);
     this.events.emit('exit', worker.record, code, signal, worker.record.exitReason);
 

@@ -5,6 +5,7 @@ import { preforkError } from '../errors';
 import { addressMatches, type KnownAddress, type ListenConfig } from '../protocol/address';
 import type { InheritedSocket, SocketAddress } from '../protocol/messages';
 import type { ActivatedSocket } from './socket-activation';
+import type { Steering } from './steering';
 
 export interface ResolvedAddress extends SocketAddress, KnownAddress {
   ipv6Only: boolean;
@@ -31,7 +32,11 @@ export class SocketTable {
   /** Address index → the systemd socket that serves it, shared by every slot (never closed before closeAll). */
   private readonly activated = new Map<number, ListenSocket>();
 
-  constructor(readonly mode: 'reuseport' | 'shared', activated: ActivatedSocket[] = []) {
+  /**
+   * `steering`: the primary sets each group's program, so it listens on each socket itself as the socket is
+   * opened, and closes one only through the steering (see steering.ts). Without it a worker's listen() joins.
+   */
+  constructor(readonly mode: 'reuseport' | 'shared', activated: ActivatedSocket[] = [], private readonly steering: Steering | null = null) {
     this.unclaimed = [...activated];
   }
 
@@ -51,7 +56,7 @@ export class SocketTable {
 
   /** A new slot: a socket for every known address. */
   async addSlot(slot: number): Promise<void> {
-    this.slotSockets.set(slot, await this.openForSlot());
+    this.slotSockets.set(slot, await this.openForSlot(slot));
   }
 
   /** A slot that waits out a backoff must not take its share of new connections: its sockets close. */
@@ -63,14 +68,24 @@ export class SocketTable {
   /** A slot back from its backoff gets new sockets. */
   async rejoinGroup(slot: number): Promise<void> {
     if (!this.isOutOfGroup(slot)) return;
-    const sockets = await this.openForSlot();
+    const sockets = await this.openForSlot(slot);
     if (this.isOutOfGroup(slot)) this.slotSockets.set(slot, sockets);
     else if (this.mode === 'reuseport') this.close(sockets); // the slot was removed meanwhile
   }
 
-  /** A slot removed by scaling down: its worker's own copies keep serving until it drains. */
-  removeSlot(slot: number): void {
-    this.leaveGroup(slot);
+  /**
+   * A slot removed by scaling down: its worker's own copies keep serving until it drains. Steered, the slot gets
+   * no new connections from now on, and our copies close once `drained` settles (its workers have exited), so
+   * that the close is the one that takes each socket out of its group.
+   */
+  removeSlot(slot: number, drained: Promise<unknown>): void {
+    const sockets = this.socketsOf(slot);
+    if (this.steering && this.mode === 'reuseport') {
+      for (const socket of sockets) this.steering.retire(socket);
+      void drained.finally(() => this.close(sockets));
+    } else {
+      this.leaveGroup(slot);
+    }
     this.slotSockets.delete(slot);
   }
 
@@ -96,6 +111,7 @@ export class SocketTable {
       if (this.mode === 'shared') sockets[index] = first;
       else if (unused) [sockets[index], unused] = [unused, null];
       else sockets[index] = await this.openSocket(first.host, first.port, config.ipv6Only);
+      if (this.mode === 'reuseport') this.join(index, slot, sockets[index]);
       if (this.mode === 'reuseport' && this.slotSockets.get(slot) !== sockets) this.close(sockets); // removed meanwhile
     }
     if (unused) this.close([unused]);
@@ -156,17 +172,36 @@ export class SocketTable {
   /** Closes every socket; nothing opens after this. */
   closeAll(): void {
     this.closed = true;
+    this.steering?.stop();
     this.close([...this.open], { activatedToo: true });
     for (const socket of this.unclaimed.splice(0)) closeSync(socket.fd);
   }
 
-  private async openForSlot(): Promise<ListenSocket[]> {
+  private async openForSlot(slot: number): Promise<ListenSocket[]> {
     if (this.mode === 'shared') return [...this.sharedSockets];
     const sockets: ListenSocket[] = [];
     for (const [index, address] of this.addresses.entries()) {
-      sockets.push(this.activated.get(index) ?? (await this.openSocket(address.host, address.port, address.ipv6Only)));
+      const activated = this.activated.get(index);
+      if (activated) {
+        sockets.push(activated);
+        continue;
+      }
+      const socket = await this.openSocket(address.host, address.port, address.ipv6Only);
+      sockets.push(socket);
+      this.join(index, slot, socket);
     }
     return sockets;
+  }
+
+  /** Steered: the socket starts listening now, joining its group (unsteered, the worker's listen() does it). */
+  private join(index: number, slot: number, socket: ListenSocket): void {
+    if (!this.steering || this.activated.get(index) === socket) return;
+    try {
+      this.steering.join(index, slot, socket, this.addresses[index].backlog);
+    } catch (error) {
+      if (this.open.delete(socket)) closeSync(socket.fd);
+      throw error;
+    }
   }
 
   private async openSocket(host: string | undefined, port: number, ipv6Only: boolean): Promise<ListenSocket> {
@@ -183,8 +218,9 @@ export class SocketTable {
   private close(sockets: ListenSocket[], { activatedToo = false } = {}): void {
     const activated = new Set(this.activated.values());
     for (const socket of sockets) {
-      if (activated.has(socket) && !activatedToo) continue;
-      if (this.open.delete(socket)) closeSync(socket.fd);
+      if ((activated.has(socket) && !activatedToo) || !this.open.delete(socket)) continue;
+      if (this.steering?.has(socket)) this.steering.leave(socket);
+      else closeSync(socket.fd);
     }
   }
 }

@@ -20,6 +20,7 @@ import { removePidFile, writePidFile } from './pid-file';
 import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
+import type { BalanceMode } from './steering';
 import { WorkerSlots, type Slot } from './slots';
 import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
@@ -35,6 +36,10 @@ export interface SupervisorStats {
   addresses: SocketAddress[];
   restarts: number;
   workers: WorkerStats[];
+  /** The `balance` mode asked for, and whether the primary steers (false: the kernel's hash alone, see the log). */
+  balance: { mode: BalanceMode; steered: boolean };
+  /** Per slot: connections its workers accepted so far, and the share of new ones steered to it now (null: unsteered). */
+  slots: Array<{ slot: number; connections: number; steeringShare: number | null }>;
 }
 
 /**
@@ -268,6 +273,10 @@ export class Supervisor extends EventEmitter {
       addresses: this.addresses,
       restarts: this.slots.list.reduce((sum, slot) => sum + slot.restarts, 0),
       workers,
+      balance: { mode: this.config.balance, steered: this.slots.steering !== null },
+      slots: this.slots.list.map((slot) => ({
+        slot: slot.id, connections: this.metricsSource.slotConnections(slot), steeringShare: this.slots.steering?.share(slot.id) ?? null,
+      })),
     };
   }
 

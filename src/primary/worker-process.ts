@@ -17,6 +17,7 @@ import {
 import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
 import type { SupervisorConfig } from './options';
 import { SYSTEMD_VARIABLES } from './systemd-notify';
+import { STEERING_INTERVAL_MS } from './steering';
 
 export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopping' | 'exited';
 
@@ -273,7 +274,8 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
         [ENV_SHUTDOWN_TIMEOUT]: String(config.shutdownTimeout),
         [ENV_WAIT_READY]: config.waitReady ? '1' : '0',
         [ENV_CHANNEL_ID]: String(fstatSync(workerEnd).ino),
-        [ENV_HEARTBEAT_INTERVAL]: String(heartbeatInterval(config.heartbeatTimeout)),
+        // Steered sockets: the steering looks at each worker's beat to find one stuck, and at its open connections.
+        [ENV_HEARTBEAT_INTERVAL]: String(config.sockets === 'reuseport' ? Math.min(STEERING_INTERVAL_MS, heartbeatInterval(config.heartbeatTimeout)) : heartbeatInterval(config.heartbeatTimeout)),
         ...(launch.storeFd >= 0 ? { [ENV_STORE]: String(config.storeCapacity) } : {}),
         NODE_APP_INSTANCE: String(slot), // PM2's name for the same thing
       },

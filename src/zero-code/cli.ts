@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
 import { parseIntegerText } from '../validate';
-import { HEARTBEAT_TIMEOUT, MAX_AGE, MAX_MEMORY, METRICS_ADDRESS, mergeOptions, optionsFromEnvironment, parseAddressList, REQUEST_COUNT, TEXT } from './env-options';
+import { BALANCE, HEARTBEAT_TIMEOUT, MAX_AGE, MAX_MEMORY, METRICS_ADDRESS, mergeOptions, optionsFromEnvironment, parseAddressList, REQUEST_COUNT, TEXT } from './env-options';
 import { runApp } from './run';
 
 const USAGE = `Usage: prefork [options] [--] app.js [app arguments]
@@ -28,6 +28,7 @@ Options:
   --max-requests-jitter N  add a random 0..N to each worker's --max-requests
   --max-memory SIZE      recycle a worker whose resident memory reaches SIZE (bytes, or 512M, 1G)
   --max-age MS           recycle a worker after it ran this long (ms, or 30m, 6h)
+  --balance MODE         how new connections reach workers: least-loaded, client-ip or hash (default hash)
   --metrics ADDRESS      serve Prometheus metrics from the primary at http://ADDRESS/metrics
                          (a port or host:port, e.g. 127.0.0.1:9100)
   --pid-file PATH        write the primary's pid to PATH (atomically), removed at exit
@@ -133,6 +134,9 @@ export function parseCommandLine(argv: string[]): Command | 'help' | 'version' {
         break;
       case '--max-age':
         options.recycle = { ...options.recycle, maxAge: parsedFlag(flag, value(), MAX_AGE) };
+        break;
+      case '--balance':
+        options.balance = parsedFlag(flag, value(), BALANCE) as SupervisorOptions['balance'];
         break;
       case '--metrics':
         options.metrics = parsedFlag(flag, value(), METRICS_ADDRESS);

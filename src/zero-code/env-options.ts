@@ -3,6 +3,7 @@ import {
   MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS, MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
 } from '../limits';
 import type { SupervisorOptions } from '../primary/options';
+import { BALANCE_MODES } from '../primary/steering';
 import { parseListenAddress } from '../protocol/address';
 import { parseDurationText, parseIntegerText, parseSizeText } from '../validate';
 
@@ -60,6 +61,10 @@ export function parseAddressList(text: string, fail: (allowed: string) => never)
   return entries;
 }
 
+/** The `balance` option: one of BALANCE_MODES. */
+export const BALANCE: Parse = (value, name) =>
+  (BALANCE_MODES as readonly string[]).includes(value.trim()) ? value.trim() : fail(name, `one of ${BALANCE_MODES.join(', ')}`, value);
+
 /** Variable → [option path, parser]. Documented in the README's table. */
 export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_WORKERS: ['workers', integer(1, MAX_WORKERS)],
@@ -73,6 +78,7 @@ export const ENVIRONMENT_OPTIONS: Record<string, [string, Parse]> = {
   PREFORK_CPU_AFFINITY: ['cpuAffinity', boolean],
   PREFORK_STORE_CAPACITY: ['storeCapacity', integer(0, MAX_STORE_CAPACITY)],
   PREFORK_SOCKETS: ['sockets', (value, name) => (['reuseport', 'shared'].includes(value.trim()) ? value.trim() : fail(name, "'reuseport' or 'shared'", value))],
+  PREFORK_BALANCE: ['balance', BALANCE],
   PREFORK_RESTART_DELAY: ['restart.delay', MS],
   PREFORK_RESTART_MAX_DELAY: ['restart.maxDelay', MS],
   PREFORK_RESTART_RESET_AFTER: ['restart.resetAfter', MS],

@@ -1,0 +1,222 @@
+// Kernel steering (the `balance` option): the primary owns every socket of each reuseport group, so it sets the
+// group's classic BPF program, which picks the socket for each new connection on its SYN.
+//
+// The program names sockets by their index in the group, and the group's order is the kernel's: a socket joins
+// at the end when it starts listening, and when one closes, the last moves into its place. So the primary is
+// the only one that changes a group: it calls listen() itself (a worker's listen() on the socket changes nothing),
+// and it closes a socket only when its copy is the last one (the slot's workers have exited). Each change is
+// made in the order that keeps the program right at every moment:
+//   join:  the new socket gets the next index, which no program names; the next program may name it.
+//   leave: first a program that names neither the leaving socket nor the last one (the one that moves), which is
+//          right both before and after the close; then the close; then the program for the new order.
+// `members` mirrors the kernel's array under these rules; nothing else reorders it.
+import { closeSync } from 'node:fs';
+import { native } from '../core/binding';
+import type { ListenSocket } from '../core/listen-socket';
+import { clientAddressProgram, constantProgram, KERNEL_HASH, weightedProgram, type Program } from '../core/reuseport-program';
+
+export const BALANCE_MODES = ['least-loaded', 'client-ip', 'hash'] as const;
+export type BalanceMode = (typeof BALANCE_MODES)[number];
+
+/** How often the steering looks at the slots (and, least-loaded, their load); workers beat this often too. */
+export const STEERING_INTERVAL_MS = 25;
+
+/** What the steering asks of the slots. */
+export interface SlotView {
+  /** The number of slots now (client-ip hashes over it). */
+  slotCount(): number;
+  /** Whether the slot's worker takes new connections on the address: ready, not stopping, not stuck. */
+  serving(slot: number, address: number): boolean;
+  /** Open connections of the slot's worker at its last heartbeat (least-loaded), or 0. */
+  openConnections(slot: number): number;
+}
+
+/**
+ * The steering for these options, or null where there is none: shared sockets, or a system that refuses
+ * reuseport programs (then one line says so, unless the kernel's hash was asked for anyway).
+ */
+export function createSteering(mode: BalanceMode, sockets: 'reuseport' | 'shared', view: SlotView): Steering | null {
+  const refused = sockets === 'shared' ? `sockets are 'shared' on ${process.platform}: every worker accepts from one queue` : Steering.probe();
+  if (refused === null) return new Steering(mode, view);
+  if (mode !== 'hash') process.stderr.write(`prefork: balance '${mode}' is not available (${refused}); new connections are balanced by the kernel's hash\n`);
+  return null;
+}
+
+interface Member {
+  readonly slot: number;
+  readonly socket: ListenSocket;
+  /** A removed slot's socket, kept open (and steered around) until its draining worker has exited. */
+  retired: boolean;
+}
+
+export class Steering {
+  /** Per address, its sockets in the kernel's order. */
+  private readonly groups: Member[][] = [];
+  /** Per address, the program attached last (as a string, to skip attaching the same again). */
+  private readonly attached: Array<string | null> = [];
+  /** Per address, the share of new connections the last program gives each slot. */
+  private readonly shares: Array<Map<number, number>> = [];
+  private timer: NodeJS.Timeout | null = null;
+  private queued = false;
+  private failed = false;
+
+  constructor(readonly mode: BalanceMode, private readonly view: SlotView) {}
+
+  /**
+   * Whether this system lets us set a reuseport program: a bound, never listening socket on a free loopback port
+   * is enough to ask, and joins no group anyone uses. Returns why not, or null.
+   */
+  static probe(): string | null {
+    let fd = -1;
+    try {
+      [fd] = native.createListenSocket('127.0.0.1', 4, 0, false, -1);
+      native.attachReuseportProgram(fd, constantProgram(KERNEL_HASH));
+      return null;
+    } catch (error) {
+      return (error as Error).message;
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+  }
+
+  /** Looks at the slots every STEERING_INTERVAL_MS: a stuck worker, and (least-loaded) the load, change the program. */
+  start(): void {
+    this.timer ??= setInterval(() => this.applyAll(), STEERING_INTERVAL_MS).unref();
+  }
+
+  /** Before the sockets close at shutdown: the kernel's hash again, so no program names a socket that is gone. */
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const [address, group] of this.groups.entries()) {
+      if (group.length > 0) this.attach(address, null);
+    }
+    this.failed = true; // nothing is attached after this
+  }
+
+  /** The slot's socket for `address` starts listening and so joins the group, after its current members. */
+  join(address: number, slot: number, socket: ListenSocket, backlog: number): void {
+    native.startListening(socket.fd, backlog);
+    (this.groups[address] ??= []).push({ slot, socket, retired: false });
+    this.apply(address);
+  }
+
+  /** Whether the socket is one of a group's (it must then be closed with leave()). */
+  has(socket: ListenSocket): boolean {
+    return this.find(socket) !== null;
+  }
+
+  /** A removed slot's socket: steered around at once; leave() closes it once its workers are gone. */
+  retire(socket: ListenSocket): void {
+    const found = this.find(socket);
+    if (!found) return;
+    found.member.retired = true;
+    this.apply(found.address);
+  }
+
+  /** Closes the socket (our copy must be its last) and updates the group in the order the kernel renumbers it. */
+  leave(socket: ListenSocket): void {
+    const found = this.find(socket);
+    if (!found) {
+      closeSync(socket.fd);
+      return;
+    }
+    const { address, at } = found;
+    const group = this.groups[address];
+    const last = group[group.length - 1];
+    this.apply(address, new Set([group[at], last]));
+    closeSync(socket.fd);
+    group[at] = last;
+    group.pop();
+    if (group.length === 0) delete this.attached[address]; // the kernel freed the group, and its program with it
+    this.apply(address);
+  }
+
+  /** Recomputes the programs once the current turn of the event loop is done (after a worker's state changed). */
+  refreshSoon(): void {
+    if (this.queued) return;
+    this.queued = true;
+    queueMicrotask(() => {
+      this.queued = false;
+      this.applyAll();
+    });
+  }
+
+  /** Each slot's share of new connections under the programs now (address 0's; a slot absent gets none). */
+  share(slot: number, address = 0): number {
+    return this.shares[address]?.get(slot) ?? 0;
+  }
+
+  private applyAll(): void {
+    for (const address of this.groups.keys()) this.apply(address);
+  }
+
+  private find(socket: ListenSocket): { address: number; at: number; member: Member } | null {
+    for (const [address, group] of this.groups.entries()) {
+      const at = group.findIndex((member) => member.socket === socket);
+      if (at >= 0) return { address, at, member: group[at] };
+    }
+    return null;
+  }
+
+  /** Attaches the program for `address` now, naming none of `avoid`. */
+  private apply(address: number, avoid: Set<Member> = new Set()): void {
+    const group = this.groups[address] ?? [];
+    if (this.failed || group.length === 0) return;
+    const serving = group.flatMap((member, index) =>
+      !member.retired && !avoid.has(member) && this.view.serving(member.slot, address) ? [{ member, index }] : []);
+    let weights: Array<{ index: number; slot: number; weight: number }>;
+    let program: Program | null;
+    if (this.mode === 'client-ip') {
+      program = clientAddressProgram(this.view.slotCount(), new Map(serving.map(({ member, index }) => [member.slot, index])));
+      weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: 1 }));
+    } else {
+      weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: this.mode === 'hash' ? 1 : this.weight(member) }));
+      // 'hash' with every socket serving: no program at all, the kernel's own hash.
+      program = this.mode === 'hash' && serving.length === group.length ? null : weightedProgram(weights);
+    }
+    const total = weights.reduce((sum, entry) => sum + entry.weight, 0);
+    this.shares[address] = new Map(weights.map((entry) => [entry.slot, total > 0 ? entry.weight / total : 0]));
+    this.attach(address, program);
+  }
+
+  /**
+   * least-loaded: a slot's weight falls with the square of its load, the connections waiting in its accept queue
+   * now plus those its worker had open at its last beat. An idle slot weighs 1024; one with 31 gets 1.
+   */
+  private weight(member: Member): number {
+    let queued = 0;
+    try {
+      [queued] = native.listenQueue(member.socket.fd);
+    } catch {
+      // not Linux: the open connections alone
+    }
+    const load = queued + this.view.openConnections(member.slot);
+    return Math.max(1, Math.round(1024 / (1 + load) ** 2));
+  }
+
+  private attach(address: number, program: Program | null): void {
+    const key = program === null ? null : Buffer.from(program.buffer, program.byteOffset, program.byteLength).toString('base64');
+    if (key === this.attached[address] || (key === null && this.attached[address] === undefined)) return;
+    const fd = this.groups[address][0].socket.fd;
+    try {
+      if (program) native.attachReuseportProgram(fd, program);
+      else detach(fd);
+      this.attached[address] = key;
+    } catch (error) {
+      this.failed = true;
+      process.stderr.write(`prefork: cannot steer new connections any more (${(error as Error).message}); the kernel's hash decides from now on\n`);
+    }
+  }
+}
+
+/** The kernel's own hash again: detach (Linux 5.8+), or a program that always leaves the choice to the hash. */
+function detach(fd: number): void {
+  try {
+    native.detachReuseportProgram(fd);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'ENOENT') return; // none attached
+    native.attachReuseportProgram(fd, constantProgram(KERNEL_HASH));
+  }
+}

@@ -1,0 +1,122 @@
+// Kernel steering (the `balance` option): the primary's reuseport programs, checked with real connections from
+// real loopback source addresses against what the program promises.
+import { once } from 'node:events';
+import { homeSlot } from '../src/core/reuseport-program';
+import type { Supervisor, Worker } from '../src';
+import { get, waitFor } from './helpers';
+import { TestSupervisors } from './supervisors';
+
+const supervisors = new TestSupervisors();
+afterEach(() => supervisors.stopAll());
+afterAll(() => supervisors.remove());
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const source = (n: number) => `127.0.0.${n}`;
+const SOURCES = Array.from({ length: 50 }, (_, i) => source(i + 1));
+
+/** The pid that serves a connection from each source address (one request each, in parallel). */
+async function servedBy(port: number, sources: string[]): Promise<Map<string, number>> {
+  const pids = await Promise.all(sources.map((address) => get(port, '127.0.0.1', '/', address)));
+  return new Map(sources.map((address, i) => [address, Number(pids[i])]));
+}
+
+const pidOf = (supervisor: Supervisor, slot: number): number => supervisor.workers.find((worker) => worker.id === slot)!.pid;
+
+describe.each(['hash', 'least-loaded', 'client-ip'] as const)("balance '%s'", (balance) => {
+  it('gives a stuck worker no new connections, and gives it some again once its event loop turns', async () => {
+    const supervisor = supervisors.start({ balance, heartbeatTimeout: 60000 });
+    await supervisor.ready();
+    const { port } = supervisor.addresses[0];
+    expect((await supervisor.stats()).balance).toEqual({ mode: balance, steered: true });
+    const [stuck, other] = supervisor.workers;
+    process.kill(stuck.pid, 'SIGSTOP');
+    try {
+      await sleep(400); // a few of its missed beats
+      expect((await supervisor.stats()).slots.find((slot) => slot.slot === stuck.id)?.steeringShare).toBe(0);
+      const pids = new Set((await servedBy(port, SOURCES)).values());
+      expect(pids).toEqual(new Set([other.pid]));
+    } finally {
+      process.kill(stuck.pid, 'SIGCONT');
+    }
+    await sleep(200);
+    const pids = new Set((await servedBy(port, SOURCES)).values());
+    expect(pids).toEqual(new Set([stuck.pid, other.pid]));
+  });
+});
+
+describe("balance 'client-ip'", () => {
+  it('sends each of 50 loopback addresses always to one worker, its home slot, and splits them within 30% of even', async () => {
+    const supervisor = supervisors.start({ balance: 'client-ip' });
+    await supervisor.ready();
+    const { port } = supervisor.addresses[0];
+    const rounds = [await servedBy(port, SOURCES), await servedBy(port, SOURCES), await servedBy(port, SOURCES)];
+    for (const address of SOURCES) {
+      expect(rounds.map((round) => round.get(address))).toEqual(new Array(3).fill(pidOf(supervisor, homeSlot(address, 2))));
+    }
+    for (const worker of supervisor.workers) {
+      const clients = SOURCES.filter((address) => rounds[0].get(address) === worker.pid).length;
+      expect(clients).toBeGreaterThanOrEqual(25 * 0.7);
+      expect(clients).toBeLessThanOrEqual(25 * 1.3);
+    }
+    // IPv6 too (the listen address is dual-stack '::')
+    const overIpv6 = await Promise.all(Array.from({ length: 5 }, () => get(port, '::1', '/', '::1')));
+    expect(new Set(overIpv6)).toEqual(new Set([String(pidOf(supervisor, homeSlot('::1', 2)))]));
+  });
+
+  it("moves only a stopped slot's clients while the group renumbers, and sends them home when it is back", async () => {
+    const supervisor = supervisors.start({ balance: 'client-ip', workers: 3, restart: { delay: 1500, resetAfter: 60000 } });
+    await supervisor.ready();
+    const { port } = supervisor.addresses[0];
+    const home = new Map(SOURCES.map((address) => [address, homeSlot(address, 3)]));
+    const before = await servedBy(port, SOURCES);
+    for (const address of SOURCES) expect(before.get(address)).toBe(pidOf(supervisor, home.get(address)!));
+
+    // Slot 0 crashes twice: the second restart waits 1.5 s with slot 0's socket closed. The kernel moved the last
+    // socket of the group into its place; the program must follow.
+    const restarted = once(supervisor, 'restart');
+    process.kill(pidOf(supervisor, 0), 'SIGKILL');
+    const [, first] = (await restarted) as [Worker, Worker];
+    await waitFor(() => supervisor.workers.find((worker) => worker.id === 0)?.state === 'ready', 5000, 'slot 0 ready');
+    const exited = once(supervisor, 'exit');
+    process.kill(first.pid, 'SIGKILL');
+    await exited;
+    await sleep(50);
+    const during = await servedBy(port, SOURCES);
+    const others = new Set([pidOf(supervisor, 1), pidOf(supervisor, 2)]);
+    for (const address of SOURCES) {
+      if (home.get(address) === 0) expect(others.has(during.get(address)!)).toBe(true);
+      else expect(during.get(address)).toBe(before.get(address));
+    }
+
+    await waitFor(() => supervisor.workers.find((worker) => worker.id === 0)?.state === 'ready', 10000, 'slot 0 back');
+    await sleep(50);
+    const after = await servedBy(port, SOURCES);
+    for (const address of SOURCES) expect(after.get(address)).toBe(pidOf(supervisor, home.get(address)!));
+  });
+
+  it('keeps every address on its home slot across scaling down and up (the removed socket closes when its worker is gone)', async () => {
+    const supervisor = supervisors.start({ balance: 'client-ip', workers: 3 });
+    await supervisor.ready();
+    const { port } = supervisor.addresses[0];
+    await supervisor.scale(2);
+    await sleep(50);
+    let served = await servedBy(port, SOURCES);
+    for (const address of SOURCES) expect(served.get(address)).toBe(pidOf(supervisor, homeSlot(address, 2)));
+    await supervisor.scale(3);
+    await sleep(50);
+    served = await servedBy(port, SOURCES);
+    for (const address of SOURCES) expect(served.get(address)).toBe(pidOf(supervisor, homeSlot(address, 3)));
+  });
+});
+
+describe('bad balance options fail before anything starts', () => {
+  it('names the valid modes', () => {
+    expect(() => supervisors.start({ balance: 'round-robin' as never })).toThrow(
+      /The "balance" option must be one of 'least-loaded', 'client-ip', 'hash'\. Received 'round-robin'/,
+    );
+  });
+
+  it("refuses a steering mode with sockets: 'shared'", () => {
+    expect(() => supervisors.start({ balance: 'client-ip', sockets: 'shared' })).toThrow(/balance.*sockets: 'shared'/);
+  });
+});
