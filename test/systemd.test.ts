@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createListenSocket } from '../src';
 import { app, AppRun, cli, stopAllApps } from './apps';
-import { fixture, get, waitFor } from './helpers';
+import { fixture, get, isDead, waitFor } from './helpers';
 import { tally } from './primary';
 import { describeWithTool } from './tools';
 
@@ -80,6 +80,31 @@ test('an abstract NOTIFY_SOCKET (@name) gets READY=1; a NOTIFY_SOCKET nobody lis
   const { port } = await orphan.listening(1);
   expect(Number(await get(port))).toBeGreaterThan(0);
   expect(orphan.matches(/cannot notify the service manager at NOTIFY_SOCKET=\/nonexistent\/notify/g, 'errors')).toHaveLength(1);
+});
+
+test('a hot upgrade (SIGUSR2) moves MAINPID and the watchdog to the new primary, with no STOPPING=1', async () => {
+  const path = join(scratch, `notify-${++sockets}`);
+  const notify = await notifySocket(path);
+  const run = new AppRun([cli, '--workers', '2', app('plain-http.js')], { NOTIFY_SOCKET: path, WATCHDOG_USEC: '200000' });
+  await run.listening(2);
+  await waitFor(() => find(notify, 'READY=1') >= 0 || undefined, 5000, 'READY=1');
+  run.process.kill('SIGUSR2');
+  const [[, newPid]] = await run.waitForMatches(/new primary pid (\d+) is starting/g, 1, { source: 'errors' });
+  try {
+    await waitFor(() => find(notify, `MAINPID=${newPid}`) >= 0 || undefined, 10000, 'MAINPID of the new primary');
+    const handedOver = find(notify, `MAINPID=${newPid}`);
+    expect(notify.messages[handedOver]).toMatch(/^MAINPID=\d+\nSTATUS=upgraded/);
+    await waitFor(() => find(notify, 'READY=1', handedOver) > handedOver || undefined, 5000, 'READY=1 from the new primary');
+    expect(notify.messages[find(notify, 'READY=1', handedOver)].split('\n')).toContain(`MAINPID=${newPid}`);
+    expect(await run.exited).toEqual({ code: 0, signal: null });
+    const count = notify.messages.filter((message) => message === 'WATCHDOG=1').length;
+    await waitFor(() => notify.messages.filter((message) => message === 'WATCHDOG=1').length >= count + 3 || undefined, 3000, 'the new primary pings');
+    expect(notify.messages).not.toContain('STOPPING=1');
+  } finally {
+    process.kill(Number(newPid), 'SIGTERM');
+    await waitFor(() => isDead(Number(newPid)) || undefined, 10000, 'the new primary to exit');
+  }
+  await waitFor(() => notify.messages.includes('STOPPING=1') || undefined, 2000, 'STOPPING=1 from the new primary');
 });
 
 test('the watchdog pauses while a worker is stuck, and resumes once it is replaced', async () => {

@@ -1,14 +1,16 @@
-// The primary's signals, as gunicorn and nginx take them: TERM/INT stop, HUP reloads, TTIN/TTOU scale by one.
+// The primary's signals, as gunicorn and nginx take them: TERM/INT stop, HUP reloads, TTIN/TTOU scale by one,
+// USR2 upgrades the primary itself.
 /** What the signals act on (the supervisor). */
 export interface SignalTarget {
   readonly shuttingDown: boolean;
   shutdown(): Promise<void>;
   reload(): Promise<void>;
   scaleBy(delta: 1 | -1): Promise<void>;
+  upgrade(): Promise<unknown>;
   killAll(): void;
 }
 
-const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU'] as const;
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR2'] as const;
 
 /** Installs the handlers; returns the function that removes them. A failure is one line on stderr. */
 export function handleSignals(target: SignalTarget): () => void {
@@ -21,6 +23,8 @@ export function handleSignals(target: SignalTarget): () => void {
     // The step reads the count when it runs: two TTINs during a reload make two more workers.
     SIGTTIN: () => void target.scaleBy(1).catch(report),
     SIGTTOU: () => void target.scaleBy(-1).catch(report),
+    // A failed upgrade reports itself on stderr; a refused one (one already running) is reported here.
+    SIGUSR2: () => void target.upgrade().catch((error: Error & { code?: string }) => error.code !== 'ERR_PREFORK_UPGRADE_FAILED' && report(error)),
   };
   for (const signal of SIGNALS) process.on(signal, handlers[signal]);
   return () => {

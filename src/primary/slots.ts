@@ -8,6 +8,7 @@ import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
+import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
 import { createSteering, STEERING_INTERVAL_MS, type Steering } from './steering';
 import { monotonicMs } from '../protocol/liveness-record';
@@ -52,13 +53,16 @@ export class WorkerSlots {
     private readonly storeFd: number,
     private readonly onGiveUp: (slot: number, error: Error) => void,
     activated: ActivatedSocket[] = [],
+    handover: Handover | null = null,
   ) {
-    this.steering = createSteering(config.balance, config.sockets, {
+    // Handed unsteered sockets, we cannot know their groups' order: the kernel's hash, as the old primary had it.
+    this.steering = handover && !handover.steered ? null : createSteering(config.balance, config.sockets, {
       slotCount: () => this.list.length,
       serving: (slot, address) => this.serving(slot, address),
       openConnections: (slot) => this.list[slot]?.worker?.liveness.read().connections ?? 0,
     });
     this.sockets = new SocketTable(config.sockets, activated, this.steering);
+    if (handover) this.sockets.adoptHandover(handover);
     this.steering?.start();
   }
 
@@ -324,6 +328,8 @@ export class WorkerSlots {
   }
 
   private async restart(slot: Slot, old: Worker, delay: number): Promise<void> {
+    if (this.stopping || !this.has(slot)) return;
+    await this.steering?.joinsAllowed(); // not while an upgrade shares the groups
     if (this.stopping || !this.has(slot)) return;
     await this.sockets.rejoinGroup(slot.id);
     if (this.stopping || !this.has(slot) || slot.worker !== null) return;

@@ -6,6 +6,7 @@ import { addressMatches, type KnownAddress, type ListenConfig } from '../protoco
 import type { InheritedSocket, SocketAddress } from '../protocol/messages';
 import type { ActivatedSocket } from './socket-activation';
 import type { Steering } from './steering';
+import type { Handover } from './upgrade';
 
 export interface ResolvedAddress extends SocketAddress, KnownAddress {
   ipv6Only: boolean;
@@ -31,6 +32,8 @@ export class SocketTable {
   private readonly unclaimed: ActivatedSocket[];
   /** Address index → the systemd socket that serves it, shared by every slot (never closed before closeAll). */
   private readonly activated = new Map<number, ListenSocket>();
+  /** Address index → slot → a socket the old primary of an upgrade handed over, until that slot takes it. */
+  private readonly inherited = new Map<number, Map<number, ListenSocket>>();
 
   /**
    * `steering`: the primary sets each group's program, so it listens on each socket itself as the socket is
@@ -38,6 +41,52 @@ export class SocketTable {
    */
   constructor(readonly mode: 'reuseport' | 'shared', activated: ActivatedSocket[] = [], private readonly steering: Steering | null = null) {
     this.unclaimed = [...activated];
+  }
+
+  /**
+   * The new primary of an upgrade: every address the old one had, in its order (a worker's listen() finds them
+   * as before), with its sockets; each slot takes its own as it is added. Steered, the groups are adopted in the
+   * kernel's order the old primary kept.
+   */
+  adoptHandover(handover: Handover): void {
+    for (const handed of handover.addresses) {
+      const { shared, activated, group, ...address } = handed;
+      const index = this.addresses.length;
+      this.addresses.push(address);
+      const socketAt = (fd: number): ListenSocket => {
+        const socket = { fd, host: address.host, port: address.port, family: address.family };
+        this.open.add(socket);
+        return socket;
+      };
+      if (shared !== null) {
+        const socket = socketAt(shared);
+        if (activated) this.activated.set(index, socket);
+        if (this.mode === 'shared') this.sharedSockets[index] = socket;
+        continue;
+      }
+      const members = group.map((member) => ({ slot: member.slot, retired: member.retired, socket: socketAt(member.fd) }));
+      this.inherited.set(index, new Map(members.filter((member) => !member.retired).map((member) => [member.slot, member.socket])));
+      if (this.steering && handover.steered) this.steering.adoptGroup(index, members);
+      for (const member of members) if (member.retired) this.close([member.socket]); // the steering closes it once the old primary is gone
+    }
+  }
+
+  /** After the new primary's slots were added: handed-over sockets no slot took (fewer workers now) are closed. */
+  releaseInherited(): void {
+    for (const sockets of this.inherited.values()) this.close([...sockets.values()]);
+    this.inherited.clear();
+  }
+
+  /** Every slot's sockets per address, for an upgrade: steered, in each group's kernel order. */
+  handoverAddresses(): Handover['addresses'] {
+    return this.addresses.map((address, index) => {
+      const shared = this.activated.get(index) ?? (this.mode === 'shared' ? this.sharedSockets[index] : undefined);
+      if (shared) return { ...address, shared: shared.fd, activated: this.activated.has(index), group: [] };
+      const group = this.steering
+        ? this.steering.members(index).map(({ slot, socket, retired }) => ({ slot, fd: socket.fd, retired }))
+        : [...this.slotSockets].flatMap(([slot, sockets]) => (sockets?.[index] ? [{ slot, fd: sockets[index].fd, retired: false }] : []));
+      return { ...address, shared: null, activated: false, group };
+    });
   }
 
   /** systemd's sockets that no configured address claimed: each becomes an address of its own. */
@@ -181,9 +230,10 @@ export class SocketTable {
     if (this.mode === 'shared') return [...this.sharedSockets];
     const sockets: ListenSocket[] = [];
     for (const [index, address] of this.addresses.entries()) {
-      const activated = this.activated.get(index);
-      if (activated) {
-        sockets.push(activated);
+      const handed = this.activated.get(index) ?? this.inherited.get(index)?.get(slot);
+      if (handed) {
+        this.inherited.get(index)?.delete(slot);
+        sockets.push(handed);
         continue;
       }
       const socket = await this.openSocket(address.host, address.port, address.ipv6Only);

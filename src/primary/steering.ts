@@ -10,6 +10,12 @@
 //   leave: first a program that names neither the leaving socket nor the last one (the one that moves), which is
 //          right both before and after the close; then the close; then the program for the new order.
 // `members` mirrors the kernel's array under these rules; nothing else reorders it.
+//
+// During a hot upgrade two primaries hold copies of the same sockets (see upgrade.ts). Then a close is not the
+// last one and changes nothing in the kernel, so a leave of a socket the other primary holds waits until that
+// primary is gone (the socket is steered around meanwhile). The old primary opens no socket into a group while
+// the new one may be appending its own (joinsAllowed()), and only one of them attaches programs at a time: the
+// old one until the new one is ready and takes over (setAuthority()).
 import { closeSync } from 'node:fs';
 import { native } from '../core/binding';
 import type { ListenSocket } from '../core/listen-socket';
@@ -47,6 +53,8 @@ interface Member {
   readonly socket: ListenSocket;
   /** A removed slot's socket, kept open (and steered around) until its draining worker has exited. */
   retired: boolean;
+  /** The other primary of a hot upgrade holds a copy: closing ours does not take it out of the group. */
+  sharedWithPeer: boolean;
 }
 
 export class Steering {
@@ -59,6 +67,14 @@ export class Steering {
   private timer: NodeJS.Timeout | null = null;
   private queued = false;
   private failed = false;
+  /** Whether this primary sets the programs (false: the other primary of an upgrade does). */
+  private authority = true;
+  /** After a hot upgrade handed the groups over: closes change nothing we track, and nothing is attached. */
+  private handedOver = false;
+  /** Sockets whose leave waits for the other primary of an upgrade to be gone. */
+  private deferred: ListenSocket[] = [];
+  /** Resolves when sockets may join groups again (no upgrade is sharing them). */
+  private joinsBlocked: Promise<void> | null = null;
 
   constructor(readonly mode: BalanceMode, private readonly view: SlotView) {}
 
@@ -88,8 +104,10 @@ export class Steering {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    for (const [address, group] of this.groups.entries()) {
-      if (group.length > 0) this.attach(address, null);
+    if (this.authority && !this.handedOver) {
+      for (const [address, group] of this.groups.entries()) {
+        if (group.length > 0) this.attach(address, null);
+      }
     }
     this.failed = true; // nothing is attached after this
   }
@@ -97,8 +115,54 @@ export class Steering {
   /** The slot's socket for `address` starts listening and so joins the group, after its current members. */
   join(address: number, slot: number, socket: ListenSocket, backlog: number): void {
     native.startListening(socket.fd, backlog);
-    (this.groups[address] ??= []).push({ slot, socket, retired: false });
+    (this.groups[address] ??= []).push({ slot, socket, retired: false, sharedWithPeer: false });
     this.apply(address);
+  }
+
+  /** The new primary of an upgrade: the old one's group for `address`, in the kernel's order, its sockets shared. */
+  adoptGroup(address: number, members: Array<{ slot: number; socket: ListenSocket; retired: boolean }>): void {
+    this.groups[address] = members.map((member) => ({ ...member, sharedWithPeer: true }));
+  }
+
+  /**
+   * The other primary of an upgrade holds copies of every socket in our groups until `gone` settles: leaves wait
+   * for it, and (the old primary) no socket joins meanwhile, so the new one's appended sockets stay behind ours.
+   */
+  shareWithPeer(gone: Promise<unknown>, { blockJoins }: { blockJoins: boolean }): void {
+    for (const group of this.groups) for (const member of group ?? []) member.sharedWithPeer = true;
+    const settled = gone.then(() => {}, () => {}).then(() => {
+      for (const group of this.groups) for (const member of group ?? []) member.sharedWithPeer = false;
+      for (const socket of this.deferred.splice(0)) this.leave(socket);
+      if (this.joinsBlocked === settled) this.joinsBlocked = null;
+    });
+    if (blockJoins) this.joinsBlocked = settled;
+  }
+
+  /** Resolves when a socket may join a group (at once, unless an upgrade shares the groups). */
+  joinsAllowed(): Promise<void> {
+    return this.joinsBlocked ?? Promise.resolve();
+  }
+
+  /** Whether this primary sets the programs; taking it back re-attaches every group's. */
+  setAuthority(authority: boolean): void {
+    this.authority = authority;
+    if (!authority) return;
+    this.attached.length = 0; // the other primary may have attached its own
+    this.applyAll();
+  }
+
+  /** The old primary after a successful upgrade: the new one owns the groups; our closes change nothing. */
+  handOver(): void {
+    this.authority = false;
+    this.handedOver = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const socket of this.deferred.splice(0)) closeSync(socket.fd);
+  }
+
+  /** Every socket in the groups, with its slot, in the kernel's order (what an upgrade hands over). */
+  members(address: number): Array<{ slot: number; socket: ListenSocket; retired: boolean }> {
+    return (this.groups[address] ?? []).map(({ slot, socket, retired }) => ({ slot, socket, retired }));
   }
 
   /** Whether the socket is one of a group's (it must then be closed with leave()). */
@@ -117,8 +181,14 @@ export class Steering {
   /** Closes the socket (our copy must be its last) and updates the group in the order the kernel renumbers it. */
   leave(socket: ListenSocket): void {
     const found = this.find(socket);
-    if (!found) {
+    if (!found || this.handedOver) {
       closeSync(socket.fd);
+      return;
+    }
+    if (found.member.sharedWithPeer) {
+      found.member.retired = true; // steered around until the other primary is gone and the close counts
+      this.deferred.push(socket);
+      this.apply(found.address);
       return;
     }
     const { address, at } = found;
@@ -162,7 +232,10 @@ export class Steering {
   /** Attaches the program for `address` now, naming none of `avoid`. */
   private apply(address: number, avoid: Set<Member> = new Set()): void {
     const group = this.groups[address] ?? [];
-    if (this.failed || group.length === 0) return;
+    if (this.failed || !this.authority || group.length === 0) {
+      this.shares[address] = new Map();
+      return;
+    }
     const serving = group.flatMap((member, index) =>
       !member.retired && !avoid.has(member) && this.view.serving(member.slot, address) ? [{ member, index }] : []);
     let weights: Array<{ index: number; slot: number; weight: number }>;

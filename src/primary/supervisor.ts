@@ -7,7 +7,7 @@ import { preforkError, type ErrorWithCode } from '../errors';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SocketAddress } from '../protocol/messages';
 import type { CounterTable } from '../store/counter-table';
-import { CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
+import { adoptRegion, CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
 import { listenConfig } from '../protocol/address';
 import { monotonicMs } from '../protocol/liveness-record';
@@ -21,8 +21,9 @@ import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
 import type { BalanceMode } from './steering';
+import { launchSuccessor, Predecessor, takeHandover, type Handover, type Successor, type UpgradeMessage } from './upgrade';
 import { WorkerSlots, type Slot } from './slots';
-import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
+import { describeExit, type ExitReason, type Worker, type WorkerProcess, type WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
 
 export type { ExitReason, Worker, WorkerState, WorkerStats } from './worker-process';
@@ -69,13 +70,30 @@ export class Supervisor extends EventEmitter {
   private readonly recycling = new Set<WorkerProcess>();
   /** After a failed recycling, when the worker may be tried again (monotonic ms). */
   private readonly recycleRetryAt = new WeakMap<WorkerProcess, number>();
+  /** The old primary, when this one was started by a hot upgrade and has not taken over yet. */
+  private readonly predecessor: Predecessor | null = null;
+  /** An upgrade() asked for and not settled yet. */
+  private upgrading = false;
+  /** The new primary of an upgrade that took over: our exit must not touch what is now its own. */
+  private successor: Successor | null = null;
+  /** Ends a running upgrade's wait for the new primary when we shut down meanwhile. */
+  private abortUpgrade: (() => void) | null = null;
 
-  /** `activated`: the sockets systemd handed over (socket activation), taken by supervise(). */
-  constructor(config: SupervisorConfig, activated: ActivatedSocket[] = []) {
+  /**
+   * `activated`: the sockets systemd handed over (socket activation); `handover`: what the old primary of a hot
+   * upgrade handed over. Both taken by supervise().
+   */
+  constructor(config: SupervisorConfig, activated: ActivatedSocket[] = [], handover: Handover | null = null) {
     super();
     this.config = config;
-    if (config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(config.storeCapacity));
-    this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error), activated);
+    this.openStore(handover);
+    this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error), activated, handover);
+    if (handover) {
+      // Until the old primary is gone, it holds copies of these sockets; until it steps aside, it steers.
+      this.predecessor = new Predecessor(handover);
+      this.slots.steering?.shareWithPeer(this.predecessor.gone, { blockJoins: false });
+      this.slots.steering?.setAuthority(false);
+    }
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
       recycle: (worker, limit) => this.recycle(worker, limit),
@@ -241,15 +259,19 @@ export class Supervisor extends EventEmitter {
     checkInteger('timeout', timeout, 0, MAX_TIMEOUT_MS);
     if (this.stopped) return this.stopped;
     this.state = 'stopping';
+    this.abortUpgrade?.();
     this.liveness.stop();
     this.metricsEndpoint?.close();
-    this.systemd?.stopping();
+    if (!this.successor) this.systemd?.stopping(); // after an upgrade, the service goes on under the new primary
     this.stopped = (async () => {
       await this.slots.stopAll(timeout);
       if (this.storeFd >= 0) closeSync(this.storeFd);
       this.storeFd = -1;
       this.stopReaping?.();
-      if (this.config.pidFile) removePidFile(this.config.pidFile);
+      if (this.config.pidFile) removePidFile(this.config.pidFile); // only if it still names us
+      // Our workers are gone: closing the channel tells the new primary of an upgrade that our socket copies are too.
+      this.successor?.channel.close();
+      this.predecessor?.close();
       this.state = 'stopped';
       // Exiting: the handlers stay until then, so a late SIGTERM cannot kill the primary mid-exit.
       if (!this.config.exitProcess) this.removeSignalHandlers?.();
@@ -287,23 +309,26 @@ export class Supervisor extends EventEmitter {
 
   private async start(): Promise<void> {
     try {
-      if (this.config.pidFile) writePidFile(this.config.pidFile);
+      // Upgraded in: the pid file, the metrics port and systemd's READY move to us when we take over.
+      if (this.config.pidFile && !this.predecessor) writePidFile(this.config.pidFile);
       if (this.config.reapOrphans && process.pid === 1 && process.platform === 'linux') {
         this.stopReaping = reapOrphans();
       }
-      await this.metricsEndpoint?.listen();
+      if (!this.predecessor) await this.metricsEndpoint?.listen();
       for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);
+      this.slots.sockets.releaseInherited();
       const zeroPortCalls = new Map<string, number>(); // configured port-0 addresses answer a worker's listen(0) calls in order
       for (const config of this.config.listen) {
         const host = config.host ?? '';
         const call = config.port === 0 ? (zeroPortCalls.get(host) ?? 0) : 0;
         if (config.port === 0) zeroPortCalls.set(host, call + 1);
-        await this.slots.sockets.addAddress(config, call);
+        if (this.slots.sockets.find(config, call) === undefined) await this.slots.sockets.addAddress(config, call); // else handed over
       }
       // systemd's sockets that no `listen` entry named are served too, as the unit's sockets promise.
       for (const socket of this.slots.sockets.unclaimedActivated()) await this.slots.sockets.addAddress(listenConfig(socket.host, socket.port));
       for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot, null);
       await Promise.all(this.slots.list.map((slot) => slot.worker?.ready));
+      if (this.predecessor && this.state === 'starting') await this.takeOver(this.predecessor);
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
       this.state = 'running';
       this.liveness.start();
@@ -314,6 +339,113 @@ export class Supervisor extends EventEmitter {
       await this.shutdown({ timeout: 0 });
       throw error;
     }
+  }
+
+  /**
+   * Hot upgrade (SIGUSR2): a new primary is started as this one was (same Node binary path, Node options and
+   * arguments, so a new Node or prefork on disk takes over) and handed every socket and the counter store. Once
+   * all its workers are ready, this primary drains its own and exits 0 (`exitProcess`); the pid file and systemd's
+   * MAINPID move to the new one. If it exits or is not ready within readyTimeout, it is stopped and this primary
+   * keeps serving: the promise rejects with ERR_PREFORK_UPGRADE_FAILED. Either way, 'upgrade' and one log line.
+   */
+  upgrade(): Promise<{ pid: number }> {
+    if (this.upgrading) {
+      return Promise.reject(preforkError('ERR_PREFORK_UPGRADE_RUNNING', 'Cannot upgrade: an upgrade is already running; wait for its outcome (the \'upgrade\' event)'));
+    }
+    if (this.state === 'stopping' || this.state === 'stopped') return Promise.reject(this.notRunning('upgrade'));
+    this.upgrading = true;
+    return this.serialize(() => this.runUpgrade()).finally(() => (this.upgrading = false));
+  }
+
+  private async runUpgrade(): Promise<{ pid: number }> {
+    if (this.state !== 'running') throw this.notRunning('upgrade');
+    const steering = this.slots.steering;
+    let successor: Successor;
+    try {
+      successor = launchSuccessor({
+        sockets: this.config.sockets,
+        steered: steering !== null,
+        store: this.storeFd >= 0 ? { fd: this.storeFd, capacity: this.config.storeCapacity } : null,
+        addresses: this.slots.sockets.handoverAddresses(),
+      });
+    } catch (cause) {
+      throw Object.assign(preforkError('ERR_PREFORK_UPGRADE_FAILED', `Upgrade failed: cannot start a new primary: ${(cause as Error).message}; this one keeps serving`), { cause });
+    }
+    const { child, channel } = successor;
+    process.stderr.write(`prefork: upgrading: new primary pid ${child.pid} is starting\n`);
+    steering?.shareWithPeer(child.exited, { blockJoins: true });
+    const problem = await this.untilSuccessorReady(successor);
+    if (problem === null) {
+      // Step aside: the metrics port, MAINPID and the steering are the new primary's from now on.
+      this.successor = successor;
+      steering?.handOver();
+      this.metricsEndpoint?.close();
+      this.systemd?.mainPid(child.pid, `upgraded: pid ${child.pid} serves now`);
+      channel.send({ type: 'upgrade-commit' } satisfies UpgradeMessage);
+      process.stderr.write(`prefork: upgraded: new primary pid ${child.pid} serves now; this one (pid ${process.pid}) drains and exits\n`);
+      this.emit('upgrade', { outcome: 'upgraded', pid: child.pid });
+      void this.shutdown();
+      return { pid: child.pid };
+    }
+    // Roll back: the new primary drains what its workers took and exits; ours never stopped serving.
+    child.kill('SIGTERM');
+    const kill = setTimeout(() => child.kill('SIGKILL'), this.config.shutdownTimeout + 1000);
+    await child.exited;
+    clearTimeout(kill);
+    channel.close();
+    if (this.config.pidFile && this.state === 'running') writePidFile(this.config.pidFile); // it may have written its own
+    const error = preforkError('ERR_PREFORK_UPGRADE_FAILED', `Upgrade failed: the new primary (pid ${child.pid}) ${problem}; the old one (pid ${process.pid}) keeps serving`);
+    process.stderr.write(`prefork: ${error.message}\n`);
+    this.emit('upgrade', { outcome: 'rolled-back', pid: child.pid, error });
+    throw error;
+  }
+
+  /** null once the new primary says it is ready; else what went wrong first. */
+  private untilSuccessorReady({ child, channel }: Successor): Promise<string | null> {
+    return new Promise<string | null>((resolve) => {
+      const timeout = this.config.readyTimeout;
+      const timer = timeout > 0 ? setTimeout(() => resolve(`was not ready within readyTimeout (${timeout} ms)`), timeout) : null;
+      this.abortUpgrade = () => resolve('was stopped: this primary is shutting down');
+      channel.on('message', (message: UpgradeMessage | undefined, fds: number[]) => {
+        for (const fd of fds) closeSync(fd);
+        resolve(message?.type === 'upgrade-ready' ? null : 'sent a message it should not have');
+      });
+      void child.exited.then(({ code, signal }) => resolve(`exited (${describeExit(code, signal)}) before it was ready`));
+    }).finally(() => {
+      this.abortUpgrade = null;
+    });
+  }
+
+  /** Started by an upgrade, all our workers ready: take over from the old primary. */
+  private async takeOver(predecessor: Predecessor): Promise<void> {
+    if (this.config.pidFile) writePidFile(this.config.pidFile);
+    predecessor.ready();
+    await Promise.race([predecessor.committed(), new Promise<void>((resolve) => (this.abortUpgrade = resolve))]);
+    this.abortUpgrade = null;
+    if (this.state !== 'starting') return;
+    this.slots.steering?.setAuthority(true);
+    try {
+      await this.metricsEndpoint?.listen();
+    } catch (error) {
+      process.stderr.write(`prefork: ${(error as Error).message}; serving without metrics\n`);
+    }
+    process.stderr.write(`prefork: took over from the old primary (pid ${predecessor.pid})\n`);
+    this.emit('upgrade', { outcome: 'took-over', pid: process.pid, previousPid: predecessor.pid });
+  }
+
+  /** The counter store: the old primary's region after an upgrade (counts survive), else a new one. */
+  private openStore(handover: Handover | null): void {
+    const handed = handover?.store ?? null;
+    if (handed && handed.capacity === this.config.storeCapacity) {
+      this.storeFd = handed.fd;
+      this.storeTable = adoptRegion(handed.fd, handed.capacity);
+      return;
+    }
+    if (handed) {
+      closeSync(handed.fd);
+      process.stderr.write(`prefork: storeCapacity changed (${handed.capacity} → ${this.config.storeCapacity}): the shared counters start over\n`);
+    }
+    if (this.config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(this.config.storeCapacity));
   }
 
   /** systemd's STATUS= line. */
@@ -392,5 +524,5 @@ export function supervise(options: SupervisorOptions = {}): Supervisor {
   if (!platformSupported()) throw unsupportedPlatformError();
   if (isWorker()) throw preforkError('ERR_PREFORK_IN_WORKER', 'supervise() was called in a worker; call it only where isPrimary() is true');
   const config = settleOptions(options);
-  return new Supervisor(config, takeActivatedSockets());
+  return new Supervisor(config, takeActivatedSockets(), takeHandover());
 }

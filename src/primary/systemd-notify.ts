@@ -38,6 +38,12 @@ export class SystemdNotifier {
     this.send(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`);
   }
 
+  /** A hot upgrade's new primary serves now: it becomes the service's main process. */
+  mainPid(pid: number, status: string): void {
+    this.stopWatchdog();
+    this.send(`MAINPID=${pid}\nSTATUS=${status}`);
+  }
+
   stopping(): void {
     this.stopWatchdog();
     this.send('STOPPING=1');

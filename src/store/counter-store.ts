@@ -28,6 +28,11 @@ export function createRegion(capacity: number): { fd: number; table: CounterTabl
   }
 }
 
+/** A region another primary created (a hot upgrade hands it over): its counts stay. */
+export function adoptRegion(fd: number, capacity: number): CounterTable {
+  return new CounterTable(native.mapSharedRegion(fd, regionBytes(capacity)), capacity, false);
+}
+
 const TABLE_KEY = Symbol.for('prefork.counterTable');
 type TableHolder = { [TABLE_KEY]?: CounterTable };
 
