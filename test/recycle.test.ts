@@ -1,10 +1,9 @@
 // Recycling: workers past maxRequests, maxMemory or maxAge are replaced as in a reload (the new one ready
 // before the old one drains), one slot at a time, with no failed request under load.
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { supervise, type Supervisor, type Worker } from '../src';
 import { childrenOf, fixture, get, waitFor } from './helpers';
-import { describeWithTool } from './tools';
+import { describeWithTool, wrk } from './tools';
 
 const REGISTER = join(__dirname, '..', 'lib', 'zero-code', 'register.js');
 let supervisor: Supervisor | null = null;
@@ -26,26 +25,6 @@ function startRecycled(recycle: object): Array<[string, Worker, ...unknown[]]> {
     supervisor.on(name, (worker: Worker, ...rest: unknown[]) => events.push([name, { ...worker }, ...rest]));
   }
   return events;
-}
-
-interface WrkResult {
-  requests: number;
-  socketErrors: number;
-  non2xx: number;
-  output: string;
-}
-
-function wrk(port: number, seconds: number, headers: string[]): Promise<WrkResult> {
-  const args = ['-t1', '-c50', `-d${seconds}s`, ...headers.flatMap((header) => ['-H', header]), `http://127.0.0.1:${port}/`];
-  return new Promise((resolve, reject) => {
-    execFile('wrk', args, { timeout: (seconds + 20) * 1000 }, (error, output) => {
-      if (error) return reject(error);
-      const requests = Number(/(\d+) requests in/.exec(output)?.[1]);
-      const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
-      const socketErrors = errors ? errors.slice(1).reduce((sum, count) => sum + Number(count), 0) : 0;
-      resolve({ requests, socketErrors, non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0), output });
-    });
-  });
 }
 
 /** Recycles never overlap: each recycling's new worker is forked only after the previous recycling ended. */

@@ -22,7 +22,7 @@ export const EXTERNAL_TOOLS = {
   },
   wrk: {
     commands: ['wrk'],
-    suite: 'the recycling-under-load tests in test/recycle.test.ts',
+    suite: 'the wrk load tests in test/recycle.test.ts and test/upgrade.test.ts',
     install: "Debian's wrk package: apt-get install wrk",
     requiredBy: 'PREFORK_TEST_WRK',
   },
@@ -74,4 +74,25 @@ export function describeWithTool(name: ToolName, title: string, suite: () => voi
   const missing = missingCommands(name);
   if (missing.length === 0 || isRequired(name)) describe(title, suite);
   else describe.skip(`${title} (skipped: ${skipReason(name, missing)})`, suite);
+}
+
+export interface WrkResult {
+  requests: number;
+  socketErrors: number;
+  non2xx: number;
+  output: string;
+}
+
+/** wrk -t1 -c50 for `seconds` against 127.0.0.1:port with `headers`: its request and error counts. */
+export function wrk(port: number, seconds: number, headers: string[]): Promise<WrkResult> {
+  const args = ['-t1', '-c50', `-d${seconds}s`, ...headers.flatMap((header) => ['-H', header]), `http://127.0.0.1:${port}/`];
+  return new Promise((resolve, reject) => {
+    child_process.execFile('wrk', args, { timeout: (seconds + 20) * 1000 }, (error, output) => {
+      if (error) return reject(error);
+      const requests = Number(/(\d+) requests in/.exec(output)?.[1]);
+      const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+      const socketErrors = errors ? errors.slice(1).reduce((sum, count) => sum + Number(count), 0) : 0;
+      resolve({ requests, socketErrors, non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0), output });
+    });
+  });
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { homeSlot } from '../src/core/reuseport-program';
 import { AppRun, stopAllApps } from './apps';
 import { fixture, get, isDead, waitFor } from './helpers';
+import { describeWithTool, wrk } from './tools';
 
 const scratch = mkdtempSync(join(tmpdir(), 'prefork-upgrade-'));
 afterEach(() => stopAllApps());
@@ -149,5 +150,31 @@ describe.each([
     expect(after.every((pid) => oldWorkers.includes(Number(pid)))).toBe(true);
     expect(readFileSync(pidFile, 'utf8').trim()).toBe(String(run.process.pid));
     expect(run.process.exitCode).toBeNull();
+  });
+});
+
+describeWithTool('wrk', 'SIGUSR2 under wrk -c50', () => {
+  it.each([
+    ['Connection: close', ['Connection: close']],
+    ['keep-alive', []],
+  ])('fails no request across an upgrade (%s)', async (_, headers) => {
+    const run = startApp({}, join(scratch, `behaviour-wrk-${headers.length}`));
+    const [ready] = await waitForEvent(run, 'all-ready');
+    const { port } = (ready.addresses as Array<{ port: number }>)[0];
+    const result = wrk(port, 6, headers);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    run.process.kill('SIGUSR2');
+    const [upgraded] = await waitForEvent(run, 'upgrade', 2);
+    const newPid = upgraded.pid as number;
+    try {
+      const { requests, socketErrors, non2xx, output } = await result;
+      expect({ socketErrors, non2xx }).toEqual({ socketErrors: 0, non2xx: 0 });
+      expect(requests).toBeGreaterThan(1000);
+      expect(events(run, 'upgrade').map((event) => event.outcome).sort()).toEqual(['took-over', 'upgraded']);
+      expect(output).not.toMatch(/Socket errors/);
+    } finally {
+      const [, after] = await waitForEvent(run, 'all-ready', 2);
+      await stopPrimary(newPid, (after.workers as Array<{ pid: number }>).map((worker) => worker.pid));
+    }
   });
 });
