@@ -88,7 +88,7 @@ test("an app's prom-client counter reads exactly N after N requests, across a re
   expect(value(samples, 'app_request_seconds_bucket', { le: '+Inf' })).toBe(40);
   expect(value(samples, 'app_worker_up')).toBe(2); // a gauge, summed as prom-client's default aggregator does
   expect(value(samples, 'prefork_workers', { state: 'ready' })).toBe(2);
-  expect(value(samples, 'prefork_slot_connections_total', { slot: '0' }) + value(samples, 'prefork_slot_connections_total', { slot: '1' })).toBe(40);
+  expect(value(samples, 'prefork_slot_requests_total', { slot: '0' }) + value(samples, 'prefork_slot_requests_total', { slot: '1' })).toBe(40);
 
   await supervisor!.reload();
   expect(await total()).toBe(40); // the old workers' counts, sent as they drained, are kept
@@ -108,7 +108,7 @@ test("an app's prom-client counter reads exactly N after N requests, across a re
   expect(value(after, 'prefork_restarts_total', { reason: 'reload' })).toBe(2);
   expect(value(after, 'prefork_restarts_total', { reason: 'crash' })).toBe(1);
   expect(value(after, 'prefork_reloads_total')).toBe(1);
-  expect(value(after, 'prefork_slot_connections_total', { slot: '0' }) + value(after, 'prefork_slot_connections_total', { slot: '1' })).toBe(60);
+  expect(value(after, 'prefork_slot_requests_total', { slot: '0' }) + value(after, 'prefork_slot_requests_total', { slot: '1' })).toBe(60);
   for (const name of ['prefork_worker_resident_memory_bytes', 'prefork_worker_heap_used_bytes', 'prefork_worker_event_loop_lag_seconds', 'prefork_worker_open_connections']) {
     expect(after.get(name)?.map((sample) => sample.labels.slot).sort()).toEqual(['0', '1']);
   }

@@ -23,8 +23,8 @@ function family(name: string, type: 'gauge' | 'counter', help: string, samples: 
 export class SupervisorMetrics {
   private readonly restarts = new Map<ExitReason, number>(RESTART_REASONS.map((reason) => [reason, 0]));
   private reloads = 0;
-  /** Connections accepted by the exited workers of each slot. */
-  private readonly exitedConnections = new Map<number, number>();
+  /** Requests served by the exited workers of each slot. */
+  private readonly exitedRequests = new Map<number, number>();
   private readonly app: AppMetrics;
 
   constructor(
@@ -46,7 +46,7 @@ export class SupervisorMetrics {
   /** A worker exited: its connections and its app counters are kept with its slot's totals. */
   exited(worker: WorkerProcess): void {
     const { id } = worker.record;
-    this.exitedConnections.set(id, (this.exitedConnections.get(id) ?? 0) + worker.liveness.read().connections);
+    this.exitedRequests.set(id, (this.exitedRequests.get(id) ?? 0) + worker.liveness.read().served);
     this.app.retire(id, worker.lastMetrics);
   }
 
@@ -74,8 +74,8 @@ export class SupervisorMetrics {
         stats.flatMap((worker) => (worker.connections === null ? [] : [[{ slot: worker.id }, worker.connections]]))),
       family('prefork_listen_queue_length', 'gauge', 'Connections waiting in the accept queue of each slot and address (TCP_INFO).', this.listenQueues(0)),
       family('prefork_listen_queue_limit', 'gauge', 'The accept queue limit (backlog) of each slot and address.', this.listenQueues(1)),
-      family('prefork_slot_connections_total', 'counter', 'Connections accepted on each slot, by all its workers so far.',
-        this.slots.list.map((slot) => [{ slot: slot.id }, this.slotConnections(slot)])),
+      family('prefork_slot_requests_total', 'counter', 'Requests (connections, for a plain net.Server) served on each slot, by all its workers so far.',
+        this.slots.list.map((slot) => [{ slot: slot.id }, this.slotRequests(slot)])),
       family('prefork_slot_steering_share', 'gauge', "The share of new connections the balance program gives each slot now (0: steered around; absent when the kernel's hash decides alone).",
         this.slots.steering ? this.slots.list.map((slot) => [{ slot: slot.id }, this.slots.steering!.share(slot.id)]) : []),
     ].join('');
@@ -84,9 +84,9 @@ export class SupervisorMetrics {
     return text + (await this.app.render(stillLive.map(({ worker, metrics }) => ({ slot: worker.record.id, metrics: metrics! }))));
   }
 
-  /** Connections accepted on the slot by all its workers so far (its exited ones' kept with the slot). */
-  slotConnections(slot: Slot): number {
-    return (this.exitedConnections.get(slot.id) ?? 0) + (slot.worker?.liveness.read().connections ?? 0) + (slot.incoming?.liveness.read().connections ?? 0);
+  /** Requests served on the slot by all its workers so far (its exited ones' kept with the slot). */
+  slotRequests(slot: Slot): number {
+    return (this.exitedRequests.get(slot.id) ?? 0) + (slot.worker?.liveness.read().served ?? 0) + (slot.incoming?.liveness.read().served ?? 0);
   }
 
   /** Each slot's sockets' accept queue length (field 0) or limit (field 1), by slot and address. */

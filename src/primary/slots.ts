@@ -59,7 +59,7 @@ export class WorkerSlots {
     this.steering = handover && !handover.steered ? null : createSteering(config.balance, config.sockets, {
       slotCount: () => this.list.length,
       serving: (slot, address) => this.serving(slot, address),
-      openConnections: (slot) => this.list[slot]?.worker?.liveness.read().connections ?? 0,
+      openConnections: (slot) => this.list[slot]?.worker?.liveness.read().connections ?? 0, // as of its last beat
     });
     this.sockets = new SocketTable(config.sockets, activated, this.steering);
     if (handover) this.sockets.adoptHandover(handover);

@@ -39,8 +39,8 @@ export interface SupervisorStats {
   workers: WorkerStats[];
   /** The `balance` mode asked for, and whether the primary steers (false: the kernel's hash alone, see the log). */
   balance: { mode: BalanceMode; steered: boolean };
-  /** Per slot: connections its workers accepted so far, and the share of new ones steered to it now (null: unsteered). */
-  slots: Array<{ slot: number; connections: number; steeringShare: number | null }>;
+  /** Per slot: requests its workers served so far, and the share of new connections steered to it now (null: unsteered). */
+  slots: Array<{ slot: number; requests: number; steeringShare: number | null }>;
 }
 
 /**
@@ -297,7 +297,7 @@ export class Supervisor extends EventEmitter {
       workers,
       balance: { mode: this.config.balance, steered: this.slots.steering !== null },
       slots: this.slots.list.map((slot) => ({
-        slot: slot.id, connections: this.metricsSource.slotConnections(slot), steeringShare: this.slots.steering?.share(slot.id) ?? null,
+        slot: slot.id, requests: this.metricsSource.slotRequests(slot), steeringShare: this.slots.steering?.share(slot.id) ?? null,
       })),
     };
   }

@@ -6,7 +6,7 @@
 //           process of the machine), 0 before the first beat
 //   word 1  the loop's lag at that beat, in ms: how late the heartbeat timer fired
 //   word 2  what the worker has served: requests of http/https/http2 servers, connections of plain net.Servers
-//   word 3  connections it has accepted
+//   word 3  its open connections at the last heartbeat (Node's own count, read at each beat: nothing per connection)
 // The primary trusts none of it beyond the worker's own fate: a wrong value can only get that worker
 // recycled or killed early, or spared.
 
@@ -21,6 +21,7 @@ export interface LivenessReading {
   beatAt: number;
   lag: number;
   served: number;
+  /** Open connections at the last heartbeat. */
   connections: number;
 }
 
@@ -37,7 +38,8 @@ export class LivenessRecord {
   }
 
   /** The worker's heartbeat: written by its event loop, so a stuck loop stops it. */
-  beat(now: number, lag: number): void {
+  beat(now: number, lag: number, openConnections: number): void {
+    Atomics.store(this.words, CONNECTIONS, BigInt(openConnections));
     Atomics.store(this.words, LAG, BigInt(lag));
     Atomics.store(this.words, BEAT, BigInt(now));
   }
@@ -45,10 +47,6 @@ export class LivenessRecord {
   /** One more request served (or connection, for a plain net.Server). */
   countServed(): void {
     Atomics.add(this.words, SERVED, 1n);
-  }
-
-  countConnection(): void {
-    Atomics.add(this.words, CONNECTIONS, 1n);
   }
 
   /** What the worker last wrote, each value clamped to a sane range. */

@@ -1,7 +1,6 @@
 // A worker's graceful drain: stop accepting, finish in-flight requests with `Connection: close`, run onShutdown.
 import { closeSync } from 'node:fs';
 import net from 'node:net';
-import tls from 'node:tls';
 import type { ServerResponse } from 'node:http';
 import { debug } from '../debug';
 import { context } from './context';
@@ -10,11 +9,11 @@ import { context } from './context';
 const IDLE_SWEEP_MS = 1000;
 
 /**
- * Servers to drain, and their open connections: per connection, not per request, so serving costs nothing
- * extra. At shutdown a connection's current response (Node keeps it as `socket._httpMessage`) gets
- * `Connection: close`, and a 'request' listener gives it to every later one.
+ * Servers to drain. Nothing is tracked per connection: at shutdown, an http server's open connections come from
+ * Node's own list (the one closeIdleConnections() uses); each one's current response (Node keeps it as
+ * `socket._httpMessage`) gets `Connection: close`, and a 'request' listener gives it to every later one.
  */
-const servers = new Map<net.Server, Set<net.Socket>>();
+const servers = new Set<net.Server>();
 const shutdownHandlers: Array<() => unknown> = [];
 /** prefork's own last steps once drained (the final metrics), before the exit. */
 const lastSteps: Array<() => Promise<void>> = [];
@@ -23,14 +22,15 @@ let exitTimer: NodeJS.Timeout | undefined;
 let exitDeadline = Infinity;
 
 export function track(server: net.Server): void {
-  if (servers.has(server)) return;
-  const sockets = new Set<net.Socket>();
-  servers.set(server, sockets);
-  // For TLS, the socket that carries the HTTP exchange is the TLS one.
-  server.on(server instanceof tls.Server ? 'secureConnection' : 'connection', (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
+  servers.add(server);
+}
+
+/** An http(s) server's open connections, from Node's own list of them (Node ≥ 18.2); [] for another server. */
+function httpSockets(server: net.Server): net.Socket[] {
+  const key = Object.getOwnPropertySymbols(server).find((symbol) => symbol.description === 'http.server.connections');
+  const list = key && (server as unknown as Record<symbol, { all?: () => Array<{ socket?: net.Socket | null }> }>)[key];
+  if (!list || typeof list.all !== 'function') return [];
+  return list.all().flatMap((parser) => (parser.socket ? [parser.socket] : []));
 }
 
 /**
@@ -49,15 +49,15 @@ export function beforeExitWhenDrained(step: () => Promise<void>): void {
 /** Open connections over every tracked server (for the primary's stats). */
 export async function connectionCount(): Promise<number> {
   const counts = await Promise.all(
-    [...servers.keys()].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
+    [...servers].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
   );
   return counts.reduce((sum, count) => sum + count, 0);
 }
 
 /** http(s) servers: answer with `Connection: close` once a shutdown began, so keep-alive clients move on unharmed. */
-function markConnectionClose(server: net.Server, sockets: Set<net.Socket>): void {
+function markConnectionClose(server: net.Server): void {
   if (typeof (server as { closeIdleConnections?: unknown }).closeIdleConnections !== 'function') return; // not http
-  for (const socket of sockets) {
+  for (const socket of httpSockets(server)) {
     const response = (socket as net.Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (response && !response.headersSent) response.setHeader('connection', 'close');
   }
@@ -102,8 +102,8 @@ export function drain(timeout: number, { exitWhenDrained = true } = {}): void {
   if (shutdownStarted) return;
   shutdownStarted = true;
   debug('worker: draining %d server(s), exit by %d ms at the latest', servers.size, timeout);
-  const drained = [...servers].map(([server, sockets]) => {
-    markConnectionClose(server, sockets);
+  const drained = [...servers].map((server) => {
+    markConnectionClose(server);
     return new Promise<void>((resolve) => {
       // net.Server's close, not http's: http's also drops idle keep-alive connections at once, which resets
       // a client whose request is already on the way.
@@ -121,7 +121,7 @@ export function drain(timeout: number, { exitWhenDrained = true } = {}): void {
     }
   }
   const sweep = setInterval(() => {
-    for (const server of servers.keys()) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    for (const server of servers) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
   }, IDLE_SWEEP_MS);
   const handlers = shutdownHandlers.map(async (handler) => {
     try {

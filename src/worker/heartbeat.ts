@@ -1,6 +1,7 @@
 // The worker's heartbeat: its event loop writes the time and its lag into its liveness record, which the
 // primary reads on its own. A stuck loop (an endless loop, a blocking native call, SIGSTOP) stops the beat,
-// and the primary sees it without the worker's help. Requests and connections are counted there too.
+// and the primary sees it without the worker's help. Requests are counted there too, and each beat writes the open
+// connections (Node's own count per server: nothing runs per connection for it).
 import { closeSync } from 'node:fs';
 import type net from 'node:net';
 import { native } from '../core/binding';
@@ -9,6 +10,14 @@ import { LIVENESS_FD } from '../protocol/messages';
 import type { WorkerContext } from './context';
 
 const counted = new WeakSet<net.Server>();
+/** The servers whose open connections each beat adds up. */
+const servers = new Set<net.Server>();
+
+function openConnections(): number {
+  let open = 0;
+  for (const server of servers) open += (server as net.Server & { _connections?: number })._connections ?? 0;
+  return open;
+}
 
 /** Maps the record the primary gave this worker and beats every interval (the timer does not keep it alive). */
 export function startHeartbeat(worker: WorkerContext): void {
@@ -17,29 +26,28 @@ export function startHeartbeat(worker: WorkerContext): void {
   worker.liveness = record;
   const interval = worker.heartbeatInterval;
   let last = monotonicMs();
-  record.beat(last, 0);
+  record.beat(last, 0, 0);
   setInterval(() => {
     const now = monotonicMs();
-    record.beat(now, Math.max(0, now - last - interval));
+    record.beat(now, Math.max(0, now - last - interval), openConnections());
     last = now;
   }, interval).unref();
 }
 
 /**
- * Counts what `server` serves, for recycling after maxRequests (requests of http, https and http2 servers,
- * connections of a plain net.Server) and for the metrics (connections): one atomic add each.
+ * Counts what `server` serves, for recycling after maxRequests, stats and metrics (requests of http, https and
+ * http2 servers, connections of a plain net.Server): one atomic add each, in a listener of an event Node emits
+ * anyway. Its open connections are read at each beat.
  */
 export function countServed(worker: WorkerContext, server: net.Server): void {
   const record = worker.liveness;
+  servers.add(server);
+  server.once('close', () => servers.delete(server));
   if (!record || counted.has(server)) return;
   counted.add(server);
   const methods = server as unknown as Record<string, unknown>;
   const event = typeof methods.updateSettings === 'function' ? 'stream' // http2
     : typeof methods.closeIdleConnections === 'function' ? 'request' // http, https
       : 'connection';
-  if (event !== 'connection') server.on(event, () => record.countServed());
-  server.on('connection', () => {
-    record.countConnection();
-    if (event === 'connection') record.countServed();
-  });
+  server.on(event, () => record.countServed());
 }
