@@ -18,7 +18,7 @@ const { writeSection } = require('./results-file');
 
 const SERVER = path.join(__dirname, 'apps', 'server.js');
 const REGISTER = path.join(__dirname, '..', 'lib', 'zero-code', 'register.js');
-const DETECTION_MS = 200; // a stopped worker is steered around once its beat is 100 ms old; start counting after this
+const DETECTION_MS = 500; // a stopped worker is steered around once its beat is 300 ms old (75 ms least-loaded); count after this
 const SOURCES = Array.from({ length: 50 }, (_, i) => `127.0.0.${i + 1}`);
 
 const { values: args } = parseArgs({ options: { write: { type: 'boolean', default: false }, connections: { type: 'string', default: '400' } } });

@@ -31,7 +31,7 @@ describe.each(['hash', 'least-loaded', 'client-ip'] as const)("balance '%s'", (b
     const [stuck, other] = supervisor.workers;
     process.kill(stuck.pid, 'SIGSTOP');
     try {
-      await sleep(400); // a few of its missed beats
+      await sleep(700); // past stuckAfter (300 ms) with room for a loaded machine
       expect((await supervisor.stats()).slots.find((slot) => slot.slot === stuck.id)?.steeringShare).toBe(0);
       const pids = new Set((await servedBy(port, SOURCES)).values());
       expect(pids).toEqual(new Set([other.pid]));

@@ -10,13 +10,10 @@ import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
 import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
-import { createSteering, STEERING_INTERVAL_MS, type Steering } from './steering';
+import { createSteering, stuckAfter, type Steering } from './steering';
 import { monotonicMs } from '../protocol/liveness-record';
 import { describeExit, inspectorExecArgv, startWorkerProcess, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
-
-/** A worker whose event loop has not turned this long gets no new connections until it turns again. */
-const STUCK_AFTER_MS = 4 * STEERING_INTERVAL_MS;
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
 export interface Slot {
@@ -68,14 +65,14 @@ export class WorkerSlots {
 
   /**
    * Whether the slot's worker takes new connections on the address: it is ready, listens there, is not being
-   * stopped, and (unless heartbeats are off) its event loop turned within STUCK_AFTER_MS.
+   * stopped, and (unless heartbeats are off) its event loop turned within stuckAfter(balance).
    */
   serving(id: number, address: number): boolean {
     const worker = this.list[id]?.worker;
     if (!worker || worker.record.state !== 'ready' || worker.record.exitReason !== null || !worker.adopted.has(address)) return false;
     if (this.config.heartbeatTimeout === 0) return true;
     const { beatAt } = worker.liveness.read();
-    return beatAt === 0 || monotonicMs() - beatAt <= STUCK_AFTER_MS;
+    return beatAt === 0 || monotonicMs() - beatAt <= stuckAfter(this.config.balance);
   }
 
   /** A new slot with its sockets, no worker yet. */

@@ -17,7 +17,7 @@ import {
 import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
 import type { SupervisorConfig } from './options';
 import { SYSTEMD_VARIABLES } from './systemd-notify';
-import { STEERING_INTERVAL_MS } from './steering';
+import { steeringInterval } from './steering';
 
 export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopping' | 'exited';
 
@@ -275,7 +275,7 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
         [ENV_WAIT_READY]: config.waitReady ? '1' : '0',
         [ENV_CHANNEL_ID]: String(fstatSync(workerEnd).ino),
         // Steered sockets: the steering looks at each worker's beat to find one stuck, and at its open connections.
-        [ENV_HEARTBEAT_INTERVAL]: String(config.sockets === 'reuseport' ? Math.min(STEERING_INTERVAL_MS, heartbeatInterval(config.heartbeatTimeout)) : heartbeatInterval(config.heartbeatTimeout)),
+        [ENV_HEARTBEAT_INTERVAL]: String(config.sockets === 'reuseport' ? Math.min(steeringInterval(config.balance), heartbeatInterval(config.heartbeatTimeout)) : heartbeatInterval(config.heartbeatTimeout)),
         ...(launch.storeFd >= 0 ? { [ENV_STORE]: String(config.storeCapacity) } : {}),
         NODE_APP_INSTANCE: String(slot), // PM2's name for the same thing
       },
