@@ -14,6 +14,7 @@ if (prefork.isPrimary()) {
     listen: address,
     workers: Number(process.env.BENCH_WORKERS) || undefined,
     restart: process.env.BENCH_RESET_AFTER ? { resetAfter: Number(process.env.BENCH_RESET_AFTER) } : undefined,
+    balance: process.env.PREFORK_BALANCE || undefined,
     signals: true,
     exitProcess: true,
   });
