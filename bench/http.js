@@ -1164,7 +1164,8 @@ function report(data, options, seconds) {
     '',
     throughputTable(data, summaries),
     '',
-    'req/s is the median of the runs; p50 / p99 are wrk\'s latency percentiles, median of the runs. *Spread* is the smallest ' +
+    'req/s is the median of the runs; p50 / p99 / p99.9 are wrk\'s latency percentiles (p99.9 through bench/wrk-latency.lua), ' +
+      'median of the runs. *Spread* is the smallest ' +
       'and largest share of the requests any one app process served (50% / 50% is even for two). *Primary CPU* is the ' +
       "primary process's CPU time during the runs (all its threads, from /proc) over the wall time, in % of one core. " +
       '*Failed* counts wrk\'s socket errors (connect, read, write, timeout) and non-2xx responses over all runs.',

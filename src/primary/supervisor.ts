@@ -45,7 +45,7 @@ export interface SupervisorStats {
 
 /**
  * The primary's supervisor. Start it with supervise(options); it emits 'fork', 'online', 'listening',
- * 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload', 'scale' and 'shutdown'.
+ * 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload', 'scale', 'upgrade' and 'shutdown'.
  */
 export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
