@@ -36,7 +36,7 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
   debug('worker %d: listen %s%s: %s', worker.id, address.label, address.port === 0 ? ` (call ${zeroPortCall})` : '', inherited ? `inherited fd ${inherited.fd}` : 'asking the primary');
   const socket = inherited ?? (await requestSocket(worker, address, zeroPortCall));
   const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
-  track(server);
+  track(worker, server);
   countServed(worker, server);
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => {

@@ -1,5 +1,6 @@
 // The worker's context: whether this process is a prefork worker, and its identity, sockets and control channel.
 import { fstatSync } from 'node:fs';
+import type net from 'node:net';
 import { ControlChannel } from '../core/channel';
 import type { LivenessRecord } from '../protocol/liveness-record';
 import { debug } from '../debug';
@@ -23,6 +24,12 @@ export interface WorkerContext {
   heartbeatInterval: number;
   /** Its liveness record once mapped (kept here, so two loaded copies of prefork share it). */
   liveness: LivenessRecord | null;
+  /**
+   * The servers it listens on through prefork, until each closes: drained at shutdown, their open connections
+   * read at each heartbeat. Here, not in a module, because the copy of prefork that adopted a server (the app's)
+   * may not be the one that drains and beats (the CLI's).
+   */
+  servers: Set<net.Server>;
 }
 
 /** When the native watchdog kills an orphaned worker (its primary died) whose JavaScript is stuck. */
@@ -59,6 +66,7 @@ export function context(): WorkerContext | null {
     storeCapacity: process.env[ENV_STORE] ? Number(process.env[ENV_STORE]) : null,
     heartbeatInterval: Number(process.env[ENV_HEARTBEAT_INTERVAL]),
     liveness: null,
+    servers: new Set(),
   };
   for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE, ENV_HEARTBEAT_INTERVAL]) {
     delete process.env[name];

@@ -3,17 +3,16 @@ import { closeSync } from 'node:fs';
 import net from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { debug } from '../debug';
-import { context } from './context';
+import { context, type WorkerContext } from './context';
 
 /** Keep-alive connections still idle this long after a shutdown began are closed. */
 const IDLE_SWEEP_MS = 1000;
 
 /**
- * Servers to drain. Nothing is tracked per connection: at shutdown, an http server's open connections come from
- * Node's own list (the one closeIdleConnections() uses); each one's current response (Node keeps it as
- * `socket._httpMessage`) gets `Connection: close`, and a 'request' listener gives it to every later one.
+ * Nothing is tracked per connection: at shutdown, an http server's open connections come from Node's own list (the
+ * one closeIdleConnections() uses); each one's current response (Node keeps it as `socket._httpMessage`) gets
+ * `Connection: close`, and a 'request' listener gives it to every later one. The servers are the worker's own list.
  */
-const servers = new Set<net.Server>();
 const shutdownHandlers: Array<() => unknown> = [];
 /** prefork's own last steps once drained (the final metrics), before the exit. */
 const lastSteps: Array<() => Promise<void>> = [];
@@ -21,8 +20,17 @@ let shutdownStarted = false;
 let exitTimer: NodeJS.Timeout | undefined;
 let exitDeadline = Infinity;
 
-export function track(server: net.Server): void {
-  servers.add(server);
+/** The worker's servers, whichever copy of prefork adopted them; none outside a worker. */
+function servers(): Set<net.Server> {
+  return context()?.servers ?? new Set();
+}
+
+/** Drains `server` at shutdown and counts its open connections at each beat, until it closes. */
+export function track(worker: WorkerContext, server: net.Server): void {
+  if (worker.servers.has(server)) return;
+  worker.servers.add(server);
+  // 'close' comes once the server stopped listening and its last connection ended: nothing left to drain or count.
+  server.once('close', () => worker.servers.delete(server));
 }
 
 /** An http(s) server's open connections, from Node's own list of them (Node ≥ 18.2); [] for another server. */
@@ -49,7 +57,7 @@ export function beforeExitWhenDrained(step: () => Promise<void>): void {
 /** Open connections over every tracked server (for the primary's stats). */
 export async function connectionCount(): Promise<number> {
   const counts = await Promise.all(
-    [...servers].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
+    [...servers()].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
   );
   return counts.reduce((sum, count) => sum + count, 0);
 }
@@ -101,8 +109,9 @@ export function drain(timeout: number, { exitWhenDrained = true } = {}): void {
   }
   if (shutdownStarted) return;
   shutdownStarted = true;
-  debug('worker: draining %d server(s), exit by %d ms at the latest', servers.size, timeout);
-  const drained = [...servers].map((server) => {
+  const draining = [...servers()];
+  debug('worker: draining %d server(s), exit by %d ms at the latest', draining.length, timeout);
+  const drained = draining.map((server) => {
     markConnectionClose(server);
     return new Promise<void>((resolve) => {
       // net.Server's close, not http's: http's also drops idle keep-alive connections at once, which resets
@@ -121,7 +130,7 @@ export function drain(timeout: number, { exitWhenDrained = true } = {}): void {
     }
   }
   const sweep = setInterval(() => {
-    for (const server of servers) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    for (const server of servers()) (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
   }, IDLE_SWEEP_MS);
   const handlers = shutdownHandlers.map(async (handler) => {
     try {

@@ -10,12 +10,11 @@ import { LIVENESS_FD } from '../protocol/messages';
 import type { WorkerContext } from './context';
 
 const counted = new WeakSet<net.Server>();
-/** The servers whose open connections each beat adds up. */
-const servers = new Set<net.Server>();
 
-function openConnections(): number {
+/** Open connections now over the worker's servers: Node's own count of each (what getConnections() reports). */
+function openConnections(worker: WorkerContext): number {
   let open = 0;
-  for (const server of servers) open += (server as net.Server & { _connections?: number })._connections ?? 0;
+  for (const server of worker.servers) open += (server as net.Server & { _connections?: number })._connections ?? 0;
   return open;
 }
 
@@ -29,7 +28,7 @@ export function startHeartbeat(worker: WorkerContext): void {
   record.beat(last, 0, 0);
   setInterval(() => {
     const now = monotonicMs();
-    record.beat(now, Math.max(0, now - last - interval), openConnections());
+    record.beat(now, Math.max(0, now - last - interval), openConnections(worker));
     last = now;
   }, interval).unref();
 }
@@ -41,8 +40,6 @@ export function startHeartbeat(worker: WorkerContext): void {
  */
 export function countServed(worker: WorkerContext, server: net.Server): void {
   const record = worker.liveness;
-  servers.add(server);
-  server.once('close', () => servers.delete(server));
   if (!record || counted.has(server)) return;
   counted.add(server);
   const methods = server as unknown as Record<string, unknown>;
