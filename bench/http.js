@@ -7,8 +7,9 @@
 //   --quick          1 s runs, 2 rounds, 1 s warm-up, one fault run of each kind (about 2 minutes)
 //   --write          also write bench/RESULTS.md (this script's section) and bench/results.svg
 //   --duration S     seconds per measured wrk run (default 5)        --rounds N   measured runs per pair (default 3)
-//   --workers N      workers per contender (default: available CPUs) --only ids   contenders to run (see CONTENDERS)
-//   --workloads ids  keepalive, close, cpu, json (default all; `none`: start-up, memory and faults only)
+//   --workers N      workers per contender (default: available CPUs) --only ids   contenders to run (see CONTENDERS;
+//                    prefork-hash and prefork-client-ip run only when named)
+//   --workloads ids  keepalive, close, cpu, cpu-close, json (default all; `none`: start-up, memory and faults only)
 //   --reset-after MS prefork's restart.resetAfter in the fault runs (default 2000; prefork's own default is 30000)
 // Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
 'use strict';
@@ -363,6 +364,16 @@ const CONTENDERS = [
     id: 'prefork-least-loaded', label: "prefork supervise(), balance: 'least-loaded'", short: 'prefork least-loaded', color: '#00acc1', primary: true, faults: [],
     command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: 'least-loaded' } }),
   },
+  // Only with --only: 'hash' is the default today (the same as prefork-api), and from 127.0.0.1 alone 'client-ip'
+  // sends every connection to one worker (one client address), which measures nothing but that.
+  {
+    id: 'prefork-hash', label: "prefork supervise(), balance: 'hash'", short: 'prefork hash', color: '#5e35b1', primary: true, faults: [], optIn: true,
+    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: 'hash' } }),
+  },
+  {
+    id: 'prefork-client-ip', label: "prefork supervise(), balance: 'client-ip'", short: 'prefork client-ip', color: '#8e24aa', primary: true, faults: [], optIn: true,
+    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: 'client-ip' } }),
+  },
   {
     id: 'prefork-register', label: 'prefork -r prefork/register', short: 'prefork -r', color: '#3949ab', primary: true, faults: ['kill', 'reload', 'scale'],
     command: (workers, options) => ({
@@ -708,7 +719,7 @@ function memory(instance) {
 // ---- the run -----------------------------------------------------------------------------------
 
 async function run(options) {
-  const contenders = CONTENDERS.filter((contender) => !options.only || options.only.includes(contender.id));
+  const contenders = CONTENDERS.filter((contender) => (options.only ? options.only.includes(contender.id) : !contender.optIn));
   const workloads = WORKLOADS.filter((workload) => !options.workloads || options.workloads.includes(workload.id));
   const calibration = calibrateHash();
   log(`bench: ${contenders.length} contenders × ${workloads.length} workloads, ${options.workers} workers each; ` +
@@ -853,8 +864,10 @@ function goals(summaries, faults) {
   }
   // Tail latency with a CPU-heavy handler and a connection per request: the balance modes against node:cluster.
   const p99 = (id) => summaries.get('cpu-close')?.get(id)?.p99;
-  for (const id of ['prefork-api', 'prefork-least-loaded']) {
-    const name = id === 'prefork-api' ? "prefork supervise() (balance 'hash')" : "prefork balance 'least-loaded'";
+  const balanceNames = { 'prefork-api': "prefork supervise() (balance 'hash')", 'prefork-least-loaded': "prefork balance 'least-loaded'", 'prefork-hash': "prefork balance 'hash'", 'prefork-client-ip': "prefork balance 'client-ip'" };
+  for (const [id, name] of Object.entries(balanceNames)) {
+    // The opt-in contenders have goals only when they ran.
+    if (CONTENDERS.find((contender) => contender.id === id)?.optIn && !summaries.get('cpu-close')?.has(id)) continue;
     const best = Math.min(p99('cluster-rr') ?? NaN, p99('cluster-none') ?? NaN);
     list.push({ key: 'cpu-close-p99', id, text: `CPU-heavy, \`Connection: close\`: ${name} p99 / the better cluster p99`, target: '≤ 1', value: ratio(p99(id), best), met: (v) => v <= 1, digits: 2 });
     list.push({ key: 'cpu-close-vs-bare', id, text: `CPU-heavy, \`Connection: close\`: ${name} / bare SO_REUSEPORT`, target: '≥ 0.98', value: ratio(rps('cpu-close', id), rps('cpu-close', 'bare')), met: (v) => v >= 0.98, digits: 2 });
@@ -1065,13 +1078,14 @@ function analysis(goalList, summaries, data) {
     `\`node bench/http.js --only ${ids.join(',')} --workloads ${workload} --rounds 8 --duration 3 --no-faults\``;
   if (missed.has('close-vs-bare') && close('bare') && close(api)) {
     notes.push(
-      '- **`Connection: close` ≥ 0.95× bare SO_REUSEPORT: missed in this run.** The hot path is the same: prefork\'s ' +
-        'primary is idle under load, its workers accept from the same kind of per-process SO_REUSEPORT socket, and ' +
-        "the worker's one per-request addition (a `request` listener that tracks responses for the graceful drain) " +
-        `costs no measurable CPU. Server CPU per request: prefork ${us(serverUs(close(api)))}, prefork -r ` +
+      '- **`Connection: close` ≥ 0.98× bare SO_REUSEPORT: missed in this run.** The hot path is the same: prefork\'s ' +
+        'primary is idle under load, its workers accept from the same kind of per-process SO_REUSEPORT socket and do ' +
+        "nothing per connection; the one per-request addition (a `request` listener that counts served requests, one " +
+        `atomic add: about 30 ns) costs no measurable CPU. Server CPU per request: prefork ${us(serverUs(close(api)))}, prefork -r ` +
         `${us(serverUs(close('prefork-register')))}, bare ${us(serverUs(close('bare')))}. Single runs strayed up to ` +
         `${pct(stray(close(api)))} (prefork) and ${pct(stray(close('bare')))} (bare) from their medians, more than the ` +
-        `gap; more rounds of just these settle it: ${abCommand(['prefork-api', 'prefork-register', 'bare'], 'close')}.`,
+        `gap; more rounds of just these settle it: ${abCommand(['prefork-api', 'prefork-register', 'bare'], 'close')}, or ` +
+        '`node bench/connection-cost.js --rounds 10` (also against another checkout: `--against DIR`).',
     );
   }
   if (missed.has('keepalive-vs-rr')) {

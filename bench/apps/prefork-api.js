@@ -14,7 +14,8 @@ if (prefork.isPrimary()) {
     listen: address,
     workers: Number(process.env.BENCH_WORKERS) || undefined,
     restart: process.env.BENCH_RESET_AFTER ? { resetAfter: Number(process.env.BENCH_RESET_AFTER) } : undefined,
-    balance: process.env.PREFORK_BALANCE || undefined,
+    // Only when asked: a prefork without the option (an older checkout, bench/connection-cost.js --against) rejects it.
+    ...(process.env.PREFORK_BALANCE ? { balance: process.env.PREFORK_BALANCE } : {}),
     signals: true,
     exitProcess: true,
   });
