@@ -124,3 +124,10 @@ export function ready(): void {
 export function waitReadyWanted(): boolean {
   return context()?.waitReady ?? false;
 }
+
+/** Open connections now over the worker's servers: Node's own count of each (what getConnections() reports). */
+export function openConnections(worker: WorkerContext): number {
+  let open = 0;
+  for (const server of worker.servers) open += (server as net.Server & { _connections?: number })._connections ?? 0;
+  return open;
+}

@@ -54,14 +54,6 @@ export function beforeExitWhenDrained(step: () => Promise<void>): void {
   lastSteps.push(step);
 }
 
-/** Open connections over every tracked server (for the primary's stats). */
-export async function connectionCount(): Promise<number> {
-  const counts = await Promise.all(
-    [...servers()].map((server) => new Promise<number>((resolve) => server.getConnections((error, count) => resolve(error ? 0 : count)))),
-  );
-  return counts.reduce((sum, count) => sum + count, 0);
-}
-
 /** http(s) servers: answer with `Connection: close` once a shutdown began, so keep-alive clients move on unharmed. */
 function markConnectionClose(server: net.Server): void {
   if (typeof (server as { closeIdleConnections?: unknown }).closeIdleConnections !== 'function') return; // not http

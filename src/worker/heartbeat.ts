@@ -7,16 +7,9 @@ import type net from 'node:net';
 import { native } from '../core/binding';
 import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
 import { LIVENESS_FD } from '../protocol/messages';
-import type { WorkerContext } from './context';
+import { openConnections, type WorkerContext } from './context';
 
 const counted = new WeakSet<net.Server>();
-
-/** Open connections now over the worker's servers: Node's own count of each (what getConnections() reports). */
-function openConnections(worker: WorkerContext): number {
-  let open = 0;
-  for (const server of worker.servers) open += (server as net.Server & { _connections?: number })._connections ?? 0;
-  return open;
-}
 
 /** Maps the record the primary gave this worker and beats every interval (the timer does not keep it alive). */
 export function startHeartbeat(worker: WorkerContext): void {

@@ -2,8 +2,8 @@
 import { closeSync } from 'node:fs';
 import type { PrimaryMessage } from '../protocol/messages';
 import { failSocketRequests, onSocketReply } from './adopt';
-import { context, send } from './context';
-import { beforeExitWhenDrained, connectionCount, drain } from './drain';
+import { context, openConnections, send } from './context';
+import { beforeExitWhenDrained, drain } from './drain';
 import { startHeartbeat } from './heartbeat';
 import { sendMetrics } from './metrics';
 
@@ -38,7 +38,7 @@ function listenToPrimary(): void {
     // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot.
     if (message.type === 'shutdown') drain(message.timeout + SELF_EXIT_MARGIN_MS, { exitWhenDrained: !tellTheApp() });
     else if (message.type === 'metrics') void sendMetrics(message.requestId);
-    else if (message.type === 'stats') void connectionCount().then((connections) => send({ type: 'stats', requestId: message.requestId, memory: process.memoryUsage(), connections }));
+    else if (message.type === 'stats') send({ type: 'stats', requestId: message.requestId, memory: process.memoryUsage(), connections: openConnections(worker) });
   });
   worker.channel.on('close', () => {
     failSocketRequests();
