@@ -71,7 +71,7 @@ interface Member {
 export class Steering {
   /** Per address, its sockets in the kernel's order. */
   private readonly groups: Member[][] = [];
-  /** Per address, the program attached last (as a string, to skip attaching the same again). */
+  /** Per address, the key of the program attached last (what it was built from), to skip building the same again. */
   private readonly attached: Array<string | null> = [];
   /** Per address, the share of new connections the last program gives each slot. */
   private readonly shares: Array<Map<number, number>> = [];
@@ -117,7 +117,7 @@ export class Steering {
     this.timer = null;
     if (this.authority && !this.handedOver) {
       for (const [address, group] of this.groups.entries()) {
-        if (group.length > 0) this.attach(address, null);
+        if (group.length > 0) this.attach(address, null, () => null);
       }
     }
     this.failed = true; // nothing is attached after this
@@ -249,19 +249,19 @@ export class Steering {
     }
     const serving = group.flatMap((member, index) =>
       !member.retired && !avoid.has(member) && this.view.serving(member.slot, address) ? [{ member, index }] : []);
-    let weights: Array<{ index: number; slot: number; weight: number }>;
-    let program: Program | null;
-    if (this.mode === 'client-ip') {
-      program = clientAddressProgram(this.view.slotCount(), new Map(serving.map(({ member, index }) => [member.slot, index])));
-      weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: 1 }));
-    } else {
-      weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: this.mode === 'hash' ? 1 : this.weight(member) }));
-      // 'hash' with every socket serving: no program at all, the kernel's own hash.
-      program = this.mode === 'hash' && serving.length === group.length ? null : weightedProgram(weights);
-    }
+    const weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: this.mode === 'least-loaded' ? this.weight(member) : 1 }));
     const total = weights.reduce((sum, entry) => sum + entry.weight, 0);
     this.shares[address] = new Map(weights.map((entry) => [entry.slot, total > 0 ? entry.weight / total : 0]));
-    this.attach(address, program);
+    // What the program depends on: when it has not changed (most looks), nothing is built or attached.
+    const choice = weights.map((entry) => `${entry.index}:${entry.slot}:${entry.weight}`).join(',');
+    if (this.mode === 'client-ip') {
+      const slotCount = this.view.slotCount();
+      this.attach(address, `${slotCount}|${choice}`, () => clientAddressProgram(slotCount, new Map(weights.map((entry) => [entry.slot, entry.index]))));
+    } else if (this.mode === 'hash' && serving.length === group.length) {
+      this.attach(address, null, () => null); // every socket serving: no program at all, the kernel's own hash
+    } else {
+      this.attach(address, choice, () => weightedProgram(weights));
+    }
   }
 
   /**
@@ -279,11 +279,12 @@ export class Steering {
     return Math.max(1, Math.round(1024 / (1 + load) ** 2));
   }
 
-  private attach(address: number, program: Program | null): void {
-    const key = program === null ? null : Buffer.from(program.buffer, program.byteOffset, program.byteLength).toString('base64');
+  /** Attaches the program `key` stands for (null: none), unless it is the one attached already. */
+  private attach(address: number, key: string | null, build: () => Program | null): void {
     if (key === this.attached[address] || (key === null && this.attached[address] === undefined)) return;
     const fd = this.groups[address][0].socket.fd;
     try {
+      const program = build();
       if (program) native.attachReuseportProgram(fd, program);
       else detach(fd);
       this.attached[address] = key;
