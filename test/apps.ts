@@ -4,7 +4,7 @@ import child_process, { type ChildProcessWithoutNullStreams } from 'node:child_p
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isDead, waitFor } from './helpers';
+import { isDead, stopSuccessors, waitFor } from './helpers';
 
 export const root = join(__dirname, '..');
 export const app = (name: string): string => join(__dirname, 'fixtures', 'apps', name);
@@ -78,6 +78,7 @@ export class AppRun {
     const result = await this.exited;
     clearTimeout(timer);
     running.delete(this);
+    await stopSuccessors(this.errors);
     const pids = this.sideEffectPids();
     await waitFor(() => pids.every(isDead), 2000, 'the app workers to be gone').catch(() => {
       for (const pid of pids) if (!isDead(pid)) process.kill(pid, 'SIGKILL');

@@ -46,6 +46,23 @@ export const isDead = (pid: number): boolean => {
   return state === undefined || state === 'Z' || state === 'X';
 };
 
+/**
+ * A hot upgrade leaves a new primary that is not our child (its parent, the old primary, has exited): every one
+ * that `stderr` reports starting is stopped (SIGTERM, SIGKILL after 15 s) with its workers, and must be gone.
+ */
+export async function stopSuccessors(stderr: string): Promise<void> {
+  for (const [, pidText] of stderr.matchAll(/new primary pid (\d+) is starting/g)) {
+    const pid = Number(pidText);
+    if (isDead(pid)) continue;
+    const group = [pid, ...childrenOf(pid).map((child) => child.pid)];
+    process.kill(pid, 'SIGTERM');
+    await waitFor(() => group.every(isDead), 15000, `the new primary ${pid} and its workers to exit`).catch((error: Error) => {
+      for (const stray of group) if (!isDead(stray)) process.kill(stray, 'SIGKILL');
+      throw error;
+    });
+  }
+}
+
 /** Children of this process, with their states (zombies included). */
 export function childrenOf(parent = process.pid): Array<{ pid: number; state: string }> {
   const children: Array<{ pid: number; state: string }> = [];

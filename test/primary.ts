@@ -2,7 +2,7 @@
 // drives real HTTP load at it, and makes sure no primary or worker outlives a test.
 import child_process, { type ChildProcessWithoutNullStreams } from 'node:child_process';
 import http from 'node:http';
-import { fixture, isDead, waitFor } from './helpers';
+import { fixture, isDead, stopSuccessors, waitFor } from './helpers';
 
 export interface AppEvent {
   event: string;
@@ -23,9 +23,12 @@ export class Primary {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: Array<() => void> = [];
 
-  constructor(options: object, { behaviour = '', script = fixture('app.js'), nodeArgs = [] as string[], uid }: { behaviour?: string; script?: string; nodeArgs?: string[]; uid?: number } = {}) {
+  constructor(
+    options: object,
+    { behaviour = '', script = fixture('app.js'), nodeArgs = [] as string[], uid, env = {} }: { behaviour?: string; script?: string; nodeArgs?: string[]; uid?: number; env?: NodeJS.ProcessEnv } = {},
+  ) {
     this.process = child_process.spawn(process.execPath, [...nodeArgs, script], {
-      env: { ...process.env, TEST_OPTIONS: JSON.stringify(options), TEST_BEHAVIOUR: behaviour },
+      env: { ...process.env, TEST_OPTIONS: JSON.stringify(options), TEST_BEHAVIOUR: behaviour, ...env },
       uid,
     });
     running.add(this);
@@ -42,7 +45,6 @@ export class Primary {
     });
     this.exited = new Promise((resolve) =>
       this.process.once('exit', (code, signal) => {
-        running.delete(this);
         resolve({ code, signal });
         this.notify();
       }),
@@ -89,12 +91,17 @@ export class Primary {
     this.process.kill(signal);
   }
 
-  /** SIGTERM (or SIGKILL after 10 s), then checks that no worker it forked is still alive. */
+  /**
+   * SIGTERM (or SIGKILL after 10 s), and the same to a new primary a hot upgrade left; then checks that no worker
+   * either forked is still alive (they share this stdout, so their events are all here).
+   */
   async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    running.delete(this);
     if (this.process.exitCode === null && this.process.signalCode === null) this.process.kill('SIGTERM');
     const timer = setTimeout(() => this.process.kill('SIGKILL'), 10000);
     const result = await this.exited;
     clearTimeout(timer);
+    await stopSuccessors(this.stderr);
     await waitFor(() => this.workerPids.every(isDead), 2000, 'every worker to be gone').catch(() => {
       for (const pid of this.workerPids) if (!isDead(pid)) process.kill(pid, 'SIGKILL');
       throw new Error(`workers outlived their primary: ${this.workerPids.filter((pid) => !isDead(pid))}`);
