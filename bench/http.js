@@ -8,7 +8,7 @@
 //   --write          also write bench/RESULTS.md (this script's section) and bench/results.svg
 //   --duration S     seconds per measured wrk run (default 5)        --rounds N   measured runs per pair (default 3)
 //   --workers N      workers per contender (default: available CPUs) --only ids   contenders to run (see CONTENDERS;
-//                    prefork-hash and prefork-client-ip run only when named)
+//                    prefork-client-ip runs only when named)
 //   --workloads ids  keepalive, close, cpu, cpu-close, json (default all; `none`: start-up, memory and faults only)
 //   --reset-after MS prefork's restart.resetAfter in the fault runs (default 2000; prefork's own default is 30000)
 // Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
@@ -343,6 +343,14 @@ const rel = (file) => path.relative(ROOT, file);
  * Each contender: how to start it (a command, or the bare processes' own spawning), whether it has a primary
  * and a supervisor that handles kill -9 / SIGHUP / SIGTTIN / SIGTTOU.
  */
+/** prefork through supervise() with another `balance` mode (PREFORK_BALANCE); no fault runs. */
+function balanceContender(mode, color, { optIn = false } = {}) {
+  return {
+    id: `prefork-${mode}`, label: `prefork supervise(), balance: '${mode}'`, short: `prefork ${mode}`, color, primary: true, faults: [], optIn, balance: mode,
+    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: mode } }),
+  };
+}
+
 const CONTENDERS = [
   {
     id: 'single', label: 'single process', short: 'single', color: '#9e9e9e', single: true, primary: false, faults: [],
@@ -360,20 +368,10 @@ const CONTENDERS = [
     id: 'prefork-api', label: 'prefork supervise()', short: 'prefork API', color: '#1e88e5', primary: true, faults: ['kill', 'reload', 'scale'],
     command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter) } }),
   },
-  {
-    id: 'prefork-least-loaded', label: "prefork supervise(), balance: 'least-loaded'", short: 'prefork least-loaded', color: '#00acc1', primary: true, faults: [],
-    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: 'least-loaded' } }),
-  },
-  // Only with --only: 'hash' is the default today (the same as prefork-api), and from 127.0.0.1 alone 'client-ip'
-  // sends every connection to one worker (one client address), which measures nothing but that.
-  {
-    id: 'prefork-hash', label: "prefork supervise(), balance: 'hash'", short: 'prefork hash', color: '#5e35b1', primary: true, faults: [], optIn: true,
-    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: 'hash' } }),
-  },
-  {
-    id: 'prefork-client-ip', label: "prefork supervise(), balance: 'client-ip'", short: 'prefork client-ip', color: '#8e24aa', primary: true, faults: [], optIn: true,
-    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_BALANCE: 'client-ip' } }),
-  },
+  balanceContender('least-loaded', '#00acc1'),
+  // Only with --only: from 127.0.0.1 alone 'client-ip' sends every connection to one worker (one client address),
+  // which measures nothing but that. ('hash' is the default: prefork-api.)
+  balanceContender('client-ip', '#8e24aa', { optIn: true }),
   {
     id: 'prefork-register', label: 'prefork -r prefork/register', short: 'prefork -r', color: '#3949ab', primary: true, faults: ['kill', 'reload', 'scale'],
     command: (workers, options) => ({
@@ -864,10 +862,11 @@ function goals(summaries, faults) {
   }
   // Tail latency with a CPU-heavy handler and a connection per request: the balance modes against node:cluster.
   const p99 = (id) => summaries.get('cpu-close')?.get(id)?.p99;
-  const balanceNames = { 'prefork-api': "prefork supervise() (balance 'hash')", 'prefork-least-loaded': "prefork balance 'least-loaded'", 'prefork-hash': "prefork balance 'hash'", 'prefork-client-ip': "prefork balance 'client-ip'" };
-  for (const [id, name] of Object.entries(balanceNames)) {
-    // The opt-in contenders have goals only when they ran.
-    if (CONTENDERS.find((contender) => contender.id === id)?.optIn && !summaries.get('cpu-close')?.has(id)) continue;
+  // prefork-api is the default, 'hash'; the other modes' contenders have goals when they ran.
+  for (const contender of CONTENDERS.filter((c) => c.id === 'prefork-api' || c.balance)) {
+    const { id } = contender;
+    if (contender.optIn && !summaries.get('cpu-close')?.has(id)) continue;
+    const name = id === 'prefork-api' ? "prefork supervise() (balance 'hash')" : contender.label;
     const best = Math.min(p99('cluster-rr') ?? NaN, p99('cluster-none') ?? NaN);
     list.push({ key: 'cpu-close-p99', id, text: `CPU-heavy, \`Connection: close\`: ${name} p99 / the better cluster p99`, target: '≤ 1', value: ratio(p99(id), best), met: (v) => v <= 1, digits: 2 });
     list.push({ key: 'cpu-close-vs-bare', id, text: `CPU-heavy, \`Connection: close\`: ${name} / bare SO_REUSEPORT`, target: '≥ 0.98', value: ratio(rps('cpu-close', id), rps('cpu-close', 'bare')), met: (v) => v >= 0.98, digits: 2 });
