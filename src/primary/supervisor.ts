@@ -76,8 +76,8 @@ export class Supervisor extends EventEmitter {
   private upgrading = false;
   /** The new primary of an upgrade that took over: our exit must not touch what is now its own. */
   private successor: Successor | null = null;
-  /** Ends a running upgrade's wait for the new primary when we shut down meanwhile. */
-  private abortUpgrade: (() => void) | null = null;
+  /** Ends a wait on the other primary of an upgrade (its readiness, or its commit) when we shut down meanwhile. */
+  private endUpgradeWait: (() => void) | null = null;
 
   /**
    * `activated`: the sockets systemd handed over (socket activation); `handover`: what the old primary of a hot
@@ -259,7 +259,7 @@ export class Supervisor extends EventEmitter {
     checkInteger('timeout', timeout, 0, MAX_TIMEOUT_MS);
     if (this.stopped) return this.stopped;
     this.state = 'stopping';
-    this.abortUpgrade?.();
+    this.endUpgradeWait?.();
     this.liveness.stop();
     this.metricsEndpoint?.close();
     if (!this.successor) this.systemd?.stopping(); // after an upgrade, the service goes on under the new primary
@@ -405,14 +405,14 @@ export class Supervisor extends EventEmitter {
     return new Promise<string | null>((resolve) => {
       const timeout = this.config.readyTimeout;
       const timer = timeout > 0 ? setTimeout(() => resolve(`was not ready within readyTimeout (${timeout} ms)`), timeout) : null;
-      this.abortUpgrade = () => resolve('was stopped: this primary is shutting down');
+      this.endUpgradeWait = () => resolve('was stopped: this primary is shutting down');
       channel.on('message', (message: UpgradeMessage | undefined, fds: number[]) => {
         for (const fd of fds) closeSync(fd);
         resolve(message?.type === 'upgrade-ready' ? null : 'sent a message it should not have');
       });
       void child.exited.then(({ code, signal }) => resolve(`exited (${describeExit(code, signal)}) before it was ready`));
     }).finally(() => {
-      this.abortUpgrade = null;
+      this.endUpgradeWait = null;
     });
   }
 
@@ -420,8 +420,8 @@ export class Supervisor extends EventEmitter {
   private async takeOver(predecessor: Predecessor): Promise<void> {
     if (this.config.pidFile) writePidFile(this.config.pidFile);
     predecessor.ready();
-    await Promise.race([predecessor.committed(), new Promise<void>((resolve) => (this.abortUpgrade = resolve))]);
-    this.abortUpgrade = null;
+    await Promise.race([predecessor.committed(), new Promise<void>((resolve) => (this.endUpgradeWait = resolve))]);
+    this.endUpgradeWait = null;
     if (this.state !== 'starting') return;
     this.slots.steering?.setAuthority(true);
     try {

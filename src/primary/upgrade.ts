@@ -103,7 +103,7 @@ export function takeHandover(env: NodeJS.ProcessEnv = process.env): Handover | n
   return handover;
 }
 
-export function handoverFds(handover: Handover): number[] {
+function handoverFds(handover: Handover): number[] {
   return [
     handover.channel,
     ...(handover.store ? [handover.store.fd] : []),
