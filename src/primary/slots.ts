@@ -325,7 +325,6 @@ export class WorkerSlots {
   }
 
   private async restart(slot: Slot, old: Worker, delay: number): Promise<void> {
-    if (this.stopping || !this.has(slot)) return;
     await this.steering?.joinsAllowed(); // not while an upgrade shares the groups
     if (this.stopping || !this.has(slot)) return;
     await this.sockets.rejoinGroup(slot.id);
