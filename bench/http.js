@@ -369,6 +369,12 @@ const CONTENDERS = [
     command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter) } }),
   },
   balanceContender('least-loaded', '#00acc1'),
+  // One accept queue every worker takes from, as node:cluster SCHED_NONE: what the README recommends for tail
+  // latency under a CPU-heavy handler, measured rather than claimed.
+  {
+    id: 'prefork-shared', label: "prefork supervise(), sockets: 'shared'", short: 'prefork shared', color: '#26a69a', primary: true, faults: [], sockets: 'shared',
+    command: (workers, options) => ({ args: [rel(path.join(APPS, 'prefork-api.js'))], env: { BENCH_RESET_AFTER: String(options.resetAfter), PREFORK_SOCKETS: 'shared' } }),
+  },
   // Only with --only: from 127.0.0.1 alone 'client-ip' sends every connection to one worker (one client address),
   // which measures nothing but that. ('hash' is the default: prefork-api.)
   balanceContender('client-ip', '#8e24aa', { optIn: true }),
@@ -860,10 +866,11 @@ function goals(summaries, faults) {
       unit: unfinished ? ` (${unfinished} reload${unfinished > 1 ? 's' : ''} did not finish)` : '',
     });
   }
-  // Tail latency with a CPU-heavy handler and a connection per request: the balance modes against node:cluster.
+  // Tail latency with a CPU-heavy handler and a connection per request: the balance modes and shared sockets against
+  // node:cluster.
   const p99 = (id) => summaries.get('cpu-close')?.get(id)?.p99;
-  // prefork-api is the default, 'hash'; the other modes' contenders have goals when they ran.
-  for (const contender of CONTENDERS.filter((c) => c.id === 'prefork-api' || c.balance)) {
+  // prefork-api is the default, 'hash'; the other modes' contenders (and shared sockets) have goals when they ran.
+  for (const contender of CONTENDERS.filter((c) => c.id === 'prefork-api' || c.balance || c.sockets)) {
     const { id } = contender;
     if (contender.optIn && !summaries.get('cpu-close')?.has(id)) continue;
     const name = id === 'prefork-api' ? "prefork supervise() (balance 'hash')" : contender.label;

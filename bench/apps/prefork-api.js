@@ -1,5 +1,6 @@
 // prefork through its API: this one file is the primary (supervise()) and every worker (prefork.listen()),
-// as in the README's supervise() example. BENCH_WORKERS workers on BENCH_HOST:BENCH_PORT; BENCH_RESET_AFTER sets
+// as in the README's supervise() example. BENCH_WORKERS workers on BENCH_HOST:BENCH_PORT; PREFORK_BALANCE and
+// PREFORK_SOCKETS, when set, become the balance and sockets options; BENCH_RESET_AFTER sets
 // restart.resetAfter (the harness kills workers every few seconds and wants each kill treated as a first crash).
 // The primary reports its supervisor's events as `bench-event {...}` lines on stderr for the harness.
 'use strict';
@@ -16,6 +17,7 @@ if (prefork.isPrimary()) {
     restart: process.env.BENCH_RESET_AFTER ? { resetAfter: Number(process.env.BENCH_RESET_AFTER) } : undefined,
     // Only when asked: a prefork without the option (an older checkout, bench/connection-cost.js --against) rejects it.
     ...(process.env.PREFORK_BALANCE ? { balance: process.env.PREFORK_BALANCE } : {}),
+    ...(process.env.PREFORK_SOCKETS ? { sockets: process.env.PREFORK_SOCKETS } : {}),
     signals: true,
     exitProcess: true,
   });
