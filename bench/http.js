@@ -3,7 +3,7 @@
 //
 // Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]
 //                           [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]
-//                           [--only id,id] [--workloads id,id|none] [--reset-after MS] [--verbose]
+//                           [--only id,id] [--workloads id,id|none] [--reset-after MS] [--against DIR,…] [--verbose]
 //   --quick          1 s runs, 2 rounds, 1 s warm-up, one fault run of each kind (about 2 minutes)
 //   --write          also write bench/RESULTS.md (this script's section) and bench/results.svg
 //   --duration S     seconds per measured wrk run (default 5)        --rounds N   measured runs per pair (default 3)
@@ -11,6 +11,9 @@
 //                    prefork-client-ip runs only when named)
 //   --workloads ids  keepalive, close, cpu, cpu-close, json (default all; `none`: start-up, memory and faults only)
 //   --reset-after MS prefork's restart.resetAfter in the fault runs (default 2000; prefork's own default is 30000)
+//   --against DIRS   also prefork supervise() and -r as another checkout runs them (its lib/ built and its
+//                    node_modules/build present, e.g. a `git worktree add /tmp/before <commit>`): contenders
+//                    prefork-api@1, prefork-register@1, … to measure a change before and after; not with --write
 // Needs wrk (installed with apt-get when missing and running as root), lib/ and the native addon.
 'use strict';
 
@@ -47,11 +50,11 @@ const START_SETTLE_MS = 10_000;
 const USAGE =
   'Usage: node bench/http.js [--quick] [--write] [--duration S] [--rounds N] [--warmup S] [--connections C]\n' +
   '                          [--threads T] [--workers N] [--startup-rounds N] [--fault-rounds N] [--no-faults]\n' +
-  '                          [--only id,id] [--workloads id,id|none] [--reset-after MS] [--verbose]\n';
+  '                          [--only id,id] [--workloads id,id|none] [--reset-after MS] [--against DIR,…] [--verbose]\n';
 
 function parseArgs(argv) {
   const options = {
-    quick: false, write: false, faults: true, verbose: false, only: null, workloads: null,
+    quick: false, write: false, faults: true, verbose: false, only: null, workloads: null, against: [],
     duration: 5, rounds: 3, warmup: 2, connections: 50, threads: 2, workers: defaultWorkers(), startupRounds: 5, faultRounds: 3,
     resetAfter: RESET_AFTER_MS,
   };
@@ -68,6 +71,7 @@ function parseArgs(argv) {
     else if (flag === '--no-faults') options.faults = false;
     else if (flag === '--verbose') options.verbose = true;
     else if (flag === '--only') options.only = (inline ?? argv[++i] ?? '').split(',').filter(Boolean);
+    else if (flag === '--against') options.against.push(...(inline ?? argv[++i] ?? '').split(',').filter(Boolean).map((dir) => path.resolve(dir)));
     else if (flag === '--workloads') options.workloads = (inline ?? argv[++i] ?? '').split(',').filter((id) => id && id !== 'none');
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE);
@@ -92,9 +96,14 @@ function parseArgs(argv) {
     const unknown = options.workloads.filter((id) => !WORKLOADS.some((workload) => workload.id === id));
     if (unknown.length > 0) throw new Error(`unknown workload ${unknown.join(', ')}; known: ${WORKLOADS.map((w) => w.id).join(', ')}`);
   }
+  for (const dir of options.against) {
+    if (!fs.existsSync(path.join(dir, 'lib', 'index.js'))) throw new Error(`--against ${dir}: no lib/index.js there (build it first: npx tsc -p tsconfig.build.json)`);
+  }
+  if (options.against.length > 0 && options.write) throw new Error('--against measures another checkout: not with --write (RESULTS.md is this checkout\'s)');
   if (options.only) {
-    const unknown = options.only.filter((id) => !CONTENDERS.some((contender) => contender.id === id));
-    if (unknown.length > 0) throw new Error(`unknown contender ${unknown.join(', ')}; known: ${CONTENDERS.map((c) => c.id).join(', ')}`);
+    const known = contenderList(options);
+    const unknown = options.only.filter((id) => !known.some((contender) => contender.id === id));
+    if (unknown.length > 0) throw new Error(`unknown contender ${unknown.join(', ')}; known: ${known.map((c) => c.id).join(', ')}`);
   }
   return options;
 }
@@ -391,6 +400,15 @@ const CONTENDERS = [
   },
 ];
 
+/** prefork-api and prefork-register as each --against checkout runs them: its own bench apps and lib/. */
+function contenderList(options) {
+  const fromCheckouts = options.against.flatMap((dir, i) => ['prefork-api', 'prefork-register'].map((id) => {
+    const own = CONTENDERS.find((contender) => contender.id === id);
+    return { ...own, id: `${id}@${i + 1}`, label: `${own.label} @ ${dir}`, short: `${own.short} @${i + 1}`, color: '#757575', faults: [], root: dir };
+  }));
+  return [...CONTENDERS, ...fromCheckouts];
+}
+
 const WORKLOADS = [
   { id: 'keepalive', label: 'hello world, keep-alive', short: 'hello world, keep-alive', path: '/', close: false },
   { id: 'close', label: 'hello world, `Connection: close`', short: 'hello world, Connection: close', path: '/', close: true },
@@ -454,7 +472,7 @@ class Instance {
     this.port = await freePort();
     this.env.BENCH_PORT = String(this.port);
     const began = nowMs();
-    this.child = childProcess.spawn(node, args, { cwd: ROOT, env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = childProcess.spawn(node, args, { cwd: this.contender.root ?? ROOT, env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
     this.exitInfo = null;
     this.exited.then((info) => (this.exitInfo = info));
@@ -480,7 +498,7 @@ class Instance {
     const vars = Object.entries({ ...env, BENCH_WORKERS: this.contender.single ? undefined : String(this.workers) })
       .filter(([, value]) => value !== undefined)
       .map(([key, value]) => `${key}=${value}`);
-    return `\`${[...vars, 'BENCH_PORT=<port>', 'node', ...args].join(' ')}\``;
+    return `\`${[...vars, 'BENCH_PORT=<port>', 'node', ...args].join(' ')}\`${this.contender.root ? ` in ${this.contender.root}` : ''}`;
   }
 
   onLine(line) {
@@ -723,7 +741,7 @@ function memory(instance) {
 // ---- the run -----------------------------------------------------------------------------------
 
 async function run(options) {
-  const contenders = CONTENDERS.filter((contender) => (options.only ? options.only.includes(contender.id) : !contender.optIn));
+  const contenders = contenderList(options).filter((contender) => (options.only ? options.only.includes(contender.id) : !contender.optIn));
   const workloads = WORKLOADS.filter((workload) => !options.workloads || options.workloads.includes(workload.id));
   const calibration = calibrateHash();
   log(`bench: ${contenders.length} contenders × ${workloads.length} workloads, ${options.workers} workers each; ` +
@@ -1090,8 +1108,8 @@ function analysis(goalList, summaries, data) {
         `atomic add: about 30 ns) costs no measurable CPU. Server CPU per request: prefork ${us(serverUs(close(api)))}, prefork -r ` +
         `${us(serverUs(close('prefork-register')))}, bare ${us(serverUs(close('bare')))}. Single runs strayed up to ` +
         `${pct(stray(close(api)))} (prefork) and ${pct(stray(close('bare')))} (bare) from their medians, more than the ` +
-        `gap; more rounds of just these settle it: ${abCommand(['prefork-api', 'prefork-register', 'bare'], 'close')}, or ` +
-        '`node bench/connection-cost.js --rounds 10` (also against another checkout: `--against DIR`).',
+        `gap; more rounds of just these settle it: ${abCommand(['prefork-api', 'prefork-register', 'bare'], 'close')} ` +
+        '(add `--against DIR` to measure another checkout alongside, before and after a change).',
     );
   }
   if (missed.has('keepalive-vs-rr')) {
