@@ -43,7 +43,7 @@ export class SupervisorMetrics {
     this.reloads += 1;
   }
 
-  /** A worker exited: its connections and its app counters are kept with its slot's totals. */
+  /** A worker exited: its served requests and its app counters are kept with its slot's totals. */
   exited(worker: WorkerProcess): void {
     const { id } = worker.record;
     this.exitedRequests.set(id, (this.exitedRequests.get(id) ?? 0) + worker.liveness.read().served);
