@@ -8,7 +8,7 @@ import type { Slot, WorkerSlots } from './slots';
 import type { ExitReason, Worker, WorkerProcess, WorkerState } from './worker-process';
 
 const STATES: WorkerState[] = ['starting', 'online', 'listening', 'ready', 'stopping'];
-const RESTART_REASONS: ExitReason[] = ['crash', 'unresponsive', 'recycle-requests', 'recycle-memory', 'recycle-age', 'reload', 'not-ready', 'protocol'];
+const RESTART_REASONS: ExitReason[] = ['crash', 'signal', 'unresponsive', 'recycle-requests', 'recycle-memory', 'recycle-age', 'reload', 'not-ready', 'protocol'];
 
 /** One metric family in the text exposition format. */
 function family(name: string, type: 'gauge' | 'counter', help: string, samples: Array<[labels: Record<string, string | number>, value: number]>): string {

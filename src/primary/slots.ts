@@ -212,6 +212,10 @@ export class WorkerSlots {
       case 'ready':
         this.markReady(worker);
         break;
+      case 'stopping':
+        worker.stoppingOnSignal();
+        this.steering?.refreshSoon();
+        break;
       case 'stats':
         worker.onStatsReply(message);
         break;

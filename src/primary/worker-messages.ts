@@ -18,6 +18,9 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
     case 'online':
     case 'ready':
       return { message: { type: fields.type } };
+    case 'stopping':
+      if (fields.signal !== 'SIGTERM' && fields.signal !== 'SIGINT') return { problem: "'stopping' without SIGTERM or SIGINT" };
+      return { message: { type: 'stopping', signal: fields.signal } };
     case 'listening':
       if (!isInteger(fields.index, 0, MAX_INT)) return { problem: "'listening' without a valid index" };
       return { message: { type: 'listening', index: fields.index } };

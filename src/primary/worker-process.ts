@@ -23,10 +23,11 @@ export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopp
 
 /**
  * Why a worker exited: it crashed (any exit nobody asked for), its loop was stuck, it was recycled (which
- * limit), reloaded, scaled away or shut down, it was not ready in time, or it broke the control protocol.
+ * limit), reloaded, scaled away or shut down, it was not ready in time, it broke the control protocol, or it
+ * shut down on a SIGTERM or SIGINT sent to it (not by the primary).
  */
 export type ExitReason =
-  | 'crash' | 'unresponsive' | 'recycle-requests' | 'recycle-memory' | 'recycle-age' | 'reload' | 'scale' | 'shutdown' | 'not-ready' | 'protocol';
+  | 'crash' | 'unresponsive' | 'recycle-requests' | 'recycle-memory' | 'recycle-age' | 'reload' | 'scale' | 'shutdown' | 'not-ready' | 'protocol' | 'signal';
 
 /** A worker as the supervisor's events and `workers` show it. `state` and `restarts` change as it lives. */
 export interface Worker {
@@ -152,10 +153,19 @@ export class WorkerProcess {
     this.child.kill('SIGKILL');
   }
 
+  /** It shuts down on a signal sent to it; a stop the primary asks for later still names its own reason. */
+  stoppingOnSignal(): void {
+    if (this.record.state === 'exited' || this.record.state === 'stopping') return;
+    clearTimeout(this.readyTimer);
+    this.record.state = 'stopping';
+    this.record.exitReason = 'signal';
+  }
+
   /** Asks it to drain and exit; SIGKILL after `timeout` ms (0: at once). */
   requestStop(timeout: number, reason: ExitReason): void {
     if (this.record.state === 'exited') return;
-    this.record.exitReason ??= reason;
+    // Ctrl-C reaches the workers and the primary alike: the primary's reason (shutdown) is the one to tell.
+    if (this.record.exitReason === null || this.record.exitReason === 'signal') this.record.exitReason = reason;
     clearTimeout(this.readyTimer);
     const wasOnline = this.record.state !== 'starting';
     this.record.state = 'stopping';

@@ -53,6 +53,8 @@ export type WorkerMessage =
   /** The primary takes the address from its own table: a worker's word for it is not trusted. */
   | { type: 'listening'; index: number }
   | { type: 'ready' }
+  /** It got SIGTERM or SIGINT itself (not from the primary) and is shutting down. */
+  | { type: 'stopping'; signal: 'SIGTERM' | 'SIGINT' }
   | { type: 'stats'; requestId: number; memory: NodeJS.MemoryUsage; connections: number }
   /**
    * The app's prom-client metrics (getMetricsAsJSON() as JSON text), in parts that each fit a frame; `last`

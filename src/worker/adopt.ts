@@ -7,7 +7,7 @@ import { addressMatches, type ListenConfig } from '../protocol/address';
 import type { InheritedSocket, PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import { debug } from '../debug';
 import { context, send, type WorkerContext } from './context';
-import { track } from './drain';
+import { track } from './shutdown';
 import { countServed } from './heartbeat';
 
 /** How many listen(0) calls this worker made per host: the n-th gets its own port, as under node:cluster. */
@@ -26,6 +26,7 @@ export const serverErrors = new WeakSet<Error>();
 export async function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
   const worker = context();
   if (!worker) throw preforkError('ERR_PREFORK_NOT_WORKER', 'adopt() needs a prefork worker');
+  if (worker.shuttingDown) throw notRunning(address);
   let zeroPortCall = 0;
   if (address.port === 0) {
     const host = `${address.host ?? ''}|${address.ipv6Only}`;
@@ -35,6 +36,7 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
   const inherited = worker.sockets.find((candidate) => addressMatches(candidate, address.host, address.port, zeroPortCall));
   debug('worker %d: listen %s%s: %s', worker.id, address.label, address.port === 0 ? ` (call ${zeroPortCall})` : '', inherited ? `inherited fd ${inherited.fd}` : 'asking the primary');
   const socket = inherited ?? (await requestSocket(worker, address, zeroPortCall));
+  if (worker.shuttingDown) throw notRunning(address); // the reply came after the shutdown closed its sockets
   const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
   track(worker, server);
   countServed(worker, server);
@@ -62,6 +64,11 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
   });
 }
 
+/** A listen() once the worker's shutdown began: its sockets are closed (or about to be). */
+function notRunning(address: ListenConfig): Error {
+  return Object.assign(preforkError('ERR_PREFORK_NOT_RUNNING', `listen ${address.label}: this worker is shutting down`), { syscall: 'listen' });
+}
+
 function requestSocket(worker: WorkerContext, address: ListenConfig, zeroPortCall: number): Promise<InheritedSocket> {
   if (worker.channel.closed) return Promise.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone: no socket to listen on'));
   const requestId = nextRequestId++;
@@ -84,6 +91,11 @@ export function onSocketReply(worker: WorkerContext, message: Extract<PrimaryMes
     const { message: text, ...details } = message.error;
     debug('worker %d: socket request %d refused: %s', worker.id, message.requestId, text);
     request?.reject(Object.assign(new Error(text), details));
+    return;
+  }
+  if (worker.shuttingDown) {
+    for (const fd of fds) closeSync(fd);
+    request?.reject(preforkError('ERR_PREFORK_NOT_RUNNING', 'This worker is shutting down'));
     return;
   }
   const socket = { ...message.socket, fd: fds[0] };

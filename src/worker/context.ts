@@ -30,6 +30,12 @@ export interface WorkerContext {
    * may not be the one that drains and beats (the CLI's).
    */
   servers: Set<net.Server>;
+  /** Its servers' upgraded connections (true: a WebSocket), told to go away at shutdown. */
+  upgraded: Map<net.Socket, boolean>;
+  /** onShutdown() handlers, whichever copy of prefork took them. */
+  shutdownHandlers: Array<() => unknown>;
+  /** Set once its shutdown began: its inherited sockets are closed, and a listen() is refused. */
+  shuttingDown: boolean;
 }
 
 /** When the native watchdog kills an orphaned worker (its primary died) whose JavaScript is stuck. */
@@ -67,6 +73,9 @@ export function context(): WorkerContext | null {
     heartbeatInterval: Number(process.env[ENV_HEARTBEAT_INTERVAL]),
     liveness: null,
     servers: new Set(),
+    upgraded: new Map(),
+    shutdownHandlers: [],
+    shuttingDown: false,
   };
   for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE, ENV_HEARTBEAT_INTERVAL]) {
     delete process.env[name];

@@ -1,33 +1,22 @@
-// The worker side, wired: what the primary's messages and the channel's end mean here. Loaded by every entry.
+// The worker side, wired: what the primary's messages, the channel's end and a signal to the worker mean here.
+// Loaded by every entry.
 import { closeSync } from 'node:fs';
 import type { PrimaryMessage } from '../protocol/messages';
 import { failSocketRequests, onSocketReply } from './adopt';
+import { takeShutdownSignals } from './app-signals';
 import { context, openConnections, send } from './context';
-import { beforeExitWhenDrained, drain } from './drain';
+import { beforeAppsTurn, onShutdownSignal, shutdown } from './shutdown';
 import { startHeartbeat } from './heartbeat';
 import { sendMetrics } from './metrics';
 
 export { adopt, serverErrors } from './adopt';
 export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
-export { onShutdown } from './drain';
+export { onShutdown } from './shutdown';
 
 /** How long an orphaned worker (its primary died) may drain before it exits (the watchdog kills at 950 ms). */
 const ORPHAN_DRAIN_MS = 900;
 /** A worker asked to drain by its primary exits by itself this long after the primary's SIGKILL was due. */
 const SELF_EXIT_MARGIN_MS = 1000;
-
-const onSignal = () => drain(context()?.shutdownTimeout ?? 0);
-
-/**
- * The primary asks over the channel, not with a signal; an app written for plain Node stops on SIGTERM (closes
- * its pools, flushes its logs, ends its server with a library). Its own SIGTERM listeners run now too, and it
- * then exits when it is done, as under plain Node (the drain's deadline still holds). True if it has any.
- */
-function tellTheApp(): boolean {
-  const listeners = process.listeners('SIGTERM').filter((listener) => listener !== onSignal);
-  for (const listener of listeners) (listener as (signal: NodeJS.Signals) => void)('SIGTERM');
-  return listeners.length > 0;
-}
 
 function listenToPrimary(): void {
   const worker = context();
@@ -35,23 +24,28 @@ function listenToPrimary(): void {
   worker.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
     if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(worker, message, fds);
     for (const fd of fds) closeSync(fd);
-    // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot.
-    if (message.type === 'shutdown') drain(message.timeout + SELF_EXIT_MARGIN_MS, { exitWhenDrained: !tellTheApp() });
+    // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot. The app's listeners
+    // get SIGTERM, as a stop under plain Node would give them.
+    if (message.type === 'shutdown') shutdown('SIGTERM', message.timeout + SELF_EXIT_MARGIN_MS);
     else if (message.type === 'metrics') void sendMetrics(message.requestId);
     else if (message.type === 'stats') send({ type: 'stats', requestId: message.requestId, memory: process.memoryUsage(), connections: openConnections(worker) });
   });
   worker.channel.on('close', () => {
     failSocketRequests();
-    drain(ORPHAN_DRAIN_MS, { exitWhenDrained: !tellTheApp() }); // EOF: the primary is gone
+    shutdown('SIGTERM', ORPHAN_DRAIN_MS); // EOF: the primary is gone
   });
   worker.channel.on('error', (error: Error) => process.stderr.write(`prefork: worker ${worker.id}: ${error.message}\n`));
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, onSignal);
+  // Ctrl-C (a group SIGINT), a group SIGTERM (systemd, tini -g) or a kill of this worker: the same shutdown. The
+  // primary hears why, so it does not take the exit for a crash.
+  takeShutdownSignals((signal) => {
+    if (onShutdownSignal(signal, worker.shutdownTimeout)) send({ type: 'stopping', signal });
+  });
   startHeartbeat(worker);
   send({ type: 'online' });
 }
 
-// A draining worker's last counts reach the primary before it exits, so totals survive a reload.
-beforeExitWhenDrained(async () => {
+// A draining worker's last counts reach the primary before the app's own code can exit, so totals survive a reload.
+beforeAppsTurn(async () => {
   const worker = context();
   if (!worker || worker.channel.closed) return;
   await sendMetrics(0);
