@@ -22,13 +22,15 @@ export class AppRun {
 
   /**
    * `args` follow the node binary, e.g. ['-r', 'prefork/register', app('express.js')] or [cli, '--workers', '2', …].
-   * `file` runs something else first (a shell that execs node); `fds` are passed on from fd 3 (socket activation).
+   * `file` runs something else first (a shell that execs node); `fds` are passed on from fd 3 (socket activation);
+   * `group`: the primary leads a process group of its own, as a shell's foreground job (see signalGroup()).
    */
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}, { file = process.execPath, fds = [] }: { file?: string; fds?: number[] } = {}) {
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, { file = process.execPath, fds = [], group = false }: { file?: string; fds?: number[]; group?: boolean } = {}) {
     this.process = child_process.spawn(file, args, {
       cwd: root, // so `prefork/register` resolves to this package
       env: { ...process.env, PREFORK_WORKERS: '2', SIDE_EFFECT_FILE: this.sideEffectFile, SOCKET_DIR: this.scratch, ...env },
       stdio: ['pipe', 'pipe', 'pipe', ...fds],
+      detached: group,
     }) as ChildProcessWithoutNullStreams;
     chmodSync(this.scratch, 0o777); // workers may run as another user (PREFORK_USER)
     running.add(this);
@@ -60,6 +62,11 @@ export class AppRun {
   async listening(workers = 2): Promise<{ port: number; pids: number[] }> {
     const lines = await this.waitForMatches(/^LISTENING (\d+) (\d+) (\S+)$/gm, workers);
     return { port: Number(lines[0][1]), pids: lines.map((line) => Number(line[2])) };
+  }
+
+  /** `signal` to the primary's whole process group, as Ctrl-C, systemd's KillMode=control-group or `tini -g` send it. */
+  signalGroup(signal: NodeJS.Signals): void {
+    process.kill(-this.process.pid!, signal);
   }
 
   /** Pids whose top-level code ran (the side-effect file). */

@@ -126,6 +126,15 @@ test("a listen the primary cannot open reaches the app's 'error' listener with c
   }
 });
 
+test("a listen() during the worker's shutdown fails with ERR_PREFORK_NOT_RUNNING, not EBADF", async () => {
+  const run = new AppRun(register('compat/listen-at-shutdown.js'));
+  const { port, pids } = await run.listening(2);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+  const lines = run.matches(/^LATE-LISTEN (\d+) (.*)$/gm).map((line) => `${line[1]} ${line[2]}`);
+  const expected = `ERR_PREFORK_NOT_RUNNING listen listen 127.0.0.1:${port}: this worker is shutting down`;
+  expect(lines.sort()).toEqual(pids.map((pid) => `${pid} ${expected}`).sort());
+});
+
 test('process.send is shimmed (for PM2-style ready) only with wait-ready', async () => {
   const plain = new AppRun(register('compat/send-shim.js'));
   const plainLines = await plain.waitForMatches(/^SEND (\w+) \d+$/gm, 2);

@@ -1,0 +1,155 @@
+// Real apps' own shutdown code under `node -r prefork/register`, 2 workers: a reload under wrk fails no request
+// and answers no non-2xx; a stop (the primary's SIGTERM, a group SIGINT as Ctrl-C sends, a group SIGTERM as
+// systemd and `tini -g` send) runs the app's cleanup in every worker, closes WebSockets with 1001, and ends
+// within 2 s with nothing left behind. The apps are in test/fixtures/apps/real and never require prefork.
+import net from 'node:net';
+import WebSocket from 'ws';
+import { io as connectSocketIo, type Socket as SocketIoClient } from 'socket.io-client';
+import { app, AppRun, stopAllApps } from './apps';
+import { isDead, waitFor } from './helpers';
+import { describeWithTool, wrk } from './tools';
+const { buildNext } = require('./fixtures/apps/real/next-build') as { buildNext: () => Promise<string> };
+
+afterEach(stopAllApps);
+
+interface RealApp {
+  name: string;
+  /** What follows `node -r prefork/register`, and its environment. */
+  launch: () => Promise<{ args: string[]; env?: NodeJS.ProcessEnv }>;
+  /** Its cleanup prints `CLEANUP <pid> <signal>` in each worker. */
+  cleanup: boolean;
+  webSockets?: 'ws' | 'socket.io';
+  /** Seconds of wrk around a reload: a slow starter's new workers take longer under load. */
+  loadSeconds?: number;
+}
+
+const script = (name: string, env?: NodeJS.ProcessEnv) => async () => ({ args: [app(name)], env });
+
+/** A port free now: Next's standalone server takes PORT=0 for its default, 3000. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+const APPS: RealApp[] = [
+  { name: 'server.close() on SIGTERM and SIGINT', launch: script('real/self-close.js'), cleanup: true },
+  { name: 'async cleanup (a pool that takes 300 ms to end)', launch: script('real/async-cleanup.js'), cleanup: true },
+  { name: 'Fastify, closed on SIGTERM and SIGINT (return503OnClosing on)', launch: script('real/fastify.js'), cleanup: true },
+  { name: 'NestJS with Express (enableShutdownHooks)', launch: script('real/nest.mjs', { NEST_ADAPTER: 'express' }), cleanup: true, loadSeconds: 12 },
+  { name: 'NestJS with Fastify (enableShutdownHooks)', launch: script('real/nest.mjs', { NEST_ADAPTER: 'fastify' }), cleanup: true, loadSeconds: 12 },
+  { name: 'ws, with no shutdown code', launch: script('real/ws.js'), cleanup: false, webSockets: 'ws' },
+  { name: 'socket.io, io.close() on SIGTERM and SIGINT', launch: script('real/socket-io.js'), cleanup: true, webSockets: 'socket.io' },
+  {
+    // Its own handlers close the server and exit 143 (SIGTERM) or 130 (SIGINT).
+    name: 'Next.js standalone server',
+    launch: async () => ({ args: [await buildNext()], env: { PORT: String(await freePort()), HOSTNAME: '127.0.0.1' } }),
+    cleanup: false,
+    loadSeconds: 12,
+  },
+];
+
+beforeAll(() => buildNext(), 300_000); // once; then cached in test/fixtures/apps/real/next/.next
+
+/** A stop with nothing in flight ends within this (the drain timeout is 10 s). */
+const STOP_BOUND_MS = 2000;
+const WEB_SOCKET_CLIENTS = 3;
+
+/** Starts the app and waits until both workers are ready; its port and worker pids from the primary's line. */
+async function start(realApp: RealApp, options: { group?: boolean } = {}): Promise<{ run: AppRun; port: number; pids: number[] }> {
+  const { args, env } = await realApp.launch();
+  const run = new AppRun(['-r', 'prefork/register', ...args], env, options);
+  const [ready] = await run.waitForMatches(/2 workers ready \(pids (\d+), (\d+)\) on \S+:(\d+);/g, 1, { source: 'errors', timeout: 20000 });
+  return { run, port: Number(ready[3]), pids: [Number(ready[1]), Number(ready[2])] };
+}
+
+/** Every worker pid the primary ever logged is gone once it exited. */
+function expectNoWorkerLeft(run: AppRun): void {
+  const pids = [...run.errors.matchAll(/pids? ([\d, ]+)/g)].flatMap((match) => match[1].split(', ').map(Number)).filter((pid) => pid > 0);
+  expect(pids.filter((pid) => !isDead(pid))).toEqual([]);
+}
+
+/** WebSocket clients connected to the app; `closed` resolves with how each one's connection ended. */
+async function connectClients(kind: 'ws' | 'socket.io', port: number): Promise<{ closed: Promise<string[]> }> {
+  if (kind === 'ws') {
+    const sockets = Array.from({ length: WEB_SOCKET_CLIENTS }, () => new WebSocket(`ws://127.0.0.1:${port}/`));
+    const closed = Promise.all(sockets.map((socket) => new Promise<string>((resolve) => socket.once('close', (code) => resolve(String(code))))));
+    await Promise.all(sockets.map((socket) => new Promise((resolve, reject) => socket.once('open', () => resolve(socket)).once('error', reject))));
+    return { closed };
+  }
+  const sockets: SocketIoClient[] = Array.from({ length: WEB_SOCKET_CLIENTS }, () =>
+    connectSocketIo(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true }));
+  const closed = Promise.all(sockets.map((socket) => new Promise<string>((resolve) => socket.once('disconnect', (reason) => resolve(reason)))));
+  await Promise.all(sockets.map((socket) => new Promise((resolve, reject) => socket.once('connect', () => resolve(socket)).once('connect_error', reject))));
+  return { closed };
+}
+
+/** Every client saw the server go away: ws's close code 1001, or socket.io's reason. */
+function expectWentAway(realApp: RealApp, endings: string[]): void {
+  const wentAway = { ws: ['1001'], 'socket.io': ['transport close', 'io server disconnect'] }[realApp.webSockets!];
+  expect(endings).toHaveLength(WEB_SOCKET_CLIENTS);
+  expect(endings.filter((ending) => !wentAway.includes(ending))).toEqual([]);
+}
+
+describe.each(APPS)('$name', (realApp) => {
+  describeWithTool('wrk', 'a reload under wrk -c50', () => {
+    test.each([['keep-alive', []], ['Connection: close', ['Connection: close']]])('%s: no failed request, no non-2xx, the old workers gone without SIGKILL', async (_mode, headers) => {
+      const { run, port, pids } = await start(realApp);
+      const clients = realApp.webSockets ? await connectClients(realApp.webSockets, port) : null;
+      const load = wrk(port, realApp.loadSeconds ?? 8, headers as string[]);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      run.process.kill('SIGHUP');
+      await run.waitForMatches(/reload done/g, 1, { source: 'errors', timeout: 20000 });
+      const reloadedAt = Date.now();
+      const result = await load;
+      expect(reloadedAt).toBeLessThan(Date.now()); // the reload ended while the load still ran
+      expect({ socketErrors: result.socketErrors, non2xx: result.non2xx }).toEqual({ socketErrors: 0, non2xx: 0 });
+      expect(result.requests).toBeGreaterThan(0);
+      for (const pid of pids) await run.waitForMatches(new RegExp(`\\(pid ${pid}\\) exited with .*\\(reload\\)`, 'g'), 1, { source: 'errors', timeout: 1000 });
+      if (clients) expectWentAway(realApp, await clients.closed);
+      expect(run.errors).not.toMatch(/SIGKILL|\(crash\)/);
+      expect(await run.stop()).toEqual({ code: 0, signal: null });
+      expectNoWorkerLeft(run);
+    });
+  });
+
+  test.each([
+    ['the primary gets SIGTERM', 'SIGTERM', false],
+    ['the group gets SIGINT (Ctrl-C)', 'SIGINT', true],
+    ['the group gets SIGTERM (systemd, tini -g)', 'SIGTERM', true],
+  ] as const)('a stop when %s: the app cleans up in each worker, WebSockets go away, done within 2 s', async (_how, signal, toGroup) => {
+    const { run, port, pids } = await start(realApp, { group: true });
+    const clients = realApp.webSockets ? await connectClients(realApp.webSockets, port) : null;
+    const sent = Date.now();
+    if (toGroup) run.signalGroup(signal);
+    else run.process.kill(signal);
+    expect(await run.exited).toEqual({ code: 0, signal: null });
+    expect(Date.now() - sent).toBeLessThan(STOP_BOUND_MS);
+    if (realApp.cleanup) {
+      // A worker hears the group's signal itself; the primary's request (SIGTERM) may reach it first.
+      const heard = run.matches(/^CLEANUP (\d+) (\w+)$/gm).map((line) => [Number(line[1]), line[2]]);
+      expect(heard.map(([pid]) => pid).sort()).toEqual([...pids].sort());
+      for (const [, appSignal] of heard) expect(toGroup ? [signal, 'SIGTERM'] : ['SIGTERM']).toContain(appSignal);
+    }
+    if (clients) expectWentAway(realApp, await clients.closed);
+    expect(run.errors).not.toMatch(/SIGKILL|\(crash\)|\(signal\)/);
+    await waitFor(() => pids.every(isDead), 2000, 'the workers to be gone');
+    expectNoWorkerLeft(run);
+  });
+});
+
+test('a SIGTERM sent to one worker runs its shutdown and the app\'s cleanup; the primary replaces it, not as a crash', async () => {
+  const { run, port, pids } = await start(APPS[1]);
+  process.kill(pids[0], 'SIGTERM');
+  await run.waitForMatches(new RegExp(`^CLEANUP ${pids[0]} SIGTERM$`, 'gm'), 1);
+  await run.waitForMatches(new RegExp(`worker \\d \\(pid ${pids[0]}\\) exited with code 0 \\(signal\\)`, 'g'), 1, { source: 'errors' });
+  await run.waitForMatches(/restarted as pid \d+ after \d+ ms \(signal\)/g, 1, { source: 'errors' });
+  await run.waitForMatches(/^LISTENING /gm, 3);
+  expect(run.errors).not.toMatch(/\(crash\)/);
+  expect(await fetch(`http://127.0.0.1:${port}/`).then((response) => response.status)).toBe(200);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+  expectNoWorkerLeft(run);
+});
