@@ -220,6 +220,18 @@ describe('faults', () => {
     expect(supervisor.workers.find((worker) => worker.id === 0)!.pid).toBe(steady);
     expect(await get(port)).toMatch(/^\d+$/);
   });
+
+  test("a worker that says it is stopping on a signal but serves on is SIGKILLed after shutdownTimeout and replaced", async () => {
+    const supervisor = start({ workers: 1, shutdownTimeout: 300 }, 'claim-stopping');
+    const exited = new Promise<[string | null, string | null]>((resolve) => supervisor.once('exit', (worker, _code, signal) => resolve([signal, worker.exitReason])));
+    await supervisor.ready();
+    supervisors.behave(supervisor, ''); // its replacement behaves
+    const liar = supervisor.workers[0].pid;
+    expect(await exited).toEqual(['SIGKILL', 'signal']);
+    await waitFor(() => supervisor.workers[0]?.state === 'ready' || undefined, 5000, 'the replacement to be ready');
+    expect(supervisor.workers[0].pid).not.toBe(liar);
+    expect(await get(supervisor.addresses[0].port)).toBe(String(supervisor.workers[0].pid));
+  });
 });
 
 describe('native guards', () => {

@@ -21,6 +21,8 @@ interface RealApp {
   webSockets?: 'ws' | 'socket.io';
   /** Seconds of wrk around a reload: a slow starter's new workers take longer under load. */
   loadSeconds?: number;
+  /** Seconds after which wrk counts a request as failed, if not its default 2. */
+  slowestAnswer?: number;
 }
 
 const script = (name: string, env?: NodeJS.ProcessEnv) => async () => ({ args: [app(name)], env });
@@ -44,11 +46,13 @@ const APPS: RealApp[] = [
   { name: 'ws, with no shutdown code', launch: script('real/ws.js'), cleanup: false, webSockets: 'ws' },
   { name: 'socket.io, io.close() on SIGTERM and SIGINT', launch: script('real/socket-io.js'), cleanup: true, webSockets: 'socket.io' },
   {
-    // Its own handlers close the server and exit 143 (SIGTERM) or 130 (SIGINT).
+    // Its own handlers close the server and exit 143 (SIGTERM) or 130 (SIGINT). Under wrk -c50 on 2 cores, one
+    // plain Next process answers at p99 3.3 s, max 4.3 s (~400 req/s) with no reload at all.
     name: 'Next.js standalone server',
     launch: async () => ({ args: [await buildNext()], env: { PORT: String(await freePort()), HOSTNAME: '127.0.0.1' } }),
     cleanup: false,
     loadSeconds: 12,
+    slowestAnswer: 15,
   },
 ];
 
@@ -99,14 +103,15 @@ describe.each(APPS)('$name', (realApp) => {
     test.each([['keep-alive', []], ['Connection: close', ['Connection: close']]])('%s: no failed request, no non-2xx, the old workers gone without SIGKILL', async (_mode, headers) => {
       const { run, port, pids } = await start(realApp);
       const clients = realApp.webSockets ? await connectClients(realApp.webSockets, port) : null;
-      const load = wrk(port, realApp.loadSeconds ?? 8, headers as string[]);
+      const load = wrk(port, realApp.loadSeconds ?? 8, headers as string[], { timeout: realApp.slowestAnswer });
       await new Promise((resolve) => setTimeout(resolve, 1000));
       run.process.kill('SIGHUP');
       await run.waitForMatches(/reload done/g, 1, { source: 'errors', timeout: 20000 });
       const reloadedAt = Date.now();
       const result = await load;
       expect(reloadedAt).toBeLessThan(Date.now()); // the reload ended while the load still ran
-      expect({ socketErrors: result.socketErrors, non2xx: result.non2xx }).toEqual({ socketErrors: 0, non2xx: 0 });
+      const socketErrors = /Socket errors:.*/.exec(result.output)?.[0] ?? 'no socket error';
+      expect({ socketErrors, non2xx: result.non2xx }).toEqual({ socketErrors: 'no socket error', non2xx: 0 });
       expect(result.requests).toBeGreaterThan(0);
       for (const pid of pids) await run.waitForMatches(new RegExp(`\\(pid ${pid}\\) exited with .*\\(reload\\)`, 'g'), 1, { source: 'errors', timeout: 1000 });
       if (clients) expectWentAway(realApp, await clients.closed);
@@ -151,5 +156,14 @@ test('a SIGTERM sent to one worker runs its shutdown and the app\'s cleanup; the
   expect(run.errors).not.toMatch(/\(crash\)/);
   expect(await fetch(`http://127.0.0.1:${port}/`).then((response) => response.status)).toBe(200);
   expect(await run.stop()).toEqual({ code: 0, signal: null });
+  expectNoWorkerLeft(run);
+});
+
+test('a WebSocket no library serves (a handshake by hand) still gets 1001 going away at a stop', async () => {
+  const { run, port } = await start({ name: 'raw', launch: script('real/raw-websocket.js'), cleanup: false });
+  const { closed } = await connectClients('ws', port);
+  run.process.kill('SIGTERM');
+  expect(await run.exited).toEqual({ code: 0, signal: null });
+  expect(await closed).toEqual(Array(WEB_SOCKET_CLIENTS).fill('1001'));
   expectNoWorkerLeft(run);
 });

@@ -97,6 +97,7 @@ export class WorkerProcess {
   lastMetrics: MetricJSON[] | null = null;
   /** Its maxRequests with its own jitter; 0: no limit. */
   readonly requestLimit: number;
+  private readonly shutdownTimeout: number;
 
   constructor(
     readonly record: Worker,
@@ -106,6 +107,7 @@ export class WorkerProcess {
     readonly liveness: LivenessRecord,
     config: SupervisorConfig,
   ) {
+    this.shutdownTimeout = config.shutdownTimeout;
     const { maxRequests, maxRequestsJitter } = config.recycle;
     this.requestLimit = maxRequests > 0 ? maxRequests + randomInt(0, maxRequestsJitter + 1) : 0;
     const { readyTimeout } = config;
@@ -153,12 +155,13 @@ export class WorkerProcess {
     this.child.kill('SIGKILL');
   }
 
-  /** It shuts down on a signal sent to it; a stop the primary asks for later still names its own reason. */
+  /** It shuts down on a signal sent to it, within the drain time a stop would give it (then SIGKILL). */
   stoppingOnSignal(): void {
     if (this.record.state === 'exited' || this.record.state === 'stopping') return;
     clearTimeout(this.readyTimer);
     this.record.state = 'stopping';
-    this.record.exitReason = 'signal';
+    this.record.exitReason = 'signal'; // a stop the primary asks for later still names its own reason
+    this.killAfter(this.shutdownTimeout);
   }
 
   /** Asks it to drain and exit; SIGKILL after `timeout` ms (0: at once). */
@@ -176,12 +179,15 @@ export class WorkerProcess {
     }
     if (wasOnline && !this.channel.closed) this.channel.send({ type: 'shutdown', timeout } satisfies PrimaryMessage);
     else this.child.kill('SIGTERM'); // prefork is not loaded there yet: the default action ends it
-    // A shutdown({ timeout }) during a reload's drain shortens it; a later, longer one does not lengthen it.
-    if (Date.now() + timeout < this.killDeadline) {
-      this.killDeadline = Date.now() + timeout;
-      clearTimeout(this.killTimer);
-      this.killTimer = setTimeout(() => this.child.kill('SIGKILL'), timeout);
-    }
+    this.killAfter(timeout);
+  }
+
+  /** SIGKILL after `timeout` ms. A shutdown({ timeout }) during a reload's drain shortens it; a later, longer one does not lengthen it. */
+  private killAfter(timeout: number): void {
+    if (Date.now() + timeout >= this.killDeadline) return;
+    this.killDeadline = Date.now() + timeout;
+    clearTimeout(this.killTimer);
+    this.killTimer = setTimeout(() => this.child.kill('SIGKILL'), timeout);
   }
 
   /** Its record, its liveness, RSS, and memory and open connections asked over the channel (nulls if it does not answer in time). */

@@ -38,7 +38,7 @@ function listenToPrimary(): void {
   // Ctrl-C (a group SIGINT), a group SIGTERM (systemd, tini -g) or a kill of this worker: the same shutdown. The
   // primary hears why, so it does not take the exit for a crash.
   takeShutdownSignals((signal) => {
-    if (onShutdownSignal(signal, worker.shutdownTimeout)) send({ type: 'stopping', signal });
+    if (onShutdownSignal(signal, worker.shutdownTimeout + SELF_EXIT_MARGIN_MS)) send({ type: 'stopping', signal });
   });
   startHeartbeat(worker);
   send({ type: 'online' });
