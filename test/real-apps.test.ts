@@ -2,6 +2,7 @@
 // and answers no non-2xx; a stop (the primary's SIGTERM, a group SIGINT as Ctrl-C sends, a group SIGTERM as
 // systemd and `tini -g` send) runs the app's cleanup in every worker, closes WebSockets with 1001, and ends
 // within 2 s with nothing left behind. The apps are in test/fixtures/apps/real and never require prefork.
+import http from 'node:http';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { io as connectSocketIo, type Socket as SocketIoClient } from 'socket.io-client';
@@ -165,5 +166,31 @@ test('a WebSocket no library serves (a handshake by hand) still gets 1001 going 
   run.process.kill('SIGTERM');
   expect(await run.exited).toEqual({ code: 0, signal: null });
   expect(await closed).toEqual(Array(WEB_SOCKET_CLIENTS).fill('1001'));
+  expectNoWorkerLeft(run);
+});
+
+test("a response that never ends (server-sent events) does not keep the app's listeners from their turn", async () => {
+  const { run, port, pids } = await start({ name: 'sse', launch: script('real/sse.js', { PREFORK_SHUTDOWN_TIMEOUT: '4000' }), cleanup: true });
+  const streams = [1, 2, 3, 4].map(() => {
+    const events: string[] = [];
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    const ended = new Promise<string[]>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/events', agent: false }, (response) => {
+        response.setEncoding('utf8').on('data', (chunk: string) => {
+          events.push(chunk.trim());
+          opened();
+        });
+        response.once('end', () => resolve(events));
+      }).on('error', reject);
+    });
+    return { open, ended };
+  });
+  await Promise.all(streams.map((stream) => stream.open));
+  run.process.kill('SIGTERM');
+  expect(await run.exited).toEqual({ code: 0, signal: null });
+  for (const events of await Promise.all(streams.map((stream) => stream.ended))) expect(events.at(-1)).toBe('data: goodbye');
+  expect(run.matches(/^CLEANUP (\d+) SIGTERM$/gm).map((line) => Number(line[1])).sort()).toEqual([...pids].sort());
+  expect(run.errors).not.toMatch(/SIGKILL|had not finished/);
   expectNoWorkerLeft(run);
 });

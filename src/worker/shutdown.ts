@@ -122,9 +122,14 @@ function sendGoingAway(worker: WorkerContext): void {
   }
 }
 
-/** Resolves once no server has a connection that is not upgraded (a request in flight, or a keep-alive one not yet closed). */
-async function requestsDone(servers: net.Server[]): Promise<void> {
-  while (servers.some((server) => httpSockets(server).length > 0)) await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_POLL_MS));
+/**
+ * Resolves once no server has a connection that is not upgraded (a request in flight, or a keep-alive one not yet
+ * closed), or at `until` (ms since the epoch) if some never end (server-sent events, long polls).
+ */
+async function requestsDone(servers: net.Server[], until: number): Promise<void> {
+  while (Date.now() < until && servers.some((server) => httpSockets(server).length > 0)) {
+    await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_POLL_MS));
+  }
 }
 
 /** The deadline: exit 1 after `timeout` ms whatever is still running. A later call can only bring it forward. */
@@ -194,7 +199,8 @@ async function runShutdown(signal: ShutdownSignal): Promise<void> {
     }
   });
   // 2. In-flight requests finish; each answers with `Connection: close`, idle keep-alive connections are closed.
-  await requestsDone(servers);
+  // A response that never ends (server-sent events) is the app's to end: its turn comes at half the drain time.
+  await requestsDone(servers, Date.now() + (exitDeadline - Date.now()) / 2);
   for (const step of lastSteps) await step().catch(() => {});
   // 3. The app's turn: its own listeners (its server.close(), its pool's end()), and what they return is waited for.
   const appExits = appListensFor(signal);
