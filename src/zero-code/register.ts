@@ -4,9 +4,7 @@
 import Module from 'node:module';
 import { debug } from '../debug';
 import { optionsFromEnvironment } from './env-options';
-import { interceptListens } from './intercept';
 import { registerRole } from './role';
-import { runApp } from './run';
 
 /** True in the primary: register.mjs then holds the ES-module main back. */
 export let runsPrimary = false;
@@ -19,6 +17,8 @@ function startPrimary(): void {
   }
   try {
     // Workers are started as this process was: same Node options (so they preload prefork/register too).
+    // Required here, not above: a worker's preload (every start, every reload) need not load the supervisor.
+    const { runApp } = require('./run') as typeof import('./run');
     runApp({ ...optionsFromEnvironment(), script, args: process.argv.slice(2), execArgv: process.execArgv });
   } catch (error) {
     process.stderr.write(`prefork: ${(error as Error).message}\n`);
@@ -32,7 +32,8 @@ function startPrimary(): void {
 
 const role = registerRole();
 debug('register: %s (pid %d)', role, process.pid);
-if (role === 'worker') interceptListens();
+// The worker side is required only in a worker: the primary, idle for the app's life, never loads it.
+if (role === 'worker') (require('./intercept') as typeof import('./intercept')).interceptListens();
 else if (role === 'primary') startPrimary();
 else if (role === 'unsupported') {
   process.stderr.write(`prefork: ${process.platform} is not supported (prefork needs Linux or macOS); running the app as one process\n`);

@@ -5,7 +5,7 @@ import { isMainThread } from 'node:worker_threads';
 import { platformSupported } from '../core/binding';
 import { processStatus } from '../core/system';
 import { ENV_DESCENDANT_OF, ENV_WORKER_ID } from '../protocol/messages';
-import { isWorker } from '../worker';
+import { isWorker } from '../worker/context'; // not '../worker', which wires up the whole worker side
 
 /**
  * - 'worker': a prefork worker's main thread: intercept listen().
