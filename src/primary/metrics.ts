@@ -2,7 +2,7 @@
 // liveness records and the listen sockets, followed by the apps' prom-client metrics merged over all workers.
 import { native } from '../core/binding';
 import { formatAddress } from '../protocol/address';
-import { AppMetrics, loadPromClient } from './app-metrics';
+import { AppMetrics } from './app-metrics';
 import type { SupervisorConfig } from './options';
 import type { Slot, WorkerSlots } from './slots';
 import type { ExitReason, Worker, WorkerProcess, WorkerState } from './worker-process';
@@ -31,7 +31,7 @@ export class SupervisorMetrics {
     config: SupervisorConfig,
     private readonly slots: WorkerSlots,
   ) {
-    this.app = new AppMetrics(loadPromClient(config.script), config.metrics?.workerLabel ?? false);
+    this.app = new AppMetrics(config.script, config.metrics?.workerLabel ?? false);
   }
 
   /** A worker started; one that replaces another is a restart, by why the other left. */
