@@ -14,7 +14,7 @@ import { monotonicMs } from '../protocol/liveness-record';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
 import { LivenessMonitor, type RecycleLimit } from './liveness';
 import { SupervisorMetrics } from './metrics';
-import { MetricsEndpoint } from './metrics-endpoint';
+import type { MetricsEndpoint } from './metrics-endpoint';
 import { reapOrphans } from './orphan-reaper';
 import { removePidFile, writePidFile } from './pid-file';
 import { handleSignals } from './signals';
@@ -102,7 +102,8 @@ export class Supervisor extends EventEmitter {
     this.slots.onWorkerExit = (worker) => this.metricsSource.exited(worker);
     this.on('fork', (worker: Worker) => this.metricsSource.started(worker));
     this.on('reload', () => this.metricsSource.reloaded());
-    this.metricsEndpoint = config.metrics ? new MetricsEndpoint(config.metrics, () => this.metrics()) : null;
+    // Required only when configured: the endpoint is the primary's one use of node:http.
+    this.metricsEndpoint = config.metrics ? new (require('./metrics-endpoint') as typeof import('./metrics-endpoint')).MetricsEndpoint(config.metrics, () => this.metrics()) : null;
     if (this.systemd) {
       for (const event of ['restart', 'unresponsive', 'recycle', 'scale', 'giveup']) this.on(event, () => this.systemd?.status(this.statusLine()));
     }
