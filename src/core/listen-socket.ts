@@ -1,5 +1,4 @@
 // createListenSocket(): validate, resolve the host name, and have the core open an SO_REUSEPORT socket.
-import { lookup } from 'node:dns/promises';
 import { closeSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { native } from './binding';
@@ -62,8 +61,8 @@ export async function createListenSocket(options: ListenSocketOptions): Promise<
   const host = checkString('host', options.host);
   const version = isIP(host);
   if (version !== 0) return open(host, version as 4 | 6, port, ipv6Only, nativeBacklog);
-  const resolved = await lookup(host);
-  return open(resolved.address, resolved.family as 4 | 6, port, ipv6Only, nativeBacklog);
+  const [address, family] = await resolved(host);
+  return open(address, family, port, ipv6Only, nativeBacklog);
 }
 
 /**
@@ -85,7 +84,9 @@ export async function checkAddressFree(host: string | undefined, port: number, i
   closeSync(fd);
 }
 
+/** A host name's address. node:dns is required here: most primaries are given addresses, never names. */
 async function resolved(host: string): Promise<[string, 4 | 6]> {
+  const { lookup } = require('node:dns/promises') as typeof import('node:dns/promises');
   const { address, family } = await lookup(host);
   return [address, family as 4 | 6];
 }

@@ -1,5 +1,4 @@
 // Facts about this machine the supervisor's defaults depend on: usable CPUs (cgroup-aware), users, groups.
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 
@@ -74,6 +73,8 @@ export function allowedCpus(): number[] {
 
 /** A passwd or group entry by name or number, through NSS (getent), or null when there is none. */
 export function lookupAccount(database: 'passwd' | 'group', key: string | number): { id: number; groupId: number } | null {
+  // Required here: only `user` and `group` need it, and node:child_process is a large load for every primary and worker.
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
   let line: string;
   try {
     line = execFileSync('getent', [database, String(key)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
