@@ -214,7 +214,10 @@ async function phasesOnce(contender) {
   }
 }
 
-/** The primary of 2 workers, IDLE_MS after they are ready (and scraped, if asked): VmRSS in MB; with the mark, its files. */
+/**
+ * The primary of 2 workers, IDLE_MS after they are ready (and scraped, if asked): VmRSS and RssAnon in MB (the rest
+ * of VmRSS is mostly the node binary's pages, shared with every node process); with the mark, the files it loaded.
+ */
 async function primaryOnce(checkout, config, { withMark = false } = {}) {
   const port = await freePort();
   const env = { ...config.env, PORT: String(port), PREFORK_WORKERS: '2', ...(withMark ? { STARTUP_REGISTER: checkout.register } : {}) };
@@ -226,8 +229,9 @@ async function primaryOnce(checkout, config, { withMark = false } = {}) {
       await new Promise((resolve, reject) => http.get(match[1], { agent: false }, (response) => response.resume().on('end', resolve)).on('error', reject));
     }
     await sleep(IDLE_MS);
-    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${run.child.pid}/status`, 'utf8'))[1]) / 1024;
-    if (!withMark) return { rss };
+    const status = fs.readFileSync(`/proc/${run.child.pid}/status`, 'utf8');
+    const [rss, anon] = ['VmRSS', 'RssAnon'].map((field) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)[1]) / 1024);
+    if (!withMark) return { rss, anon };
     process.kill(run.child.pid, 'SIGWINCH');
     const { match } = await lineMatching(run, /^startup-modules (.*)$/);
     return { rss, modules: JSON.parse(match[1]) };
@@ -261,7 +265,7 @@ const PHASES = [
   ['total', 'spawn → first response'],
 ];
 
-function report({ contenders, starts, phases, memory, seconds }) {
+function report({ contenders, starts, phases, memory, seconds, loads }) {
   const name = (contender) => contender.name;
   const plainP50 = (app) => summarize(starts.get(`${app.name}|${contenders[0].name}`).map((s) => s.first)).p50;
   const lines = [
@@ -270,7 +274,7 @@ function report({ contenders, starts, phases, memory, seconds }) {
     'Produced by `bench/startup.js`; do not edit by hand, re-run the command below instead.',
     '',
     `- Command (from the package root): \`${commandLine()}\``,
-    `- Date: ${new Date().toISOString()}; total time ${seconds.toFixed(0)} s`,
+    `- Date: ${new Date().toISOString()}; total time ${seconds.toFixed(0)} s; load average (1 min) ${loads.map((load) => load.toFixed(1)).join(' at the start, ')} at the end`,
     `- Machine: ${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${os.cpus().length} CPUs, ${os.platform()} ${os.release()}; Node ${process.version}`,
     `- ${ROUNDS} rounds; each round starts every contender once per app, in an order rotated from round to round. ` +
       `A start is timed from just before spawn() to the headers of the first 200 to \`GET /\` on 127.0.0.1 (a new ` +
@@ -328,16 +332,17 @@ function report({ contenders, starts, phases, memory, seconds }) {
     '',
     `### The idle primary: resident memory ${IDLE_MS} ms after its 2 workers are ready (VmRSS, MB)`,
     '',
-    'Files: what the primary had loaded (require.cache), counted in a separate run with startup-mark.js preloaded.',
+    'RssAnon: its private memory; most of the rest of VmRSS is the node binary\'s pages, shared with every node process. ' +
+      'Files: what the primary had loaded (require.cache), counted in a separate run with startup-mark.js preloaded.',
     '',
-    '| configuration | contender | n | p50 | min | max | prefork files loaded | package files loaded |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| configuration | contender | n | p50 | min | max | p50 RssAnon | prefork files loaded | package files loaded |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const config of MEMORY_CONFIGS) {
     for (const checkout of CHECKOUTS) {
       const { samples, modules } = memory.get(`${config.name}|${checkout.label}`);
-      const rss = summarize(samples);
-      lines.push(`| ${checkout === CHECKOUTS[0] ? config.name : ''} | ${checkout.label} | ${rss.n} | **${mb(rss.p50)}** | ${mb(rss.min)} | ${mb(rss.max)} | ${modules.prefork} | ${modules.packages} |`);
+      const [rss, anon] = [summarize(samples.map((sample) => sample.rss)), summarize(samples.map((sample) => sample.anon))];
+      lines.push(`| ${checkout === CHECKOUTS[0] ? config.name : ''} | ${checkout.label} | ${rss.n} | **${mb(rss.p50)}** | ${mb(rss.min)} | ${mb(rss.max)} | ${mb(anon.p50)} | ${modules.prefork} | ${modules.packages} |`);
     }
   }
   const { modules } = memory.get(`${MEMORY_CONFIGS[0].name}|${CHECKOUTS[0].label}`);
@@ -350,6 +355,7 @@ function report({ contenders, starts, phases, memory, seconds }) {
 
 async function main() {
   const began = now();
+  const loadAtStart = os.loadavg()[0]; // anything else running shows in the spread (min, max)
   const contenders = [{ name: 'node', checkout: null }];
   for (const checkout of CHECKOUTS) {
     for (const workers of [1, 2]) contenders.push({ name: `${checkout.label}, ${workers} worker${workers === 1 ? '' : 's'}`, checkout, workers });
@@ -366,14 +372,14 @@ async function main() {
     }
     for (const contender of rotated(contenders, round)) phases.get(contender.name).push(await phasesOnce(contender));
     for (const config of MEMORY_CONFIGS) {
-      for (const checkout of rotated(CHECKOUTS, round)) memory.get(`${config.name}|${checkout.label}`).samples.push((await primaryOnce(checkout, config)).rss);
+      for (const checkout of rotated(CHECKOUTS, round)) memory.get(`${config.name}|${checkout.label}`).samples.push(await primaryOnce(checkout, config));
     }
   }
   for (const config of MEMORY_CONFIGS) {
     for (const checkout of CHECKOUTS) memory.get(`${config.name}|${checkout.label}`).modules = (await primaryOnce(checkout, config, { withMark: true })).modules;
   }
 
-  const text = report({ contenders, starts, phases, memory, seconds: (now() - began) / 1000 });
+  const text = report({ contenders, starts, phases, memory, seconds: (now() - began) / 1000, loads: [loadAtStart, os.loadavg()[0]] });
   process.stdout.write(text);
   if (args.write) {
     const target = writeSection('startup', text);
