@@ -30,6 +30,17 @@ test.each(['plain-http.js', 'express.js', 'fastify.js', 'koa.js', 'hono.js'])(
   },
 );
 
+test('the idle primary loads no prom-client, no worker side and no node:http (an app with prom-client, metrics off)', async () => {
+  const run = new AppRun(['-r', 'prefork/register', '-r', join(__dirname, 'fixtures', 'primary-modules.js'), app('prom-client.js')]);
+  await run.waitForMatches(/^prefork: 2 workers ready/gm, 1, { source: 'errors' });
+  run.process.kill('SIGWINCH');
+  const [[, loaded]] = await run.waitForMatches(/^PRIMARY-LOADED (.*)$/gm, 1, { source: 'errors' });
+  const { files, builtins } = JSON.parse(loaded) as { files: string[]; builtins: string[] };
+  expect(files.filter((file) => /\/node_modules\/prom-client\/|\/lib\/worker\/index\.js$|\/lib\/zero-code\/intercept\.js$|\/lib\/primary\/metrics-endpoint\.js$/.test(file))).toEqual([]);
+  expect(builtins.filter((name) => ['http', 'child_process'].includes(name))).toEqual([]);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
 test('an ES-module app under node --import prefork/register', async () => {
   const run = new AppRun(['--import', 'prefork/register', app('esm.mjs')]);
   const { port, pids } = await run.listening(2);
