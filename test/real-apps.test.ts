@@ -160,6 +160,18 @@ test('a SIGTERM sent to one worker runs its shutdown and the app\'s cleanup; the
   expectNoWorkerLeft(run);
 });
 
+test("the group's signal arriving after the primary's request (its own reaction to it) is the same stop: the app's cleanup is not cut", async () => {
+  const { run, pids } = await start(APPS[1]);
+  run.process.kill('SIGHUP'); // the old workers are asked to stop: their app's once('SIGTERM') listener runs
+  await run.waitForMatches(new RegExp(`^CLEANING ${pids[0]} SIGTERM$`, 'gm'), 1);
+  process.kill(pids[0], 'SIGTERM'); // as a group SIGTERM that reached this worker late
+  await run.waitForMatches(new RegExp(`^CLEANUP ${pids[0]} SIGTERM$`, 'gm'), 1);
+  await run.waitForMatches(new RegExp(`\\(pid ${pids[0]}\\) exited with code 0 \\(reload\\)`, 'g'), 1, { source: 'errors' });
+  await run.waitForMatches(/reload done/g, 1, { source: 'errors' });
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+  expectNoWorkerLeft(run);
+});
+
 test('a WebSocket no library serves (a handshake by hand) still gets 1001 going away at a stop', async () => {
   const { run, port } = await start({ name: 'raw', launch: script('real/raw-websocket.js'), cleanup: false });
   const { closed } = await connectClients('ws', port);

@@ -22,6 +22,8 @@ const lastSteps: Array<() => Promise<void>> = [];
 let started = false;
 /** The app's listeners have been called: a signal from now on reaches them (or ends the process) as under plain Node. */
 let appHadItsTurn = false;
+/** SIGTERMs and SIGINTs this worker got itself. */
+let signalsReceived = 0;
 let exitTimer: NodeJS.Timeout | undefined;
 let exitDeadline = Infinity;
 
@@ -159,12 +161,15 @@ export function shutdown(signal: ShutdownSignal, timeout: number): boolean {
 }
 
 /**
- * A SIGTERM or SIGINT sent to this worker: the shutdown; once the app had its turn, what Node would do with it
- * (its listeners, or the end of the process). True if it started the shutdown.
+ * A SIGTERM or SIGINT sent to this worker. The first is the shutdown, whenever it comes: a group's signal (Ctrl-C,
+ * systemd) also reaches the primary, whose request may start the shutdown first, and the app's turn stands for
+ * both. A later one, once the app had its turn, gets what Node would do with it (the app's listeners, or the end
+ * of the process). True if it started the shutdown.
  */
 export function onShutdownSignal(signal: ShutdownSignal, timeout: number): boolean {
-  if (!appHadItsTurn) return shutdown(signal, timeout);
-  deliverToApp(signal);
+  signalsReceived += 1;
+  if (signalsReceived === 1) return shutdown(signal, timeout);
+  if (appHadItsTurn) deliverToApp(signal);
   return false;
 }
 
