@@ -37,12 +37,19 @@ export function appListensFor(signal: ShutdownSignal): boolean {
   return process.listenerCount(signal) > (process.listeners(signal).includes(keepSignalHandled) ? 1 : 0);
 }
 
+/** An error of an app listener, as Node would meet it: an uncaught exception (a rejection included: Node's default). */
+function uncaught(error: unknown): void {
+  process.nextTick(() => {
+    throw error;
+  });
+}
+
 /**
- * Does what Node would have done on `signal`: calls the app's listeners, as Node calls them, and returns what
- * each returned (an async listener's promise, so its cleanup can be waited for); with no listener, the default
- * action, which ends the process by the signal (an app that removed its listeners and raised it again wants that).
+ * Does what Node would have done on `signal`: calls the app's listeners, as Node calls them, and returns a promise
+ * for each that settles when what it returned does (an async listener's cleanup, to be waited for); with no
+ * listener, the default action, which ends the process by the signal.
  */
-export function deliverToApp(signal: ShutdownSignal): unknown[] {
+export function deliverToApp(signal: ShutdownSignal): Array<Promise<void>> {
   const listeners = (process.rawListeners(signal) as Array<(...args: unknown[]) => unknown>).filter((listener) => listener !== keepSignalHandled);
   if (listeners.length === 0) {
     process.off(signal, keepSignalHandled);
@@ -51,12 +58,10 @@ export function deliverToApp(signal: ShutdownSignal): unknown[] {
   }
   return listeners.map((listener) => {
     try {
-      return listener.call(process, signal, constants.signals[signal]);
+      return Promise.resolve(listener.call(process, signal, constants.signals[signal])).then(() => {}, uncaught);
     } catch (error) {
-      process.nextTick(() => {
-        throw error; // as when Node calls it: an uncaught exception
-      });
-      return undefined;
+      uncaught(error);
+      return Promise.resolve();
     }
   });
 }

@@ -215,7 +215,7 @@ async function runShutdown(signal: ShutdownSignal): Promise<void> {
   // 4. Then WebSockets still open are told to go away, and what is left is waited for.
   await new Promise((resolve) => setImmediate(resolve));
   sendGoingAway(worker);
-  await Promise.all([...closed, ...handlers, ...returned.map((value) => Promise.resolve(value).catch(() => {}))]);
+  await Promise.all([...closed, ...handlers, ...returned]);
   clearInterval(sweep);
   if (!appExits) {
     debug('worker: drained; exiting');
