@@ -17,6 +17,9 @@ export const MAX_REQUESTED_ADDRESSES = 4096;
 /** The largest control-channel frame body: the protocol's messages are a few hundred bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 
+/** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
+export const SIGNAL_RESTART_DELAY_MS = 250;
+
 /** restart.maxRestarts: a sanity bound. */
 export const MAX_RESTARTS = 1_000_000;
 

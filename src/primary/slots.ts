@@ -3,6 +3,7 @@ import type { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
+import { SIGNAL_RESTART_DELAY_MS } from '../limits';
 import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
 import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
@@ -322,10 +323,13 @@ export class WorkerSlots {
     slot.crashes = decision.history;
     // A slot down for a while must not keep taking its share of new connections: leave the group now.
     if (decision.delay > 0) this.sockets.leaveGroup(slot.id);
+    // A signal sent to a process group (Ctrl-C, systemd) reaches this primary too, perhaps a little after the
+    // worker finished: no replacement that its stop would only stop again. The socket stays in the group meanwhile.
+    const delay = old.exitReason === 'signal' ? Math.max(decision.delay, SIGNAL_RESTART_DELAY_MS) : decision.delay;
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = null;
-      this.restart(slot, old, decision.delay).catch((error: Error) => this.onGiveUp(slot.id, error));
-    }, decision.delay);
+      this.restart(slot, old, delay).catch((error: Error) => this.onGiveUp(slot.id, error));
+    }, delay);
   }
 
   private async restart(slot: Slot, old: Worker, delay: number): Promise<void> {
