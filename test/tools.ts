@@ -22,7 +22,7 @@ export const EXTERNAL_TOOLS = {
   },
   wrk: {
     commands: ['wrk'],
-    suite: 'the wrk load tests in test/recycle.test.ts and test/upgrade.test.ts',
+    suite: 'the wrk load tests in test/recycle.test.ts, test/upgrade.test.ts and test/real-apps.test.ts (reloads)',
     install: "Debian's wrk package: apt-get install wrk",
     requiredBy: 'PREFORK_TEST_WRK',
   },
