@@ -2,10 +2,10 @@
 // shutdown gives them their turn (once in-flight requests are done), not the moment the signal arrives.
 import { constants } from 'node:os';
 
-export const SHUTDOWN_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+const SHUTDOWN_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 export type ShutdownSignal = (typeof SHUTDOWN_SIGNALS)[number];
 
-const isShutdownSignal = (event: unknown): event is ShutdownSignal => event === 'SIGTERM' || event === 'SIGINT';
+const isShutdownSignal = (event: unknown): event is ShutdownSignal => SHUTDOWN_SIGNALS.includes(event as ShutdownSignal);
 
 /** Keeps Node's handler for the signal installed, so its default action (the process ends) never applies. */
 function keepSignalHandled(): void {}
