@@ -47,13 +47,27 @@ int create_shared_region(size_t bytes) {
   return fd;
 }
 
-void* map_shared_region(int fd, size_t bytes, int* error) {
+// The region's size, or -errno. On glibc through statx (GLIBC_2.28): fstat's symbol is GLIBC_2.33, and the
+// prebuild must load wherever Node itself runs (glibc 2.28 for Node 22 and later). musl has no symbol versions.
+static long long region_size(int fd) {
+#if defined(__GLIBC__)
+  struct statx info;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_SIZE, &info) < 0) return -errno;
+  return static_cast<long long>(info.stx_size);
+#else
   struct stat info;
-  if (fstat(fd, &info) < 0) {
-    *error = -errno;
+  if (fstat(fd, &info) < 0) return -errno;
+  return static_cast<long long>(info.st_size);
+#endif
+}
+
+void* map_shared_region(int fd, size_t bytes, int* error) {
+  long long size = region_size(fd);
+  if (size < 0) {
+    *error = static_cast<int>(size);
     return nullptr;
   }
-  if (static_cast<size_t>(info.st_size) != bytes) {
+  if (static_cast<size_t>(size) != bytes) {
     *error = -EINVAL;
     return nullptr;
   }

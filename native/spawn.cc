@@ -314,12 +314,14 @@ Failure spawn(const SpawnOptions& options, Spawned* out) {
   plan.error_pipe_read = error_pipe[0];
 
   // Signals stay blocked until the child has reset every handler: Node's handlers must not run there.
+  // sigprocmask sets this thread's mask on Linux and macOS, as pthread_sigmask does, and its glibc symbol is
+  // old enough for the prebuild (pthread_sigmask's is GLIBC_2.32).
   sigset_t all, previous;
   sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  sigprocmask(SIG_SETMASK, &all, &previous);
   pid_t pid = start_child(plan);
   int fork_errno = errno;
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  sigprocmask(SIG_SETMASK, &previous, nullptr);
   close(error_pipe[1]);
   if (pid < 0) {
     close(error_pipe[0]);
