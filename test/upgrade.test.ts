@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { homeSlot } from '../src/core/reuseport-program';
-import { get, isDead } from './helpers';
+import { childrenOf, get, isDead, waitFor } from './helpers';
 import { load, Primary, stopAllPrimaries, type AppEvent } from './primary';
 import { describeWithTool, wrk } from './tools';
 
@@ -75,8 +75,12 @@ describe.each([
 
     const traffic = load(port, { keepAlive: false });
     primary.signal('SIGUSR2');
-    await sleep(200);
-    primary.signal('SIGUSR2'); // while the first is running: refused
+    // The second one while the first is running, so it is refused: as soon as the new primary is a process. A
+    // fixed delay was too long once on a fast Node, when the new primary had already failed and a second
+    // upgrade ran.
+    const oldWorkers = new Set(pids(workers));
+    await waitFor(() => childrenOf(primary.process.pid).some((child) => !oldWorkers.has(child.pid)), 5000, 'the new primary');
+    primary.signal('SIGUSR2');
     const rolledBack = await upgradeEvent(primary, 'rolled-back');
     await sleep(200);
     const result = await traffic.stop();
