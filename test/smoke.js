@@ -1,6 +1,8 @@
-// Smoke test of an installed prefork (CI runs it against the packed tarball): loads the prebuilt binary,
-// serves HTTP from a spawned worker on an SO_REUSEPORT socket and reaps it, then runs an unmodified app
-// under `node -r prefork/register` and the prefork command. Usage: node smoke.js <project dir>
+// Smoke test of prefork's prebuilt binary, run by the node it is for (another line, or arm64 under qemu):
+// loads the prebuild, serves HTTP from a spawned worker on an SO_REUSEPORT socket and reaps it, then runs an
+// unmodified app with 2 workers under `node -r prefork/register`, stops it with SIGTERM, and asks the prefork
+// command its version. Usage: node smoke.js <project dir>, a project that installed prefork or prefork's clone
+// (with PREBUILDS_ONLY=1, so build/ is not used).
 const { closeSync } = require('node:fs');
 const http = require('node:http');
 const { createRequire } = require('node:module');
@@ -12,7 +14,8 @@ const prefork = projectRequire('prefork');
 const loaded = projectRequire('node-gyp-build').path(packageDir);
 
 async function main() {
-  if (!loaded.includes(`${path.sep}prebuilds${path.sep}`)) throw new Error(`loaded ${loaded}, not a prebuild`);
+  const expected = `${path.sep}prebuilds${path.sep}${process.platform}-${process.arch}${path.sep}`;
+  if (!loaded.includes(expected)) throw new Error(`loaded ${loaded}, not a prebuild for ${process.platform}-${process.arch}`);
   const socket = await prefork.createListenSocket({ host: '127.0.0.1', port: 0 });
   const worker = prefork.spawn({
     file: process.execPath,
@@ -37,11 +40,15 @@ async function main() {
 /** The installed package's zero-code mode and command: an unmodified app served by 2 workers. */
 async function registerMode() {
   const { spawn, execFileSync } = require('node:child_process');
-  const { writeFileSync } = require('node:fs');
+  const { mkdtempSync, rmSync, writeFileSync } = require('node:fs');
+  const { tmpdir } = require('node:os');
   const projectDir = path.resolve(process.argv[2]);
-  const version = execFileSync(path.join(projectDir, 'node_modules', '.bin', 'prefork'), ['--version'], { encoding: 'utf8' }).trim();
-  if (version !== require(path.join(packageDir, 'package.json')).version) throw new Error(`prefork --version printed ${version}`);
-  const appPath = path.join(projectDir, 'app.js');
+  const manifest = require(path.join(packageDir, 'package.json'));
+  const version = execFileSync(process.execPath, [path.join(packageDir, manifest.bin.prefork), '--version'], { encoding: 'utf8' }).trim();
+  if (version !== manifest.version) throw new Error(`prefork --version printed ${version}`);
+  const appDir = mkdtempSync(path.join(tmpdir(), 'prefork-smoke-'));
+  process.once('exit', () => rmSync(appDir, { recursive: true, force: true }));
+  const appPath = path.join(appDir, 'app.js');
   writeFileSync(appPath, `require('http').createServer((q, s) => s.end(String(process.pid))).listen(0, '127.0.0.1', function () { console.log('PORT ' + this.address().port) });\n`);
   const primary = spawn(process.execPath, ['-r', 'prefork/register', appPath], { cwd: projectDir, env: { ...process.env, PREFORK_WORKERS: '2' }, stdio: ['ignore', 'pipe', 'inherit'] });
   try {
