@@ -92,6 +92,14 @@ export function unsupportedPlatformError(): Error {
   );
 }
 
+/** linux-x64 (glibc), darwin-arm64: what a prebuild is chosen by. */
+function platformName(): string {
+  const name = `${process.platform}-${process.arch}`;
+  if (process.platform !== 'linux') return name;
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return `${name} (${header?.glibcVersionRuntime ? `glibc ${header.glibcVersionRuntime}` : 'musl'})`;
+}
+
 function load(): NativeBinding {
   if (!platformSupported()) throw unsupportedPlatformError();
   try {
@@ -103,11 +111,13 @@ function load(): NativeBinding {
       .join('\n');
     const error = preforkError(
       'ERR_PREFORK_NATIVE_LOAD',
-      `prefork could not load its native addon for ${process.platform}-${process.arch}, Node ${process.version}: ` +
+      `prefork could not load its native addon for ${platformName()}, Node ${process.version}: ` +
         `${(cause as Error).message.split('\n')[0]}\n` +
         `Paths tried:\n${tried}\n` +
-        'Build it from source with `npm rebuild prefork` (needs python3, make and a C++17 compiler), ' +
-        'or in a clone of prefork: `npm run build:native` (node-gyp) or `npm run build:cmake` (cmake-js).',
+        'No prebuilt binary fits, and none was built. To build one from source (needs python3, make and a C++17 compiler):\n' +
+        '  npm rebuild prefork\n' +
+        'If install scripts were off, allow prefork\'s first: `npm install-scripts approve prefork` (npm 11), ' +
+        '`pnpm approve-builds` (pnpm). In a clone of prefork: `npm run build:native` or `npm run build:cmake`.',
     );
     throw Object.assign(error, { cause });
   }
