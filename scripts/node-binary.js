@@ -9,17 +9,26 @@ const { existsSync, mkdirSync, readdirSync, renameSync, rmSync } = require('node
 const { homedir } = require('node:os');
 const path = require('node:path');
 
+/**
+ * Root's cache is /var/cache: some tests start workers as `nobody`, who must be able to exec the binary, and
+ * /root is closed to other users. Anyone else's is ~/.cache.
+ */
+function defaultCache() {
+  if (process.getuid?.() === 0) return '/var/cache/prefork/node';
+  return path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'prefork', 'node');
+}
+
 function nodeBinary(target, major) {
   if (!/^[a-z]+-[a-z0-9]+$/.test(target) || !/^\d+$/.test(String(major))) {
     throw new Error(`node-binary: expected <platform-arch> <major> (e.g. linux-x64 24), got ${target} ${major}`);
   }
-  const cache = process.env.PREFORK_NODE_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'prefork', 'node');
+  const cache = process.env.PREFORK_NODE_CACHE || defaultCache();
   const dir = path.join(cache, `node-${target}-${major}`);
   const binary = path.join(dir, 'bin', 'node');
   if (existsSync(binary)) return binary;
   const staging = `${dir}.${process.pid}.tmp`;
   rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging, { recursive: true });
+  mkdirSync(staging, { recursive: true, mode: 0o755 });
   const tarball = execFileSync('npm', ['pack', `node-${target}@${major}`, '--silent', '--pack-destination', staging], { encoding: 'utf8' }).trim().split('\n').pop();
   execFileSync('tar', ['xzf', path.join(staging, tarball), '-C', staging]);
   rmSync(path.join(staging, tarball));
