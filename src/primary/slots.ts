@@ -1,5 +1,4 @@
 // The worker slots: which process serves each slot, what its messages mean, and its restart after a crash.
-import type { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
@@ -9,6 +8,7 @@ import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
+import type { Supervisor } from './supervisor';
 import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
 import { createSteering, stuckAfter, type Steering } from './steering';
@@ -47,7 +47,7 @@ export class WorkerSlots {
 
   constructor(
     private readonly config: SupervisorConfig,
-    private readonly events: EventEmitter,
+    private readonly events: Pick<Supervisor, 'emit'>,
     private readonly storeFd: number,
     private readonly onGiveUp: (slot: number, error: Error) => void,
     activated: ActivatedSocket[] = [],
@@ -114,7 +114,7 @@ export class WorkerSlots {
         id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts, replaced, exitReason: 'crash',
       };
       this.ensureServing(slot, never, null, null); // settled first (out of the group if it backs off), then told
-      this.events.emit('spawnfailed', slot.id, error);
+      this.events.emit('spawnfailed', slot.id, error as Error);
       return null;
     }
   }
