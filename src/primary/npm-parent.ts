@@ -48,7 +48,7 @@ export function followNpm(stop: () => void): () => void {
   const ancestry = npmAncestry();
   if (!ancestry) return () => {};
   const timer = setInterval(() => {
-    if (ancestry.chain.every(({ pid, ppid }) => processStatus(pid === process.pid ? 'self' : pid)?.ppid === ppid)) return;
+    if (ancestry.chain.every(({ pid, ppid }) => processStatus(pid)?.ppid === ppid)) return;
     clearInterval(timer);
     process.stderr.write(`prefork: npm (pid ${ancestry.npm}) exited; stopping gracefully\n`);
     stop();
