@@ -79,6 +79,22 @@ export function childrenOf(parent = process.pid): Array<{ pid: number; state: st
   return children;
 }
 
+/** The live processes of a process group (zombies left out): a job's whole tree, wherever its members were re-parented. */
+export function processGroup(group: number): number[] {
+  const members: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) === group && fields[0] !== 'Z' && fields[0] !== 'X') members.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return members;
+}
+
 /** fd number → what it points to (socket:[inode], pipe:[…], a path), for a process. */
 export function openFds(pid: number | 'self' = 'self'): Map<number, string> {
   const fds = new Map<number, string>();

@@ -47,7 +47,7 @@ describe.each([
   test('is replaced within heartbeatTimeout + 1 s, and 100 req/s meanwhile wait at most heartbeatTimeout + 500 ms', async () => {
     const events: Array<[string, Worker, ...unknown[]]> = [];
     startLivenessApp({ heartbeatTimeout: HEARTBEAT_TIMEOUT });
-    for (const name of ['exit', 'unresponsive', 'restart', 'ready']) supervisor!.on(name, (worker: Worker, ...rest: unknown[]) => events.push([name, { ...worker }, ...rest]));
+    for (const name of ['exit', 'unresponsive', 'restart', 'ready'] as const) supervisor!.on(name, (worker: Worker, ...rest: unknown[]) => events.push([name, { ...worker }, ...rest]));
     await supervisor!.ready();
     events.length = 0;
     const { port } = supervisor!.addresses[0];

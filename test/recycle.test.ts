@@ -21,7 +21,7 @@ function startRecycled(recycle: object): Array<[string, Worker, ...unknown[]]> {
   supervisor = supervise({
     script: fixture('apps/liveness.js'), args: [], execArgv: ['--require', REGISTER], workers: 2, listen: '127.0.0.1:0', recycle,
   });
-  for (const name of ['fork', 'ready', 'exit', 'restart', 'recycle', 'unresponsive']) {
+  for (const name of ['fork', 'ready', 'exit', 'restart', 'recycle', 'unresponsive'] as const) {
     supervisor.on(name, (worker: Worker, ...rest: unknown[]) => events.push([name, { ...worker }, ...rest]));
   }
   return events;

@@ -3,7 +3,7 @@
 import child_process from 'node:child_process';
 import http from 'node:http';
 import { join } from 'node:path';
-import { isWorker, Supervisor, type SupervisorOptions } from '../src';
+import { isWorker, Supervisor, type SupervisorEvents, type SupervisorOptions } from '../src';
 import { fixture, get, isDead, waitFor } from './helpers';
 import { TestSupervisors } from './supervisors';
 
@@ -28,7 +28,7 @@ function quickGet(port: number): Promise<string> {
 test('events tell the lifecycle in order, and workers, addresses and stats() describe it', async () => {
   const supervisor = start();
   const events: string[] = [];
-  for (const name of ['fork', 'online', 'listening', 'ready']) supervisor.on(name, (worker) => events.push(`${name}:${worker.id}`));
+  for (const name of ['fork', 'online', 'listening', 'ready'] as const) supervisor.on(name, (...[worker]: SupervisorEvents[typeof name]) => void events.push(`${name}:${worker.id}`));
   await supervisor.ready();
   for (const id of [0, 1]) {
     const own = events.filter((event) => event.endsWith(`:${id}`));
@@ -47,7 +47,7 @@ test('events tell the lifecycle in order, and workers, addresses and stats() des
     expect(worker.memory?.rss).toBeGreaterThan(0);
     expect(worker.connections).toBe(0);
   }
-  const shutdown = new Promise((resolve) => supervisor.once('shutdown', resolve));
+  const shutdown = new Promise<void>((resolve) => supervisor.once('shutdown', resolve));
   await supervisor.shutdown();
   await shutdown;
   for (const worker of stats.workers) expect(isDead(worker.pid)).toBe(true);

@@ -1,5 +1,7 @@
 // The primary's signals, as gunicorn and nginx take them: TERM/INT stop, HUP reloads, TTIN/TTOU scale by one,
-// USR2 upgrades the primary itself.
+// USR2 upgrades the primary itself. Under npm, npm's exit stops it too (npm-parent.ts).
+import { followNpm } from './npm-parent';
+
 /** What the signals act on (the supervisor). */
 export interface SignalTarget {
   readonly shuttingDown: boolean;
@@ -27,7 +29,10 @@ export function handleSignals(target: SignalTarget): () => void {
     SIGUSR2: () => void target.upgrade().catch((error: Error & { code?: string }) => error.code !== 'ERR_PREFORK_UPGRADE_FAILED' && report(error)),
   };
   for (const signal of SIGNALS) process.on(signal, handlers[signal]);
+  // npm's SIGTERM ends the shell it ran us with, not us: npm's exit is our SIGTERM (never a second Ctrl-C's kill).
+  const stopFollowingNpm = followNpm(() => void target.shutdown());
   return () => {
     for (const signal of SIGNALS) process.off(signal, handlers[signal]);
+    stopFollowingNpm();
   };
 }

@@ -1,5 +1,4 @@
 // The worker slots: which process serves each slot, what its messages mean, and its restart after a crash.
-import type { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
@@ -9,6 +8,7 @@ import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
+import type { Supervisor } from './supervisor';
 import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
 import { createSteering, stuckAfter, type Steering } from './steering';
@@ -44,10 +44,12 @@ export class WorkerSlots {
   onWorkerExit: ((worker: WorkerProcess) => void) | null = null;
   /** Addresses opened because a worker asked (not configured): capped by maxRequestedAddresses. */
   private requestedAddresses = 0;
+  /** Refused listens already reported (address and reason): see reportRefusal(). */
+  private readonly refusalsReported = new Set<string>();
 
   constructor(
     private readonly config: SupervisorConfig,
-    private readonly events: EventEmitter,
+    private readonly events: Pick<Supervisor, 'emit'>,
     private readonly storeFd: number,
     private readonly onGiveUp: (slot: number, error: Error) => void,
     activated: ActivatedSocket[] = [],
@@ -114,7 +116,7 @@ export class WorkerSlots {
         id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts, replaced, exitReason: 'crash',
       };
       this.ensureServing(slot, never, null, null); // settled first (out of the group if it backs off), then told
-      this.events.emit('spawnfailed', slot.id, error);
+      this.events.emit('spawnfailed', slot.id, error as Error);
       return null;
     }
   }
@@ -246,10 +248,25 @@ export class WorkerSlots {
     } catch (cause) {
       const { message, code, errno, syscall } = cause as NodeJS.ErrnoException;
       debug('primary: request %d of worker %d refused: %s', request.requestId, worker.record.id, message);
+      this.reportRefusal(worker, formatAddress(request.host, request.port), cause as NodeJS.ErrnoException);
       if (!worker.channel.closed) {
         worker.channel.send({ type: 'socket-error', requestId: request.requestId, error: { message, code, errno, syscall } } satisfies PrimaryMessage);
       }
     }
+  }
+
+  /**
+   * A listen the primary refused is said on stderr, whatever the app does with the error (express 5 hands it to
+   * the listen callback, which usually prints "listening"): once per address and reason, not again for each worker
+   * or restart that asks. A refusal because the worker is being stopped is no news.
+   */
+  private reportRefusal(worker: WorkerProcess, address: string, error: NodeJS.ErrnoException): void {
+    if (error.code === 'ERR_PREFORK_NOT_RUNNING') return;
+    const key = `${address} ${error.code ?? error.message}`;
+    if (this.refusalsReported.has(key)) return;
+    this.refusalsReported.add(key);
+    const { id, pid } = worker.record;
+    process.stderr.write(`prefork: worker ${id} (pid ${pid}) could not listen on ${address}: ${describeRefusal(address, error)}\n`);
   }
 
   /**
@@ -341,5 +358,20 @@ export class WorkerSlots {
     const reason = old.exitReason ?? 'crash';
     slot.worker = this.fill(slot, reason);
     if (slot.worker) this.events.emit('restart', old, slot.worker.record, delay, reason);
+  }
+}
+
+/** Why a listen was refused, in a user's words, with the code to search for. */
+function describeRefusal(address: string, error: NodeJS.ErrnoException): string {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return 'address in use (EADDRINUSE)';
+    case 'EACCES':
+      return 'permission denied (EACCES)';
+    case 'ERR_PREFORK_ADDRESS_NOT_ALLOWED':
+      // Its message is "listen <address>: <why>".
+      return `not allowed: ${error.message.replace(`listen ${address}: `, '')} (${error.code})`;
+    default:
+      return error.code && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
   }
 }

@@ -25,8 +25,10 @@ import { launchSuccessor, Predecessor, takeHandover, type Handover, type Success
 import { WorkerSlots, type Slot } from './slots';
 import { describeExit, type ExitReason, type Worker, type WorkerProcess, type WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
+import type { SupervisorEvent, SupervisorEvents, SupervisorListener } from './events';
 
 export type { ExitReason, Worker, WorkerState, WorkerStats } from './worker-process';
+export type { SupervisorEvent, SupervisorEvents, SupervisorListener, UpgradeEvent } from './events';
 export type { RecycleLimit } from './liveness';
 export { describeExit } from './worker-process';
 
@@ -43,9 +45,22 @@ export interface SupervisorStats {
   slots: Array<{ slot: number; requests: number; steeringShare: number | null }>;
 }
 
+/** Its EventEmitter methods, typed by SupervisorEvents (events.ts): a misspelt event or a wrong listener does not compile. */
+export interface Supervisor {
+  on<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  once<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  off<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  addListener<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  removeListener<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  prependListener<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  prependOnceListener<E extends SupervisorEvent>(event: E, listener: SupervisorListener<E>): this;
+  emit<E extends SupervisorEvent>(event: E, ...args: SupervisorEvents[E]): boolean;
+}
+
 /**
- * The primary's supervisor. Start it with supervise(options); it emits 'fork', 'online', 'listening',
- * 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload', 'scale', 'upgrade' and 'shutdown'.
+ * The primary's supervisor. Start it with supervise(options); it emits the events SupervisorEvents lists: 'fork',
+ * 'online', 'listening', 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload',
+ * 'scale', 'upgrade' and 'shutdown'.
  */
 export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
@@ -105,7 +120,7 @@ export class Supervisor extends EventEmitter {
     // Required only when configured: the endpoint is the primary's one use of node:http.
     this.metricsEndpoint = config.metrics ? new (require('./metrics-endpoint') as typeof import('./metrics-endpoint')).MetricsEndpoint(config.metrics, () => this.metrics()) : null;
     if (this.systemd) {
-      for (const event of ['restart', 'unresponsive', 'recycle', 'scale', 'giveup']) this.on(event, () => this.systemd?.status(this.statusLine()));
+      for (const event of ['restart', 'unresponsive', 'recycle', 'scale', 'giveup'] as const) this.on(event, () => this.systemd?.status(this.statusLine()));
     }
     if (config.signals) this.removeSignalHandlers = handleSignals(this);
     this.started = this.start();
