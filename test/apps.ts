@@ -24,10 +24,15 @@ export class AppRun {
    * `args` follow the node binary, e.g. ['-r', 'prefork/register', app('express.js')] or [cli, '--workers', '2', …].
    * `file` runs something else first (a shell that execs node); `fds` are passed on from fd 3 (socket activation);
    * `group`: the primary leads a process group of its own, as a shell's foreground job (see signalGroup()).
+   * `cwd`: where it runs; by default the package root, so that `prefork/register` resolves to this package.
    */
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}, { file = process.execPath, fds = [], group = false }: { file?: string; fds?: number[]; group?: boolean } = {}) {
+  constructor(
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+    { file = process.execPath, fds = [], group = false, cwd = root }: { file?: string; fds?: number[]; group?: boolean; cwd?: string } = {},
+  ) {
     this.process = child_process.spawn(file, args, {
-      cwd: root, // so `prefork/register` resolves to this package
+      cwd,
       env: { ...process.env, PREFORK_WORKERS: '2', SIDE_EFFECT_FILE: this.sideEffectFile, SOCKET_DIR: this.scratch, ...env },
       stdio: ['pipe', 'pipe', 'pipe', ...fds],
       detached: group,
