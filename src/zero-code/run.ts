@@ -11,8 +11,8 @@ import { reloadOnChange } from './watch';
 
 /**
  * The file an app path names, resolved as `node <path>` does: a file (`app` finds app.js), or a directory's
- * package.json "main", else its index.js. Null when there is none. `watch`: the directory --watch looks at,
- * the one named, else the file's.
+ * package.json "main", else its index.js. Null when there is none. `directory`: the one watch mode looks at,
+ * the directory named, else the file's.
  */
 export function resolveApp(path: string): { script: string; directory: string } | null {
   const absolute = resolve(path);

@@ -33,7 +33,7 @@ export function reloadOnChange(root: string, reload: () => Promise<void>, log: (
     reloading = true;
     log(`${file} changed: reloading`);
     void reload()
-      .catch((error: Error) => log(`reload failed, the running workers keep serving: ${error.message}`))
+      .catch((error: Error) => log(`reload failed: ${error.message}`))
       .finally(() => {
         reloading = false;
         if (changed !== undefined && timer === undefined) settle();
