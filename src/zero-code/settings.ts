@@ -62,7 +62,7 @@ const duration = (min: number): ValueKind => ({
   parse: (text, fail) => parseDurationText(text, min, MAX_TIMEOUT_MS, fail),
 });
 
-const TEXT = (placeholder: string, values: string): ValueKind => ({
+const freeText = (placeholder: string, values: string): ValueKind => ({
   placeholder,
   values,
   parse: (text, fail) => (text.trim() === '' ? fail('non-empty') : text.trim()),
@@ -108,7 +108,7 @@ export const PM2_INSTANCES = {
 };
 
 /** "3000,127.0.0.1:8080,[::1]:9000": the addresses the primary opens, and the only ones for dropped privileges. */
-export function parseAddressList(text: string, fail: (allowed: string) => never): string[] {
+function parseAddressList(text: string, fail: (allowed: string) => never): string[] {
   const allowed = 'a comma-separated list of ports or host:port (e.g. 3000,127.0.0.1:8080,[::1]:9000)';
   const entries = text.split(',').map((entry) => entry.trim());
   if (entries.some((entry) => entry === '')) fail(allowed);
@@ -165,8 +165,8 @@ export const SETTINGS: readonly Setting[] = [
     flag: 'wait-ready', variable: 'PREFORK_WAIT_READY', option: 'waitReady', kind: SWITCH, default: 'off',
     description: "a worker is ready only once it calls process.send('ready') or prefork's ready()",
   },
-  { flag: 'user', variable: 'PREFORK_USER', option: 'user', kind: TEXT('USER', 'a user name or uid'), default: 'unchanged', description: 'run workers as this user (a root primary); its group unless --group' },
-  { flag: 'group', variable: 'PREFORK_GROUP', option: 'group', kind: TEXT('GROUP', 'a group name or gid'), default: 'unchanged', description: 'run workers with this group (a root primary)' },
+  { flag: 'user', variable: 'PREFORK_USER', option: 'user', kind: freeText('USER', 'a user name or uid'), default: 'unchanged', description: 'run workers as this user (a root primary); its group unless --group' },
+  { flag: 'group', variable: 'PREFORK_GROUP', option: 'group', kind: freeText('GROUP', 'a group name or gid'), default: 'unchanged', description: 'run workers with this group (a root primary)' },
   { flag: 'cpu-affinity', variable: 'PREFORK_CPU_AFFINITY', option: 'cpuAffinity', kind: SWITCH, default: 'off', description: 'pin worker k to the k-th usable CPU (Linux)' },
   {
     flag: 'sockets', variable: 'PREFORK_SOCKETS', option: 'sockets', kind: choice(['reuseport', 'shared']), default: 'reuseport on Linux, shared elsewhere',
@@ -217,7 +217,7 @@ export const SETTINGS: readonly Setting[] = [
   },
   { flag: 'max-age', variable: 'PREFORK_MAX_AGE', option: 'recycle.maxAge', kind: duration(MIN_MAX_AGE_MS), default: '0 (off)', description: 'recycle a worker after it ran this long' },
   { flag: 'metrics', variable: 'PREFORK_METRICS', option: 'metrics', kind: METRICS_ADDRESS, default: 'none', description: 'serve Prometheus metrics from the primary at http://ADDRESS/metrics' },
-  { flag: 'pid-file', variable: 'PREFORK_PID_FILE', option: 'pidFile', kind: TEXT('PATH', 'a file path'), default: 'none', description: "write the primary's pid to PATH (atomically); removed at exit" },
+  { flag: 'pid-file', variable: 'PREFORK_PID_FILE', option: 'pidFile', kind: freeText('PATH', 'a file path'), default: 'none', description: "write the primary's pid to PATH (atomically); removed at exit" },
   { flag: 'node-arg', variable: 'PREFORK_NODE_ARGS', kind: NODE_ARGS, repeatable: true, default: 'none', description: 'a Node.js option for the workers, e.g. --max-old-space-size=512' },
   { flag: 'log-prefix', variable: 'PREFORK_LOG_PREFIX', kind: SWITCH, default: 'off', description: 'prefix each line workers print with "[worker N] "' },
   {
