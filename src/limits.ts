@@ -29,6 +29,10 @@ export const MAX_STORE_CAPACITY = 16 * 1024 * 1024;
 /** Counter keys longer than this are refused (longer than the table stores are kept as a SHA-256 digest). */
 export const MAX_KEY_LENGTH = 4096;
 
+/** shutdownTimeout and readyTimeout when not given (ms). */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10000;
+export const DEFAULT_READY_TIMEOUT_MS = 30000;
+
 /** heartbeatTimeout: gunicorn's default timeout; below the minimum a busy loop would be taken for a stuck one. */
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 30000;
 export const MIN_HEARTBEAT_TIMEOUT_MS = 100;

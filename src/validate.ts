@@ -6,9 +6,7 @@ import { invalidType, invalidValue, outOfRange } from './errors';
 export function checkOptionNames(where: string, options: object, valid: readonly string[]): void {
   for (const name of Object.keys(options)) {
     if (valid.includes(name)) continue;
-    const distances = valid.map((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()));
-    const nearest = Math.min(...distances);
-    const hint = nearest <= 2 ? valid[distances.indexOf(nearest)] : undefined;
+    const hint = nearestName(name, valid);
     const error = new TypeError(
       `Unknown option "${name}" for ${where}.${hint ? ` Did you mean "${hint}"?` : ''} Valid options: ${valid.join(', ')}`,
     );
@@ -60,21 +58,26 @@ const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 10
 const DURATION_UNITS: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /**
- * A size written as text: bytes, or a number with a binary unit (`512M`, `1.5G`, `64KiB`, `2GB`: K, M, G, T
- * are 1024-based). Whole bytes from `min` to `max`, or 0; otherwise `fail` with what is allowed.
+ * A size written as text: bytes, or a number with a binary unit (`512M`, `512Mi`, `512MB`, `512MiB`, `1.5G`: K, M,
+ * G, T are 1024-based with or without `i` and `B`, as they always were here, so `512MB` keeps its meaning).
+ * Whole bytes from `min` to `max`, or 0; otherwise `fail` with what is allowed.
  */
 export function parseSizeText(text: string, min: number, max: number, fail: (allowed: string) => never): number {
-  const allowed = `0 (off), or bytes from ${min} to ${max}, or a number with a unit K, M, G or T (e.g. 512M)`;
-  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
-  if (!match || (match[2] === '' && match[1].includes('.'))) fail(allowed);
-  const value = Math.round(Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]);
+  const allowed = `0 (off), or bytes from ${min} to ${max}, or a number with a unit K, M, G or T (1024-based; Ki, MB, MiB… read the same; e.g. 512M)`;
+  const match = /^(\d+(?:\.\d+)?)\s*(?:([kmgt])i?)?b?$/i.exec(text.trim());
+  if (!match || (match[2] === undefined && match[1].includes('.'))) fail(allowed);
+  const value = Math.round(Number(match[1]) * SIZE_UNITS[(match[2] ?? '').toLowerCase()]);
   if (value !== 0 && (value < min || value > max)) fail(allowed);
   return value;
 }
 
-/** A duration written as text: ms, or a number with a unit (`500ms`, `30s`, `15m`, `6h`, `1d`). 0, or `min` to `max` ms. */
+/**
+ * A duration written as text: ms, or a number with a unit (`500ms`, `30s`, `15m`, `6h`, `1d`). 0, or `min` to
+ * `max` ms. With a `min` above 0, 0 turns the limit off.
+ */
 export function parseDurationText(text: string, min: number, max: number, fail: (allowed: string) => never): number {
-  const allowed = `0 (off), or ms from ${min} to ${max}, or a number with a unit ms, s, m, h or d (e.g. 6h)`;
+  const units = 'a number with a unit ms, s, m, h or d (e.g. 6h)';
+  const allowed = min > 0 ? `0 (off), or ms from ${min} to ${max}, or ${units}` : `ms from 0 to ${max}, or ${units}`;
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(text.trim());
   if (!match || (match[2] === undefined && match[1].includes('.'))) fail(allowed);
   const value = Math.round(Number(match[1]) * DURATION_UNITS[(match[2] ?? '').toLowerCase()]);
@@ -99,6 +102,13 @@ export function checkSignal(name: string, value: unknown): number {
     throw invalidValue(name, `must be a signal name (${Object.keys(signals).slice(0, 4).join(', ')}, …)`, value);
   }
   return number;
+}
+
+/** The name in `valid` nearest to `name` (case-insensitive), if it is near enough to be a slip (2 edits at most). */
+export function nearestName(name: string, valid: readonly string[]): string | undefined {
+  const distances = valid.map((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()));
+  const nearest = Math.min(...distances);
+  return nearest <= 2 ? valid[distances.indexOf(nearest)] : undefined;
 }
 
 function editDistance(a: string, b: string): number {

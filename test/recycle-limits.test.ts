@@ -29,9 +29,9 @@ test('sizes: bytes or 1024-based units; durations: ms or units; 0 is off; the re
     throw new Error(allowed);
   };
   const size = (text: string) => parseSizeText(text, 16 * MiB, Number.MAX_SAFE_INTEGER, fail);
-  expect(['0', '16777216', '512M', '512MB', '512MiB', '1.5g', '64 m', '1T'].map(size))
-    .toEqual([0, 16 * MiB, 512 * MiB, 512 * MiB, 512 * MiB, 1.5 * 1024 * MiB, 64 * MiB, 1024 * 1024 * MiB]);
-  for (const bad of ['', '-1', '1M', '12.5', 'lots', '5X', '1e9']) expect(() => size(bad)).toThrow(/0 \(off\), or bytes from 16777216/);
+  expect(['0', '16777216', '512M', '512MB', '512MiB', '512Mi', '1Gi', '1.5g', '64 m', '1T', '16384KiB', '17000000B'].map(size))
+    .toEqual([0, 16 * MiB, 512 * MiB, 512 * MiB, 512 * MiB, 512 * MiB, 1024 * MiB, 1.5 * 1024 * MiB, 64 * MiB, 1024 * 1024 * MiB, 16 * MiB, 17000000]);
+  for (const bad of ['', '-1', '1M', '12.5', 'lots', '5X', '1e9', '512iB', '512i', '1.5']) expect(() => size(bad)).toThrow(/0 \(off\), or bytes from 16777216/);
   const duration = (text: string) => parseDurationText(text, 1000, 2 ** 31 - 1, fail);
   expect(['0', '1000', '1500ms', '30s', '1.5m', '6h', '1d'].map(duration)).toEqual([0, 1000, 1500, 30000, 90000, 6 * 3600000, 86400000]);
   for (const bad of ['999', '1s5', '-5s', '30 sec', '25d', '1.5']) expect(() => duration(bad)).toThrow(/0 \(off\), or ms from 1000/);

@@ -1,15 +1,28 @@
 // Zero-code mode: unmodified express, fastify, koa, hono and node:http apps under `node -r prefork/register`,
 // an ES-module app under `--import`, https, two ports, PM2 habits, Unix paths, reload and kill -9 under load.
-import { readFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { get, isDead, waitFor } from './helpers';
-import { app, AppRun, stopAllApps } from './apps';
+import { app, AppRun, root, stopAllApps } from './apps';
 import { load, tally } from './primary';
 
-afterEach(stopAllApps);
+const directories: string[] = [];
+afterEach(async () => {
+  await stopAllApps();
+  for (const directory of directories.splice(0)) rmSync(directory, { recursive: true, force: true });
+});
+
+/** A scratch directory holding index.js, which runs the plain-http fixture. */
+function appDirectory(): string {
+  const directory = mkdtempSync(join(tmpdir(), 'prefork-register-app-'));
+  directories.push(directory);
+  writeFileSync(join(directory, 'index.js'), `require(${JSON.stringify(app('plain-http.js'))});\n`);
+  return directory;
+}
 
 async function expectTwoWorkersServe(run: AppRun, port: number, pids: number[]): Promise<void> {
   const counts = await tally(port, 40);
@@ -173,12 +186,14 @@ test('a slow request finishes when the primary is stopped', async () => {
 
 describe('bad environment values are clear errors and start nothing', () => {
   test.each([
-    [{ PREFORK_WORKERS: '0' }, `The PREFORK_WORKERS environment variable must be an integer from 1 to 1024. Received '0'`],
-    [{ PREFORK_WORKERS: 'many' }, `The PREFORK_WORKERS environment variable must be an integer from 1 to 1024. Received 'many'`],
-    [{ PREFORK_SHUTDOWN_TIMEOUT: '-1' }, `The PREFORK_SHUTDOWN_TIMEOUT environment variable must be an integer from 0 to 2147483647. Received '-1'`],
-    [{ PREFORK_READY_TIMEOUT: '1.5' }, `The PREFORK_READY_TIMEOUT environment variable must be an integer from 0 to 2147483647. Received '1.5'`],
+    [{ PREFORK_WORKERS: '0' }, `The PREFORK_WORKERS environment variable must be an integer from 1 to 1024, or max (the CPUs this process may use). Received '0'`],
+    [{ PREFORK_WORKERS: 'many' }, `The PREFORK_WORKERS environment variable must be an integer from 1 to 1024, or max (the CPUs this process may use). Received 'many'`],
+    [{ PREFORK_SHUTDOWN_TIMEOUT: '-1' }, `The PREFORK_SHUTDOWN_TIMEOUT environment variable must be ms from 0 to 2147483647, or a number with a unit ms, s, m, h or d (e.g. 6h). Received '-1'`],
+    [{ PREFORK_READY_TIMEOUT: '1.5' }, `The PREFORK_READY_TIMEOUT environment variable must be ms from 0 to 2147483647, or a number with a unit ms, s, m, h or d (e.g. 6h). Received '1.5'`],
+    [{ PREFORK_RESTART_DELAY: 'soon' }, `The PREFORK_RESTART_DELAY environment variable must be ms from 0 to 2147483647, or a number with a unit ms, s, m, h or d (e.g. 6h). Received 'soon'`],
+    [{ PREFORK_WATCH: 'maybe' }, `The PREFORK_WATCH environment variable must be 1, true, yes, on, 0, false, no or off. Received 'maybe'`],
     [{ PREFORK_WAIT_READY: 'maybe' }, `The PREFORK_WAIT_READY environment variable must be 1, true, yes, on, 0, false, no or off. Received 'maybe'`],
-    [{ PREFORK_SOCKETS: 'magic' }, `The PREFORK_SOCKETS environment variable must be 'reuseport' or 'shared'. Received 'magic'`],
+    [{ PREFORK_SOCKETS: 'magic' }, `The PREFORK_SOCKETS environment variable must be one of reuseport, shared. Received 'magic'`],
     [{ PREFORK_USER: 'prefork-no-such-user' }, process.getuid?.() === 0 ? `The "user" option names no user on this system. Received 'prefork-no-such-user'` : 'needs a primary running as root'],
   ])('%j', async (env, message) => {
     const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], env);
@@ -187,4 +202,58 @@ describe('bad environment values are clear errors and start nothing', () => {
     expect(run.sideEffectPids()).toEqual([]); // no app code ran anywhere
     await run.stop();
   });
+});
+
+test('every duration variable takes a unit, PREFORK_MAX_MEMORY takes Gi, PREFORK_WORKERS takes max', async () => {
+  const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], {
+    PREFORK_WORKERS: 'max',
+    PREFORK_SHUTDOWN_TIMEOUT: '2s', PREFORK_READY_TIMEOUT: '1m', PREFORK_HEARTBEAT_TIMEOUT: '30s', PREFORK_MAX_AGE: '1h',
+    PREFORK_RESTART_DELAY: '100ms', PREFORK_RESTART_MAX_DELAY: '15s', PREFORK_RESTART_RESET_AFTER: '0.5m', PREFORK_RESTART_WINDOW: '1h',
+    PREFORK_MAX_MEMORY: '1Gi',
+  });
+  await run.waitForMatches(/prefork: \d+ workers? ready/g, 1, { source: 'errors' });
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test('PREFORK_READY_TIMEOUT=0.3s is 300 ms', async () => {
+  const run = new AppRun(['-r', 'prefork/register', app('pm2-ready.js')], { PREFORK_WAIT_READY: '1', PREFORK_READY_TIMEOUT: '0.3s', READY_NEVER: '1' });
+  expect(await run.exited).toEqual({ code: 1, signal: null });
+  expect(run.errors).toMatch(/prefork: worker \d \(pid \d+\) was not ready within 300 ms \(ERR_PREFORK_READY_TIMEOUT\)/);
+});
+
+test('a misspelt PREFORK_* variable is one warning line from the primary, naming the nearest one; prefork\'s own are not warned about', async () => {
+  const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], { PREFORK_MAX_MEMROY: '1G', PREFORK_TEST_ANYTHING: '1', PREFORK_RACE_SEED: '7' });
+  await run.listening(2);
+  run.process.kill('SIGHUP'); // the new workers see the same environment: none of them warns
+  await run.waitForMatches(/prefork: reload done/g, 1, { source: 'errors' });
+  expect(run.errors.split('\n').filter((line) => line.includes('environment variable'))).toEqual([
+    'prefork: unknown environment variable PREFORK_MAX_MEMROY (did you mean PREFORK_MAX_MEMORY?)',
+  ]);
+});
+
+test('PREFORK_NODE_ARGS: Node options for the workers, after the primary\'s own', async () => {
+  const run = new AppRun(['-r', 'prefork/register', app('pm2-ready.js')], { PREFORK_NODE_ARGS: '--no-warnings  --max-old-space-size=200' });
+  const execArgv = (await run.waitForMatches(/^EXECARGV \d+ (.+)$/gm, 2)).map((line) => JSON.parse(line[1]) as string[]);
+  for (const args of execArgv) expect(args.slice(-2)).toEqual(['--no-warnings', '--max-old-space-size=200']);
+});
+
+test('node -r prefork/register DIR runs the directory\'s index.js, as node DIR does', async () => {
+  const directory = appDirectory();
+  const run = new AppRun(['-r', join(root, 'lib', 'zero-code', 'register.js'), '.'], {}, { cwd: directory });
+  await run.listening(2);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test('PREFORK_WATCH=1: an edit of the app reloads the workers (new pids answer)', async () => {
+  const directory = appDirectory();
+  const run = new AppRun(['-r', 'prefork/register', join(directory, 'index.js')], { PREFORK_WATCH: '1' });
+  const { port, pids } = await run.listening(2);
+  await run.waitForMatches(/prefork: watch: a change under/g, 1, { source: 'errors' });
+  appendFileSync(join(directory, 'index.js'), '// edited\n');
+  await run.waitForMatches(/prefork: watch: index\.js changed: reloading/g, 1, { source: 'errors' });
+  await run.waitForMatches(/prefork: reload done/g, 1, { source: 'errors' });
+  await waitFor(() => pids.every(isDead), 10000, 'the old workers to drain');
+  const fresh = run.matches(/^LISTENING \d+ (\d+)/gm).slice(2).map((line) => Number(line[1]));
+  expect(pids).not.toContain(Number(await get(port)));
+  expect(fresh).toContain(Number(await get(port)));
 });

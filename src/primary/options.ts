@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { lookupAccount, usableCpuCount } from '../core/system';
 import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
 import {
-  DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_STORE_CAPACITY, MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS,
+  DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_READY_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS, DEFAULT_STORE_CAPACITY, MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS,
   MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
 } from '../limits';
 import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
@@ -194,8 +194,8 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     env: { ...process.env, ...(options.env ?? {}) },
     cwd,
     restart: settleRestart(options.restart),
-    shutdownTimeout: ms('shutdownTimeout', options.shutdownTimeout, 10000),
-    readyTimeout: ms('readyTimeout', options.readyTimeout, 30000),
+    shutdownTimeout: ms('shutdownTimeout', options.shutdownTimeout, DEFAULT_SHUTDOWN_TIMEOUT_MS),
+    readyTimeout: ms('readyTimeout', options.readyTimeout, DEFAULT_READY_TIMEOUT_MS),
     waitReady: options.waitReady === undefined ? false : checkBoolean('waitReady', options.waitReady),
     uid,
     gid,

@@ -12,7 +12,17 @@ export interface SignalTarget {
   killAll(): void;
 }
 
-const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR2'] as const;
+export const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR2'] as const;
+
+/** What each one does, for `prefork --help` and the docs. */
+export const SIGNAL_ACTIONS: Record<(typeof SIGNALS)[number], string> = {
+  SIGTERM: 'stop gracefully: workers finish their requests (up to the shutdown timeout)',
+  SIGINT: 'the same (Ctrl-C); a second one kills the workers at once',
+  SIGHUP: 'rolling reload: worker by worker, each new one ready before the old one drains',
+  SIGTTIN: 'one worker more',
+  SIGTTOU: 'one worker fewer',
+  SIGUSR2: 'hot upgrade: a new primary (new code of prefork and of Node) takes over the sockets, then this one exits',
+};
 
 /** Installs the handlers; returns the function that removes them. A failure is one line on stderr. */
 export function handleSignals(target: SignalTarget): () => void {

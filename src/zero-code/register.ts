@@ -3,23 +3,29 @@
 // Worker threads and processes the app starts inherit the preload; there it does nothing (see role.ts).
 import Module from 'node:module';
 import { debug } from '../debug';
-import { optionsFromEnvironment } from './env-options';
+import { settingsFromEnvironment } from './env-options';
 import { registerRole } from './role';
+import { runSettings } from './settings';
 
 /** True in the primary: register.mjs then holds the ES-module main back. */
 export let runsPrimary = false;
 
 function startPrimary(): void {
-  const script = process.argv[1];
-  if (!script) {
+  if (!process.argv[1]) {
     process.stderr.write('prefork/register: no app to run. Usage: node -r prefork/register app.js\n');
     process.exit(1);
   }
   try {
     // Workers are started as this process was: same Node options (so they preload prefork/register too).
     // Required here, not above: a worker's preload (every start, every reload) need not load the supervisor.
-    const { runApp } = require('./run') as typeof import('./run');
-    runApp({ ...optionsFromEnvironment(), script, args: process.argv.slice(2), execArgv: process.execArgv });
+    const { resolveApp, runApp } = require('./run') as typeof import('./run');
+    const { options, nodeArgs, watch } = runSettings(settingsFromEnvironment());
+    // `node -r prefork/register .` runs the directory's main file: so do the workers.
+    const app = resolveApp(process.argv[1]);
+    runApp(
+      { ...options, script: app?.script ?? process.argv[1], args: process.argv.slice(2), execArgv: [...process.execArgv, ...nodeArgs] },
+      { watch: watch && app ? app.directory : undefined },
+    );
   } catch (error) {
     process.stderr.write(`prefork: ${(error as Error).message}\n`);
     process.exit(1);

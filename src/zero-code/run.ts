@@ -1,12 +1,42 @@
 // Running an unchanged app (register mode, the prefork command): supervise it and log its lifecycle on stderr.
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { SupervisorOptions } from '../primary/options';
 import { describeExit, supervise, type Supervisor } from '../primary/supervisor';
+import { ENV_HANDOVER } from '../primary/upgrade';
 import { formatAddress } from '../protocol/address';
+import { ENV_DESCENDANT_OF } from '../protocol/messages';
+import { unknownVariableWarnings } from './env-options';
+import { reloadOnChange } from './watch';
+
+/**
+ * The file an app path names, resolved as `node <path>` does: a file (`app` finds app.js), or a directory's
+ * package.json "main", else its index.js. Null when there is none. `directory`: the one watch mode looks at,
+ * the directory named, else the file's.
+ */
+export function resolveApp(path: string): { script: string; directory: string } | null {
+  const absolute = resolve(path);
+  let script: string;
+  try {
+    script = require.resolve(absolute);
+  } catch {
+    return null;
+  }
+  return { script, directory: statSync(absolute, { throwIfNoEntry: false })?.isDirectory() ? absolute : dirname(script) };
+}
 
 const log = (line: string) => process.stderr.write(`prefork: ${line}\n`);
 
-/** Starts the supervisor (bad options throw) and reports starts, exits, restarts, reloads and scaling. */
-export function runApp(options: SupervisorOptions): Supervisor {
+/** PREFORK_* variables that are no setting: what prefork sets for its workers, their children and a new primary, and the test suite's. */
+const isInternalVariable = (name: string): boolean =>
+  name.startsWith('PREFORK_WORKER_') || name.startsWith('PREFORK_TEST_') || [ENV_DESCENDANT_OF, ENV_HANDOVER, 'PREFORK_RACE_SEED', 'PREFORK_PREBUILDS_REQUIRED'].includes(name);
+
+/**
+ * Starts the supervisor (bad options throw) and reports starts, exits, restarts, reloads and scaling. `watch`: the
+ * directory whose changes reload the workers (development mode).
+ */
+export function runApp(options: SupervisorOptions, { watch }: { watch?: string } = {}): Supervisor {
+  for (const line of unknownVariableWarnings(process.env, isInternalVariable)) log(line);
   const supervisor = supervise({ signals: true, exitProcess: true, reapOrphans: true, ...options });
   const pids = () => supervisor.workers.map((worker) => worker.pid).join(', ');
   const addresses = () => supervisor.addresses.map(({ host, port }) => formatAddress(host, port)).join(', ');
@@ -24,5 +54,16 @@ export function runApp(options: SupervisorOptions): Supervisor {
   supervisor.on('spawnfailed', (slot, error) => log(`worker ${slot} could not be started (${(error as Error).message}); retrying with backoff`));
   supervisor.on('reload', () => log(`reload done: pids ${pids()}`));
   supervisor.on('scale', (from, to) => log(`scaled from ${from} to ${to} workers`));
+  if (watch !== undefined) {
+    // From the first ready: a reload needs running workers, and a change while they start is in their code already.
+    supervisor.ready().then(
+      () => {
+        const reload = () => (supervisor.shuttingDown ? Promise.resolve() : supervisor.reload());
+        supervisor.once('shutdown', reloadOnChange(watch, reload, (line) => log(`watch: ${line}`)));
+        log(`watch: a change under ${watch} reloads the workers (node_modules and dot-files aside)`);
+      },
+      () => {},
+    );
+  }
   return supervisor;
 }
