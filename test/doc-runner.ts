@@ -2,7 +2,7 @@
 // convention is in CONTRIBUTING.md, "Docs that run"), and the deploy files (Dockerfile, systemd unit,
 // Kubernetes and Compose YAML), each checked and its command started the way its target starts it.
 import child_process, { type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -96,6 +96,7 @@ export class Project {
 
   constructor(files: Map<string, string> = new Map()) {
     projects.add(this);
+    chmodSync(this.dir, 0o755); // workers may run as another user (PREFORK_USER in a unit)
     const modules = join(this.dir, 'node_modules');
     mkdirSync(modules);
     // One link per package rather than one for node_modules: a loader that resolves from the path it was
@@ -292,14 +293,15 @@ export interface Dockerfile {
   entrypoint: string | null;
   env: Record<string, string>;
   stopSignal: string | null;
-  /** Every stop timeout the file's comments give (`docker run --stop-timeout N`, Compose `stop_grace_period`), ms. */
+  /** Every stop timeout its documentation gives (`docker run --stop-timeout N`, Compose `stop_grace_period`), ms. */
   stopTimeoutsMs: number[];
 }
 
-export function parseDockerfile(text: string): Dockerfile {
+/** `documentation`: where the stop timeout is given (the file's own comments, or the page that shows it). */
+export function parseDockerfile(text: string, documentation = text): Dockerfile {
   const parsed: Dockerfile = { from: '', cmd: null, entrypoint: null, env: {}, stopSignal: null, stopTimeoutsMs: [] };
-  for (const [, seconds] of text.matchAll(/--stop-timeout[ =](\d+)/g)) parsed.stopTimeoutsMs.push(Number(seconds) * 1000);
-  for (const [, value] of text.matchAll(/stop_grace_period:\s*(\S+)/g)) parsed.stopTimeoutsMs.push(durationMs(value));
+  for (const [, seconds] of documentation.matchAll(/--stop-timeout[ =](\d+)/g)) parsed.stopTimeoutsMs.push(Number(seconds) * 1000);
+  for (const [, value] of documentation.matchAll(/stop_grace_period:\s*(\S+)/g)) parsed.stopTimeoutsMs.push(durationMs(value));
   const instructions = text.replace(/\\\n/g, ' ').split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'));
   for (const line of instructions) {
     const [, keyword, rest] = /^(\w+)\s+(.*)$/.exec(line) ?? [];
