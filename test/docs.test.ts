@@ -173,3 +173,31 @@ describe('links', () => {
     () => expect(existsSync(join(root, CONFIGURATION))).toBe(true),
   );
 });
+
+// ---- The reference against the code ----------------------------------------------------------------------
+
+describe('the reference names everything the code has', () => {
+  const source = (path: string) => readFileSync(join(root, 'src', path), 'utf8');
+  const sources = (dir: string) => readdirSync(join(root, 'src', dir)).filter((name) => name.endsWith('.ts')).map((name) => source(join(dir, name)));
+  const quoted = (text: string) => [...text.matchAll(/'([a-z-]+)'/g)].map((match) => match[1]);
+
+  test('docs/operations.md has a row for every reason of prefork_restarts_total (RESTART_REASONS), so an alert can leave out reload', () => {
+    const reasons = quoted(/const RESTART_REASONS[^=]*=\s*\[([^\]]+)\]/.exec(source('primary/metrics.ts'))![1]);
+    expect(reasons).toContain('reload');
+    const page = read('docs/operations.md');
+    expect(reasons.filter((reason) => !page.includes(`| \`${reason}\` |`))).toEqual([]);
+  });
+
+  test("docs/api.md names every worker exit reason (ExitReason), every event the supervisor emits and every ERR_PREFORK_* code", () => {
+    const page = read('docs/api.md');
+    const reasons = quoted(/export type ExitReason =([^;]+);/.exec(source('primary/worker-process.ts'))![1]);
+    expect(reasons.length).toBeGreaterThan(5);
+    expect(reasons.filter((reason) => !page.includes(`\`'${reason}'\``))).toEqual([]);
+    const events = [...new Set(sources('primary').flatMap((text) => [...text.matchAll(/\bemit\('([a-z]+)'/g)].map((match) => match[1])))];
+    expect(events).toContain('restart');
+    expect(events.filter((event) => !page.includes(`| \`'${event}'\` |`))).toEqual([]);
+    const codes = [...new Set(['', 'core', 'primary', 'worker', 'zero-code', 'store', 'protocol'].flatMap((dir) => sources(dir)).flatMap((text) => text.match(/ERR_PREFORK_[A-Z_]*[A-Z]/g) ?? []))];
+    expect(codes).toContain('ERR_PREFORK_CRASH_LOOP');
+    expect(codes.filter((code) => !page.includes(`\`${code}\``))).toEqual([]);
+  });
+});
