@@ -8,14 +8,15 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { load } from 'js-yaml';
 import { settleOptions } from '../src/primary/options';
-import { optionsFromEnvironment } from '../src/zero-code/env-options';
+import { settingsFromEnvironment } from '../src/zero-code/env-options';
+import { runSettings } from '../src/zero-code/settings';
 import { childrenOf, isDead, waitFor } from './helpers';
 
 export const root = join(__dirname, '..');
 
 /** prefork's drain time (shutdownTimeout) for an environment: PREFORK_SHUTDOWN_TIMEOUT, else the default. */
 export function drainMs(env: Record<string, string> = {}): number {
-  return optionsFromEnvironment(env).shutdownTimeout ?? settleOptions({ script: __filename, args: [], execArgv: [] }).shutdownTimeout;
+  return runSettings(settingsFromEnvironment(env)).options.shutdownTimeout ?? settleOptions({ script: __filename, args: [], execArgv: [] }).shutdownTimeout;
 }
 
 // ---- Markdown -------------------------------------------------------------------------------------------
