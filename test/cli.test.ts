@@ -251,7 +251,7 @@ test('prefork . and prefork DIR run a directory as node does: package.json "main
   expect(await named.stop()).toEqual({ code: 0, signal: null });
 });
 
-test('--watch: an edit reloads the workers under load with no failed request; node_modules, .git and dot-files do not', async () => {
+test('--watch: an edit reloads the workers under load with no failed request; node_modules, .git, dot-files and a log file do not', async () => {
   const directory = appDirectory({ 'server.js': 'APP', 'lib/util.js': '', 'node_modules/dep/index.js': '', '.git/HEAD': '' });
   const run = new AppRun([cli, '--watch', join(directory, 'server.js')]);
   const { port, pids } = await run.listening(2);
@@ -260,6 +260,7 @@ test('--watch: an edit reloads the workers under load with no failed request; no
   writeFileSync(join(directory, 'node_modules', 'dep', 'index.js'), '// changed\n');
   writeFileSync(join(directory, '.git', 'HEAD'), 'ref: refs/heads/other\n');
   writeFileSync(join(directory, '.env.local'), 'X=1\n');
+  writeFileSync(join(directory, 'server.log'), 'a log the app writes beside its code\n');
   await new Promise((resolve) => setTimeout(resolve, 1000)); // past the debounce
   expect(run.errors).not.toMatch(/changed: reloading/);
   appendFileSync(join(directory, 'lib', 'util.js'), '// edited\n');

@@ -7,7 +7,7 @@ import { ENV_HANDOVER } from '../primary/upgrade';
 import { formatAddress } from '../protocol/address';
 import { ENV_DESCENDANT_OF } from '../protocol/messages';
 import { unknownVariableWarnings } from './env-options';
-import { reloadOnChange } from './watch';
+import { reloadOnChange, WATCHED_EXTENSIONS } from './watch';
 
 /**
  * The file an app path names, resolved as `node <path>` does: a file (`app` finds app.js), or a directory's
@@ -58,9 +58,12 @@ export function runApp(options: SupervisorOptions, { watch }: { watch?: string }
     // From the first ready: a reload needs running workers, and a change while they start is in their code already.
     supervisor.ready().then(
       () => {
-        const reload = () => (supervisor.shuttingDown ? Promise.resolve() : supervisor.reload());
+        // A reload that a stop cuts short is no failure to report.
+        const reload = () => (supervisor.shuttingDown ? Promise.resolve() : supervisor.reload().catch((error) => {
+          if (!supervisor.shuttingDown) throw error;
+        }));
         supervisor.once('shutdown', reloadOnChange(watch, reload, (line) => log(`watch: ${line}`)));
-        log(`watch: a change under ${watch} reloads the workers (node_modules and dot-files aside)`);
+        log(`watch: a change under ${watch} to a file ${WATCHED_EXTENSIONS.join(' ')} reloads the workers (node_modules and dot-files aside)`);
       },
       () => {},
     );

@@ -5,7 +5,7 @@
 // machines), set up by a synchronous walk in the primary. One watch per directory of the app, none below
 // node_modules or a dot-directory, sees the same edits (a directory's watch reports writes and renames of its files).
 import { readdirSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { join, sep } from 'node:path';
+import { extname, join, sep } from 'node:path';
 
 /** Saves come in bursts (write, rename, touch, a formatter's second write): one reload for a burst. */
 export const WATCH_DEBOUNCE_MS = 300;
@@ -14,6 +14,12 @@ export const WATCH_DEBOUNCE_MS = 300;
 export function isIgnored(relativePath: string): boolean {
   return relativePath.split(sep).some((part) => part === 'node_modules' || part.startsWith('.'));
 }
+
+/**
+ * The files whose change reloads: code and JSON, as nodemon's default. Not whatever else the app's directory
+ * holds: a log the app (or `prefork --watch app.js > app.log`) writes there reloaded the workers on every line.
+ */
+export const WATCHED_EXTENSIONS = ['.js', '.mjs', '.cjs', '.json', '.ts', '.mts', '.cts', '.jsx', '.tsx'];
 
 /**
  * Calls `reload` once a burst of changes under `root` has settled; a change during a reload makes one more reload
@@ -66,7 +72,8 @@ export function reloadOnChange(root: string, reload: () => Promise<void>, log: (
           }
           if (isDirectory) add(file);
         }
-        changed = file || '.';
+        if (!WATCHED_EXTENSIONS.includes(extname(file))) return;
+        changed = file;
         clearTimeout(timer);
         timer = setTimeout(settle, WATCH_DEBOUNCE_MS);
       });
