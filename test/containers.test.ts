@@ -1,7 +1,7 @@
 // Containers: the primary as PID 1 reaps orphaned grandchildren (in a real PID namespace), the default worker
 // count honours a cgroup v1 or v2 CPU quota, and the pid file.
 import child_process from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cgroupCpuLimit } from '../src/core/system';
@@ -120,6 +120,30 @@ describe('pid file', () => {
     expect(readFileSync(fromEnvironment, 'utf8')).toBe(`${registered.process.pid}\n`);
     await registered.stop();
     expect(existsSync(fromEnvironment)).toBe(false);
+  });
+
+  test('a symlink planted at the temporary name cannot make the primary overwrite another file', async () => {
+    // The primary is started through a shell that waits for a line before it execs node: its pid is known before
+    // it writes anything, so a link sits at every name the pid `${path}.${pid}.tmp` scheme could use.
+    const path = join(scratch, 'planted.pid');
+    const victim = join(scratch, 'victim');
+    const linkedVictim = join(scratch, 'linked-victim');
+    writeFileSync(victim, 'precious\n');
+    writeFileSync(linkedVictim, 'precious too\n');
+    symlinkSync(linkedVictim, path); // a link at the pid file itself is replaced, not followed
+    const run = new AppRun(['-c', 'read go && exec "$0" "$@"', process.execPath, cli, '--workers', '1', '--pid-file', path, app('plain-http.js')], {}, { file: '/bin/sh' });
+    const planted = `${path}.${run.process.pid}.tmp`;
+    symlinkSync(victim, planted);
+    run.process.stdin.write('go\n');
+    await run.listening(1);
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(readFileSync(linkedVictim, 'utf8')).toBe('precious too\n');
+    expect(lstatSync(path).isFile()).toBe(true);
+    expect(readFileSync(path, 'utf8')).toBe(`${run.process.pid}\n`);
+    expect(await run.stop()).toEqual({ code: 0, signal: null });
+    expect(existsSync(path)).toBe(false);
+    expect(readdirSync(scratch).filter((name) => name.endsWith('.tmp') && join(scratch, name) !== planted)).toEqual([]);
+    rmSync(planted);
   });
 
   test('a pid file that cannot be written fails the start before any worker, with a clear error', async () => {
