@@ -44,3 +44,5 @@ export const MIN_MAX_AGE_MS = 1000;
 /** The largest app-metrics answer a worker may send (JSON), and how long a scrape waits for each worker. */
 export const MAX_METRICS_BYTES = 16 * 1024 * 1024;
 export const WORKER_ANSWER_TIMEOUT_MS = 1000;
+/** Warnings about metrics the primary drops stop after this many names (per worker, and in the merge): garbage cannot flood the log. */
+export const MAX_WARNED_METRIC_NAMES = 100;

@@ -3,7 +3,9 @@
 // that survive a reload and a kill -9, valid exposition text, and bad input.
 import http from 'node:http';
 import net from 'node:net';
-import { join } from 'node:path';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { supervise, type Supervisor, type Worker } from '../src';
 import { childrenOf, fixture, get, isDead, waitFor } from './helpers';
@@ -18,10 +20,10 @@ afterEach(async () => {
   expect(childrenOf()).toEqual([]);
 });
 
-function startApp(app: string, metrics: unknown = '127.0.0.1:0'): Supervisor {
+function startApp(app: string, metrics: unknown = '127.0.0.1:0', env: NodeJS.ProcessEnv = {}): Supervisor {
   supervisor = supervise({
     script: fixture(`apps/${app}`), args: [], execArgv: ['--require', REGISTER], workers: 2, listen: '127.0.0.1:0',
-    metrics: metrics as never,
+    metrics: metrics as never, env,
   });
   return supervisor;
 }
@@ -132,6 +134,48 @@ test('workerLabel: one series per worker slot, continued by its replacement', as
   expect(new Map(reloaded.map((sample) => [sample.labels.worker, Number(sample.value)]))).toEqual(new Map(bySlot as Array<[string, number]>));
 });
 
+// kept: a metric without an aggregator is summed, as prom-client documents (its aggregate() threw instead).
+test.each([
+  ['constructor', 'constructor', false],
+  ['toString', 'toString', false],
+  ['no-aggregator', 'app_no_aggregator_total', true],
+  ['prefork-name', 'prefork_workers', false],
+])("a worker's metric %p cannot take /metrics down, while it lives or after it exits", async (lie, name, kept) => {
+  const claim = join(mkdtempSync(join(tmpdir(), 'prefork-metrics-')), 'liar');
+  const stderr = jest.spyOn(process.stderr, 'write');
+  try {
+    startApp('prom-client-adversary.js', '127.0.0.1:0', { BAD_METRIC: lie, BAD_METRIC_CLAIM: claim });
+    await supervisor!.ready();
+    const { port } = supervisor!.addresses[0];
+    for (let i = 0; i < 10; i++) await get(port);
+    const liar = supervisor!.workers.find((worker) => worker.pid === Number(readFileSync(claim, 'utf8')))!;
+    const healthy = async (requests: number) => {
+      const answer = await scrape();
+      expect({ status: answer.status, body: answer.body.slice(0, 200) }).toEqual({ status: 200, body: expect.stringContaining('# HELP prefork_workers') });
+      const samples = parseExposition(answer.body);
+      expect(value(samples, 'prefork_workers', { state: 'ready' })).toBe(2);
+      expect(value(samples, 'app_requests_total')).toBe(requests);
+      expect(answer.body.split('\n').filter((line) => line.startsWith(`# TYPE ${name} `))).toHaveLength(kept || name.startsWith('prefork_') ? 1 : 0);
+      if (kept) expect(value(samples, name)).toBe(1);
+    };
+    await healthy(10);
+    await healthy(10);
+    const drops = stderr.mock.calls.map(([text]) => String(text)).filter((text) => text.includes(`"${name}"`));
+    expect(drops).toEqual(kept ? [] : [expect.stringMatching(new RegExp(`^prefork: worker \\d \\(pid ${liar.pid}\\) sent metrics the primary drops: "${name}" \\(`))]);
+
+    const restarted = new Promise<Worker>((resolve) => supervisor!.once('restart', (_old: Worker, next: Worker) => resolve(next)));
+    process.kill(liar.pid, 'SIGKILL'); // its last metrics are kept, as an exited worker's are
+    const next = await restarted;
+    await waitFor(() => next.state === 'ready' || undefined, 5000, 'the replacement ready');
+    await healthy(10);
+    await get(port);
+    await healthy(11);
+  } finally {
+    stderr.mockRestore();
+    rmSync(dirname(claim), { recursive: true, force: true });
+  }
+});
+
 test('an app without prom-client: the prefork_* metrics alone, and no warning', async () => {
   const stderr = jest.spyOn(process.stderr, 'write');
   startApp('plain-http.js');
@@ -168,15 +212,25 @@ test.each([
   expect(childrenOf()).toEqual([]);
 });
 
-test("a worker's metrics answer is checked before it is used: garbage is refused, with what was wrong", () => {
+test("a worker's metrics answer is checked before it is used: garbage is refused, a metric the primary cannot merge is dropped alone", () => {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { parseWorkerMetrics } = require('../src/primary/app-metrics') as typeof import('../src/primary/app-metrics');
   expect(parseWorkerMetrics('not json')).toBe('metrics that are not JSON');
   expect(parseWorkerMetrics('{"a":1}')).toBe('metrics that are not a list');
-  expect(parseWorkerMetrics('[{"name":"bad name","help":"","type":"counter","values":[]}]')).toMatch(/malformed metric/);
-  expect(parseWorkerMetrics('[{"name":"ok","help":"","type":"counter","values":[{"value":"1","labels":{}}]}]')).toMatch(/malformed value of metric ok/);
-  expect(parseWorkerMetrics('[{"name":"ok","help":"","type":"counter","values":[{"value":1,"labels":{"a b":"x"}}]}]')).toMatch(/malformed value/);
-  expect(parseWorkerMetrics('[{"name":"ok","help":"h","type":"counter","values":[{"value":3,"labels":{"route":"/"}}]}]')).toEqual([
-    { name: 'ok', help: 'h', type: 'counter', values: [{ value: 3, labels: { route: '/' } }] },
-  ]);
+  const ok = { name: 'ok', help: 'h', type: 'counter', values: [{ value: 3, labels: { route: '/' } }] };
+  const dropped = (metric: object) => {
+    const parsed = parseWorkerMetrics(JSON.stringify([metric, ok]));
+    expect(typeof parsed === 'object' && parsed.metrics).toEqual([{ ...ok, aggregator: 'sum' }]);
+    return typeof parsed === 'object' && parsed.dropped.map(({ why }) => why);
+  };
+  expect(dropped({ ...ok, name: 'bad name' })).toEqual(['not a Prometheus metric name']);
+  for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) expect(dropped({ ...ok, name })).toEqual([expect.stringMatching(/Object.prototype/)]);
+  expect(dropped({ ...ok, name: 'prefork_workers' })).toEqual([expect.stringMatching(/prefork_\* names are the primary's own/)]);
+  expect(dropped({ ...ok, name: 'x', aggregator: 'constructor' })).toEqual([expect.stringMatching(/an aggregator prom-client does not have/)]);
+  expect(dropped({ ...ok, name: 'x', values: [{ value: '1', labels: {} }] })).toEqual(['a malformed value']);
+  expect(dropped({ ...ok, name: 'x', values: [{ value: 1, labels: { 'a b': 'x' } }] })).toEqual(['a malformed value']);
+  expect(dropped({ ...ok, name: 'x', values: [{ value: 1, labels: { __name__: 'x' } }] })).toEqual(['a malformed value']);
+  expect(dropped({ ...ok, name: 'x', values: [{ value: 1, labels: {}, metricName: 'prefork_workers' }] })).toEqual(['a malformed value']);
+  expect(dropped(ok)).toEqual(['a second metric of that name']);
+  expect(parseWorkerMetrics(JSON.stringify([{ ...ok, aggregator: 'max', extra: 1 }]))).toEqual({ metrics: [{ ...ok, aggregator: 'max' }], dropped: [] });
 });

@@ -2,7 +2,7 @@
 // AggregatorRegistry merges node:cluster workers' (sum by default, or each metric's `aggregator`). Counters and
 // histograms of workers that exited are kept, so a total never goes down when a worker is replaced.
 import { createRequire } from 'node:module';
-import { MAX_METRICS_BYTES } from '../limits';
+import { MAX_METRICS_BYTES, MAX_WARNED_METRIC_NAMES } from '../limits';
 
 export interface MetricValue {
   value: number;
@@ -23,38 +23,75 @@ interface PromClient {
   AggregatorRegistry: { aggregate(metrics: MetricJSON[][]): { metrics(): Promise<string> } };
 }
 
+/** Prometheus' metric names; label names are the same without colons, and `__` begins only its own. */
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const TYPES = new Set(['counter', 'gauge', 'histogram', 'summary']);
+/** prom-client's aggregators (metricAggregators.js); a metric without one is summed, as prom-client documents. */
 const AGGREGATORS = new Set(['sum', 'first', 'min', 'max', 'average', 'omit']);
+/** Names prom-client's registry (a plain object keyed by name) mistakes for a metric it already has. */
+const PROTOTYPE_NAMES = new Set(Object.getOwnPropertyNames(Object.prototype));
+/** The primary's own metrics; an app's metric of that name would make the exposition name one family twice. */
+const RESERVED_PREFIX = 'prefork_';
+/** The sample names a metric may use: its own, and a histogram's or summary's parts. */
+const SAMPLE_SUFFIXES = ['', '_bucket', '_sum', '_count'];
 const MAX_METRICS = 100_000;
 
-/** A worker's metrics, checked field by field (workers may run someone else's code); a string says what is wrong. */
-export function parseWorkerMetrics(json: string): MetricJSON[] | string {
+/** A worker's answer: the metrics the primary can merge, and what it dropped and why (`"name" (why)`). */
+export interface WorkerMetrics {
+  metrics: MetricJSON[];
+  dropped: Array<{ name: string; why: string }>;
+}
+
+/** Why the primary cannot take this metric (workers may run someone else's code), or the metric rebuilt from the fields it knows. */
+function checkMetric(metric: unknown): { why: string } | { metric: MetricJSON } {
+  if (typeof metric !== 'object' || metric === null || Array.isArray(metric)) return { why: 'not an object' };
+  const { name, help, type, values, aggregator = 'sum' } = metric as Record<string, unknown>;
+  if (typeof name !== 'string' || !NAME.test(name)) return { why: 'not a Prometheus metric name' };
+  if (PROTOTYPE_NAMES.has(name)) return { why: 'named like an Object.prototype member, which prom-client cannot merge' };
+  if (name.startsWith(RESERVED_PREFIX)) return { why: `the ${RESERVED_PREFIX}* names are the primary's own` };
+  if (typeof help !== 'string' || !TYPES.has(type as string) || !Array.isArray(values)) return { why: 'malformed' };
+  if (typeof aggregator !== 'string' || !AGGREGATORS.has(aggregator)) return { why: `an aggregator prom-client does not have (${JSON.stringify(aggregator)?.slice(0, 40)})` };
+  const checked: MetricValue[] = [];
+  for (const value of values as unknown[]) {
+    const { value: number, labels, metricName } = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+    if ((typeof number !== 'number' && number !== null) || typeof labels !== 'object' || labels === null || Array.isArray(labels) ||
+      !Object.entries(labels).every(([label, text]) => LABEL_NAME.test(label) && !label.startsWith('__') && (typeof text === 'string' || typeof text === 'number')) ||
+      (metricName !== undefined && !SAMPLE_SUFFIXES.some((suffix) => metricName === name + suffix))) {
+      return { why: 'a malformed value' };
+    }
+    checked.push({ value: number as number, labels: labels as MetricValue['labels'], ...(metricName === undefined ? {} : { metricName: metricName as string }) });
+  }
+  return { metric: { name, help, type: type as MetricJSON['type'], values: checked, aggregator } };
+}
+
+/**
+ * A worker's metrics, checked field by field. A string (not JSON, not a list, too large) is a broken protocol; a
+ * metric the primary cannot merge is dropped alone, so one bad metric costs neither the worker nor the endpoint.
+ */
+export function parseWorkerMetrics(json: string): WorkerMetrics | string {
   if (json.length > MAX_METRICS_BYTES) return `metrics larger than ${MAX_METRICS_BYTES} bytes`;
-  let metrics: unknown;
+  let list: unknown;
   try {
-    metrics = JSON.parse(json);
+    list = JSON.parse(json);
   } catch {
     return 'metrics that are not JSON';
   }
-  if (!Array.isArray(metrics) || metrics.length > MAX_METRICS) return 'metrics that are not a list';
-  for (const metric of metrics as Array<Record<string, unknown>>) {
-    if (typeof metric !== 'object' || metric === null || typeof metric.name !== 'string' || !NAME.test(metric.name) ||
-      typeof metric.help !== 'string' || !TYPES.has(metric.type as string) || !Array.isArray(metric.values) ||
-      (metric.aggregator !== undefined && !AGGREGATORS.has(metric.aggregator as string))) {
-      return `a malformed metric ${JSON.stringify((metric as { name?: unknown })?.name)?.slice(0, 60)}`;
-    }
-    for (const value of metric.values as Array<Record<string, unknown>>) {
-      const labels = value?.labels;
-      if (typeof value !== 'object' || value === null || (typeof value.value !== 'number' && value.value !== null) ||
-        typeof labels !== 'object' || labels === null || Array.isArray(labels) ||
-        !Object.entries(labels).every(([name, label]) => NAME.test(name) && (typeof label === 'string' || typeof label === 'number')) ||
-        (value.metricName !== undefined && (typeof value.metricName !== 'string' || !NAME.test(value.metricName)))) {
-        return `a malformed value of metric ${metric.name}`;
-      }
+  if (!Array.isArray(list) || list.length > MAX_METRICS) return 'metrics that are not a list';
+  const metrics: MetricJSON[] = [];
+  const dropped: WorkerMetrics['dropped'] = [];
+  const names = new Set<string>();
+  for (const metric of list as unknown[]) {
+    const checked = checkMetric(metric);
+    const name = String((metric as { name?: unknown } | null)?.name).slice(0, 60);
+    if ('why' in checked) dropped.push({ name, why: checked.why });
+    else if (names.has(checked.metric.name)) dropped.push({ name, why: 'a second metric of that name' });
+    else {
+      names.add(checked.metric.name);
+      metrics.push(checked.metric);
     }
   }
-  return metrics as MetricJSON[];
+  return { metrics, dropped };
 }
 
 /** prom-client as the app sees it (resolved from its script), else prefork's own; null when there is none. */
@@ -75,6 +112,8 @@ export class AppMetrics {
   /** Counters and histograms of exited workers, summed; they only grow. */
   private retired = new Map<string, MetricJSON>();
   private warnedNoPromClient = false;
+  /** Metric names a warning was written for. */
+  private readonly warned = new Set<string>();
   /** Loaded at the first merge, not at start: most apps report no metrics, and prom-client would add about 4 MB to the
    *  idle primary's RSS and 50 ms to its start. undefined: not tried yet. */
   private promClient: PromClient | null | undefined = undefined;
@@ -101,18 +140,48 @@ export class AppMetrics {
     }
   }
 
-  /** The merged exposition text of the live workers' metrics and the kept totals; '' without prom-client. */
+  /**
+   * The merged exposition text of the live workers' metrics and the kept totals; '' without prom-client. Each name
+   * is merged on its own: one that prom-client cannot merge is left out (said once), never the whole answer.
+   */
   async render(live: Array<{ slot: number; metrics: MetricJSON[] }>): Promise<string> {
-    const lists = live.map(({ slot, metrics }) => this.labelled(slot, metrics));
-    if (this.retired.size > 0) lists.push([...this.retired.values()]);
-    if (lists.every((list) => list.length === 0)) return '';
+    const byName = new Map<string, Array<{ from: string; metric: MetricJSON }>>();
+    const add = (from: string, metrics: MetricJSON[]) => {
+      for (const metric of metrics) {
+        const group = byName.get(metric.name);
+        if (group) group.push({ from, metric });
+        else byName.set(metric.name, [{ from, metric }]);
+      }
+    };
+    for (const { slot, metrics } of live) add(`worker ${slot}`, this.labelled(slot, metrics));
+    add('exited workers', [...this.retired.values()]);
+    if (byName.size === 0) return '';
     if (this.promClient === undefined) this.promClient = loadPromClient(this.script);
     if (!this.promClient) {
       if (!this.warnedNoPromClient) process.stderr.write('prefork: workers report prom-client metrics, but the primary cannot load prom-client to merge them; leaving them out\n');
       this.warnedNoPromClient = true;
       return '';
     }
-    return this.promClient.AggregatorRegistry.aggregate(lists).metrics();
+    const texts: string[] = [];
+    for (const [name, group] of byName) {
+      const { type } = group[0].metric;
+      const others = group.filter(({ metric }) => metric.type !== type);
+      if (others.length > 0) this.warnOnce(name, `prefork: metric "${name}" is a ${type} for ${group[0].from} but a ${others[0].metric.type} for ${others[0].from}; leaving out the ${others[0].metric.type}s\n`);
+      try {
+        const text = await this.promClient.AggregatorRegistry.aggregate([group.filter(({ metric }) => metric.type === type).map(({ metric }) => metric)]).metrics();
+        if (text.trim() !== '') texts.push(text); // the 'omit' aggregator leaves nothing
+      } catch (error) {
+        this.warnOnce(name, `prefork: cannot merge metric "${name}" (from ${[...new Set(group.map(({ from }) => from))].join(', ')}): ${(error as Error).message}; leaving it out\n`);
+      }
+    }
+    return texts.join('\n');
+  }
+
+  /** One line per metric name, however often it is scraped. */
+  private warnOnce(name: string, line: string): void {
+    if (this.warned.has(name) || this.warned.size >= MAX_WARNED_METRIC_NAMES) return;
+    this.warned.add(name);
+    process.stderr.write(line);
   }
 
   /** With `workerLabel`, every value gets worker="<slot>" (a replacement continues its slot's series). */

@@ -81,7 +81,13 @@ export class SupervisorMetrics {
     ].join('');
     // Workers that exited while we asked are in the kept totals now: only the ones still alive count as live.
     const stillLive = appMetrics.filter(({ worker, metrics }) => worker.record.state !== 'exited' && metrics !== null);
-    return text + (await this.app.render(stillLive.map(({ worker, metrics }) => ({ slot: worker.record.id, metrics: metrics! }))));
+    // The prefork_* metrics answer whatever the apps' merge does: it is built from what workers say.
+    try {
+      return text + (await this.app.render(stillLive.map(({ worker, metrics }) => ({ slot: worker.record.id, metrics: metrics! }))));
+    } catch (error) {
+      process.stderr.write(`prefork: cannot merge the workers' prom-client metrics (${(error as Error).message}); serving prefork's own alone\n`);
+      return text;
+    }
   }
 
   /** Requests served on the slot by all its workers so far (its exited ones' kept with the slot). */

@@ -7,8 +7,8 @@ import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus, residentSetSize } from '../core/system';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
-import { MAX_METRICS_BYTES, WORKER_ANSWER_TIMEOUT_MS } from '../limits';
-import { parseWorkerMetrics, type MetricJSON } from './app-metrics';
+import { MAX_METRICS_BYTES, MAX_WARNED_METRIC_NAMES, WORKER_ANSWER_TIMEOUT_MS } from '../limits';
+import { parseWorkerMetrics, type MetricJSON, type WorkerMetrics } from './app-metrics';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
   FIRST_LISTEN_FD, LIVENESS_FD, STORE_FD,
@@ -95,6 +95,8 @@ export class WorkerProcess {
   private readonly metricsParts = new Map<number, string[]>();
   /** Its app's prom-client metrics as last received (asked, or sent when it drained); null: none yet. */
   lastMetrics: MetricJSON[] | null = null;
+  /** Names of its metrics the primary dropped and said so. */
+  private readonly droppedMetricNames = new Set<string>();
   /** Its maxRequests with its own jitter; 0: no limit. */
   readonly requestLimit: number;
   private readonly shutdownTimeout: number;
@@ -247,11 +249,22 @@ export class WorkerProcess {
       return null;
     }
     this.metricsParts.delete(message.requestId);
-    const metrics = parseWorkerMetrics(parts.join(''));
-    if (typeof metrics === 'string') return metrics;
+    const parsed = parseWorkerMetrics(parts.join(''));
+    if (typeof parsed === 'string') return parsed;
+    this.reportDropped(parsed.dropped);
+    const { metrics } = parsed;
     this.lastMetrics = metrics;
     this.metricsRequests.get(message.requestId)?.(metrics);
     return null;
+  }
+
+  /** One line for the metrics of this worker the primary drops, each name said once. */
+  private reportDropped(dropped: WorkerMetrics['dropped']): void {
+    const fresh = dropped.filter(({ name }) => !this.droppedMetricNames.has(name) && this.droppedMetricNames.size < MAX_WARNED_METRIC_NAMES);
+    if (fresh.length === 0) return;
+    for (const { name } of fresh) this.droppedMetricNames.add(name);
+    const shown = fresh.slice(0, 5).map(({ name, why }) => `${JSON.stringify(name)} (${why})`).join(', ');
+    process.stderr.write(`prefork: worker ${this.record.id} (pid ${this.record.pid}) sent metrics the primary drops: ${shown}${fresh.length > 5 ? ` and ${fresh.length - 5} more` : ''}\n`);
   }
 }
 
