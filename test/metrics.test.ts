@@ -3,7 +3,7 @@
 // that survive a reload and a kill -9, valid exposition text, and bad input.
 import http from 'node:http';
 import net from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -173,6 +173,25 @@ test.each([
   } finally {
     stderr.mockRestore();
     rmSync(dirname(claim), { recursive: true, force: true });
+  }
+});
+
+test('25 scrapes at once make every worker collect once or twice, not 25 times: they share a collection in flight', async () => {
+  const log = join(mkdtempSync(join(tmpdir(), 'prefork-metrics-')), 'collections');
+  try {
+    writeFileSync(log, '');
+    startApp('prom-client-slow-collect.js', '127.0.0.1:0', { COLLECT_LOG: log });
+    await supervisor!.ready();
+    const answers = await Promise.all(Array.from({ length: 25 }, () => scrape()));
+    expect(answers.map(({ status }) => status)).toEqual(Array(25).fill(200));
+    for (const { body } of answers) expect(value(parseExposition(body), 'prefork_workers', { state: 'ready' })).toBe(2);
+    const byWorker = new Map<string, number>();
+    for (const pid of readFileSync(log, 'utf8').split('\n').filter(Boolean)) byWorker.set(pid, (byWorker.get(pid) ?? 0) + 1);
+    expect([...byWorker.keys()].sort()).toEqual(supervisor!.workers.map((worker) => String(worker.pid)).sort());
+    for (const [pid, collections] of byWorker) expect({ pid, collections: Math.min(collections, 2) }).toEqual({ pid, collections });
+  } finally {
+    await supervisor?.shutdown({ timeout: 1000 }); // draining workers collect once more, into the log
+    rmSync(dirname(log), { recursive: true, force: true });
   }
 });
 

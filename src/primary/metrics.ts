@@ -26,6 +26,8 @@ export class SupervisorMetrics {
   /** Requests served by the exited workers of each slot. */
   private readonly exitedRequests = new Map<number, number>();
   private readonly app: AppMetrics;
+  /** The collection in flight, which scrapes arriving meanwhile share. */
+  private collecting: Promise<string> | null = null;
 
   constructor(
     config: SupervisorConfig,
@@ -50,8 +52,18 @@ export class SupervisorMetrics {
     this.app.retire(id, worker.lastMetrics);
   }
 
-  /** The exposition text: prefork_* first, then the apps' metrics. */
-  async render(): Promise<string> {
+  /**
+   * The exposition text: prefork_* first, then the apps' metrics. A scrape that arrives while one is being collected
+   * shares its answer: 25 at once asked every worker 25 times, and an app's collect() may be slow or costly.
+   */
+  render(): Promise<string> {
+    this.collecting ??= this.collect().finally(() => {
+      this.collecting = null;
+    });
+    return this.collecting;
+  }
+
+  private async collect(): Promise<string> {
     const live = this.slots.live();
     const serving = this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : []));
     const [stats, appMetrics] = await Promise.all([
