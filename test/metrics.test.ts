@@ -253,3 +253,26 @@ test("a worker's metrics answer is checked before it is used: garbage is refused
   expect(dropped(ok)).toEqual(['a second metric of that name']);
   expect(parseWorkerMetrics(JSON.stringify([{ ...ok, aggregator: 'max', extra: 1 }]))).toEqual({ metrics: [{ ...ok, aggregator: 'max' }], dropped: [] });
 });
+
+test('a metric the merge cannot take (one that got past the checks, or two types under one name) is left out alone, said once', async () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { AppMetrics } = require('../src/primary/app-metrics') as typeof import('../src/primary/app-metrics');
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    const merge = new AppMetrics(fixture('apps/prom-client.js'), false);
+    const metric = (name: string, type: 'counter' | 'histogram' | 'gauge', extra = {}) => ({ name, help: 'h', type, aggregator: 'sum', values: [{ value: 1, labels: {}, ...extra }] });
+    const live = [
+      { slot: 0, metrics: [metric('a', 'counter'), metric('constructor', 'counter'), metric('ok', 'gauge')] },
+      { slot: 1, metrics: [metric('a', 'histogram', { metricName: 'a_bucket' }), metric('ok', 'gauge')] },
+    ];
+    const samples = parseExposition(await merge.render(live));
+    expect([...samples].map(([name, values]) => [name, values.map((sample) => Number(sample.value))])).toEqual([['a', [1]], ['ok', [2]]]);
+    await merge.render(live);
+    expect(stderr.mock.calls.map(([text]) => String(text))).toEqual([
+      'prefork: metric "a" is a counter for worker 0 but a histogram for worker 1; leaving out the histograms\n',
+      expect.stringMatching(/^prefork: cannot merge metric "constructor" \(from worker 0\): .*; leaving it out\n$/),
+    ]);
+  } finally {
+    stderr.mockRestore();
+  }
+});
