@@ -9,7 +9,7 @@ import {
   cleanUp, dockerfileProblems, parseDockerfile, parseUnit, root, ServerRun, splitCommand, testEnvironment, unitProblems,
   unitRunEnvironment, unitValue,
 } from './doc-runner';
-import { fixture, waitFor } from './helpers';
+import { childrenOf, fixture, waitFor } from './helpers';
 import { describeWithTool } from './tools';
 
 const examples = join(root, 'examples');
@@ -52,9 +52,18 @@ describe('examples/prefork.service', () => {
     const receivers: ChildProcessWithoutNullStreams[] = [];
     let scratch = '';
     beforeEach(() => (scratch = mkdtempSync(join(tmpdir(), 'prefork-unit-'))));
-    afterEach(() => {
-      for (const receiver of receivers.splice(0)) receiver.kill('SIGKILL');
+    // Waits for each receiver's exit, so no zombie outlives the test: a suite that runs next in this jest worker
+    // and checks its children synchronously saw one (store.test.ts, in a CI run on Node 26).
+    afterEach(async () => {
+      await Promise.all(
+        receivers.splice(0).map((receiver) =>
+          receiver.exitCode !== null || receiver.signalCode !== null
+            ? undefined
+            : new Promise((resolve) => receiver.once('exit', resolve).kill('SIGKILL')),
+        ),
+      );
       rmSync(scratch, { recursive: true, force: true });
+      expect(childrenOf()).toEqual([]);
     });
 
     /** A datagram socket at `path` standing in for systemd's, collecting each notification. */
