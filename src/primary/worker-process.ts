@@ -314,7 +314,8 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
     replaced: launch.replaced, exitReason: null,
   };
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd), liveness, config);
+  // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach.
+  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false }), liveness, config);
 }
 
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */
