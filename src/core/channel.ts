@@ -224,9 +224,16 @@ export class ControlChannel extends EventEmitter {
     }
   }
 
-  /** Closes the channel (and every fd received and not handed out) and says why. */
+  /**
+   * Closes every fd received and not handed out, says why, then closes the channel: an 'error' listener acts
+   * before the peer sees EOF (the primary kills a worker first, so it cannot take the EOF for a drain).
+   */
   private failProtocol(problem: string): void {
-    this.close();
-    this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', `Control channel peer sent ${problem}: closed the channel`));
+    for (const fd of this.receivedFds.splice(0)) closeSync(fd);
+    try {
+      this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', `Control channel peer sent ${problem}: closed the channel`));
+    } finally {
+      this.close();
+    }
   }
 }

@@ -296,8 +296,8 @@ export class WorkerSlots {
   private misbehaved(worker: WorkerProcess, problem: string): void {
     if (worker.record.state === 'exited') return;
     process.stderr.write(`prefork: worker ${worker.record.id} (pid ${worker.record.pid}) broke the control protocol (${problem}); killing it\n`);
+    worker.kill('protocol'); // before the channel's EOF, which would have it drain and exit 0 like a clean stop
     worker.channel.close();
-    worker.kill('protocol');
     this.steering?.refreshSoon();
   }
 
