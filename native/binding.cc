@@ -274,20 +274,23 @@ Napi::Value ChannelSend(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(sent));
 }
 
-// channelRecv(fd, buffer) -> null when nothing is waiting, else [bytes (0: peer closed), fds]
+// channelRecv(fd, buffer, takeFds) -> null when nothing is waiting, else [bytes (0: peer closed), fds, truncated]
 Napi::Value ChannelRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = IntArgument(info, 0);
   Napi::Buffer<char> buffer = info[1].As<Napi::Buffer<char>>();
+  bool take_fds = info[2].ToBoolean().Value();
   std::vector<int> fds;
-  ssize_t got = prefork::channel_recv(fd, buffer.Data(), buffer.Length(), &fds);
+  bool truncated = false;
+  ssize_t got = prefork::channel_recv(fd, buffer.Data(), buffer.Length(), take_fds, &fds, &truncated);
   if (got == -EAGAIN || got == -EWOULDBLOCK) return env.Null();
   if (got < 0) throw SystemError(env, static_cast<int>(got), "recvmsg");
   Napi::Array fd_list = Napi::Array::New(env, fds.size());
   for (size_t i = 0; i < fds.size(); i++) fd_list.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
-  Napi::Array result = Napi::Array::New(env, 2);
+  Napi::Array result = Napi::Array::New(env, 3);
   result.Set(0u, Napi::Number::New(env, static_cast<double>(got)));
   result.Set(1u, fd_list);
+  result.Set(2u, Napi::Boolean::New(env, truncated));
   return result;
 }
 

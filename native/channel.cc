@@ -83,19 +83,25 @@ ssize_t channel_send(int fd, const char* data, size_t length, const std::vector<
   return sent < 0 ? -errno : sent;
 }
 
-ssize_t channel_recv(int fd, char* data, size_t length, std::vector<int>* fds) {
+ssize_t channel_recv(int fd, char* data, size_t length, bool take_fds, std::vector<int>* fds, bool* truncated) {
   iovec io{data, length};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerRead)];
   msghdr message;
   memset(&message, 0, sizeof(message));
   message.msg_iov = &io;
   message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
+  // Without a control buffer the kernel drops the fds and sets MSG_CTRUNC: a peer that may send none cannot
+  // put a single one into our fd table, not even for the moment until we would close it.
+  if (take_fds) {
+    message.msg_control = control;
+    message.msg_controllen = sizeof(control);
+  }
   ssize_t got;
   do got = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   while (got < 0 && errno == EINTR);
   if (got < 0) return -errno;
+  *truncated = (message.msg_flags & MSG_CTRUNC) != 0;
+  if (!take_fds) return got;
   for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr; header = CMSG_NXTHDR(&message, header)) {
     if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);

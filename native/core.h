@@ -121,8 +121,10 @@ int reap(pid_t pid, ExitStatus* status);
 Failure socket_pair(int fds[2]);
 // Bytes sent (>= 0) or -errno (-EAGAIN when the socket buffer is full). fds ride with the first byte.
 ssize_t channel_send(int fd, const char* data, size_t length, const std::vector<int>& fds);
-// Bytes read (0: peer closed) or -errno; received fds (CLOEXEC) are appended to fds.
-ssize_t channel_recv(int fd, char* data, size_t length, std::vector<int>* fds);
+// Bytes read (0: peer closed) or -errno; received fds (CLOEXEC) are appended to fds. With take_fds false no fd is
+// ever installed in this process (the kernel drops them). *truncated: the peer sent fds that were dropped
+// (more than one read takes, or any at all without take_fds).
+ssize_t channel_recv(int fd, char* data, size_t length, bool take_fds, std::vector<int>* fds, bool* truncated);
 int set_cloexec(int fd);
 int dup_cloexec(int fd);
 // Pid of the process that created the peer end of a Unix socket (SO_PEERCRED), or -errno.

@@ -1,6 +1,7 @@
 // The control channel: framed JSON messages and fds over a socketpair, in one process and across processes.
 import { closeSync, fstatSync, writeSync } from 'node:fs';
 import { createChannelPair, createListenSocket, spawn, ControlChannel, ChildHandle } from '../src';
+import { native } from '../src/core/binding';
 import { fixture, newSockets, openFds } from './helpers';
 
 const fdsBefore = openFds();
@@ -111,6 +112,47 @@ test('an fd queued behind a full socket buffer survives the caller closing its o
   expect(message).toBe('with fd');
   expect(fstatSync(fds[0]).ino).toBe(inode);
   closeSync(fds[0]);
+});
+
+/** A raw frame (u32 body length, u32 announced fd count, JSON) sent with `fds` by sendmsg, as a hostile peer could. */
+function sendRawFrame(fd: number, message: unknown, announced: number, fds: number[]): void {
+  const body = Buffer.from(JSON.stringify(message));
+  const header = Buffer.alloc(8);
+  header.writeUInt32BE(body.length, 0);
+  header.writeUInt32BE(announced, 4);
+  native.channelSend(fd, Buffer.concat([header, body]), 0, fds);
+}
+
+test.each([
+  ['announce none', 0],
+  ['announce fewer than they carry', 1],
+])('frames that %s: the fds are closed at once and the channel is cut off (a peer cannot fill our fd table)', async (_case, announced) => {
+  const [left, right] = pair();
+  const before = openFds().size;
+  const failed = new Promise<Error>((resolve) => right.once('error', resolve));
+  const received: number[][] = [];
+  right.on('message', (_message, fds: number[]) => received.push(fds));
+  for (let i = 0; i < 20; i++) sendRawFrame(left.fd, 'ready', announced, Array(64).fill(0));
+  expect(await failed).toMatchObject({ code: 'ERR_PREFORK_CHANNEL_PROTOCOL', message: expect.stringMatching(/fds that no frame announced/) });
+  expect(right.closed).toBe(true);
+  for (const fds of received) fds.forEach((fd) => closeSync(fd));
+  expect(received.flat().length).toBeLessThanOrEqual(announced);
+  expect(openFds().size).toBe(before - 1); // and the channel's own fd
+});
+
+test('a channel that takes no fds (the primary\'s end of a worker\'s) never installs one: the first ends it', async () => {
+  const [a, b] = createChannelPair();
+  const left = new ControlChannel(a);
+  const right = new ControlChannel(b, { fds: false });
+  channels.push(left, right);
+  const before = openFds().size;
+  const failed = new Promise<Error>((resolve) => right.once('error', resolve));
+  const received: number[][] = [];
+  right.on('message', (_message, fds: number[]) => received.push(fds));
+  sendRawFrame(left.fd, 'ready', 1, Array(64).fill(0));
+  expect(await failed).toMatchObject({ code: 'ERR_PREFORK_CHANNEL_PROTOCOL', message: expect.stringMatching(/fds where the protocol has none/) });
+  expect(received).toEqual([]);
+  expect(openFds().size).toBe(before - 1); // the channel's own fd
 });
 
 test('closing one end emits close on the other (EOF)', async () => {

@@ -221,6 +221,38 @@ describe('faults', () => {
     expect(await get(port)).toMatch(/^\d+$/);
   });
 
+  test("a worker flooding the primary with fds its frames do not announce is killed and replaced: the primary's fd table stays small", async () => {
+    // Slot 1 runs hostile code: 100 'ready' frames each carrying 64 copies of fd 0; the first attacker announces one fd per frame, the second none.
+    // A GET /flood that reaches slot 1 sets its worker off.
+    const primary = new Primary({ restart: { delay: 100, maxRestarts: 100 } }, { behaviour: 'fd-flood:100' });
+    const { port, workers } = await primary.allReady();
+    const pid = primary.process.pid!;
+    const openAtStart = readdirSync(`/proc/${pid}/fd`).length;
+    let mostOpen = openAtStart;
+    const sampler = setInterval(() => (mostOpen = Math.max(mostOpen, readdirSync(`/proc/${pid}/fd`).length)), 5);
+    const floods = () => primary.stderr.match(/^FLOOD sent \d+ fds$/gm) ?? [];
+    try {
+      while ((await get(port, '127.0.0.1', '/flood')) !== 'flooding');
+      await waitFor(() => floods().length >= 1 || undefined, 10000, 'the first attacker to be done');
+      await settle(200);
+      expect(mostOpen).toBeLessThan(openAtStart + 20);
+      await primary.waitFor((event) => event.event === 'ready' && event.id === 1 && event.generation === 2, { timeout: 15000 });
+      while ((await get(port, '127.0.0.1', '/flood')) !== 'flooding');
+      await waitFor(() => floods().length >= 2 || undefined, 10000, 'the second attacker to be done');
+      await primary.waitFor((event) => event.event === 'ready' && event.id === 1 && event.generation === 3, { timeout: 15000 });
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(mostOpen).toBeLessThan(openAtStart + 20);
+    const killed = primary.events.filter((event) => event.event === 'exit' && event.id === 1);
+    expect(killed.slice(0, 2)).toEqual([expect.objectContaining({ generation: 1, signal: 'SIGKILL' }), expect.objectContaining({ generation: 2, signal: 'SIGKILL' })]);
+    expect(primary.stderr.match(/^prefork: worker 1 \(pid \d+\) broke the control protocol \(.*fds.*\); killing it$/gm)).toHaveLength(2);
+    // Slot 0 was never replaced and serves its share.
+    expect(primary.events.some((event) => event.event === 'exit' && event.id === 0)).toBe(false);
+    const answeredBy = await Promise.all(Array.from({ length: 16 }, () => get(port)));
+    expect(answeredBy).toContain(String(workers.find((worker) => worker.id === 0)!.pid));
+  });
+
   test("a worker that says it is stopping on a signal but serves on is SIGKILLed after shutdownTimeout and replaced", async () => {
     const supervisor = start({ workers: 1, shutdownTimeout: 300 }, 'claim-stopping');
     const exited = new Promise<[string | null, string | null]>((resolve) => supervisor.once('exit', (worker, _code, signal) => resolve([signal, worker.exitReason])));

@@ -61,6 +61,23 @@ describe.each([false, true])('SIGUSR2 (keep-alive clients: %s)', (keepAlive) => 
   });
 });
 
+it("the new primary's workers do not inherit PREFORK_HANDOVER (a child of theirs running prefork would take fd 3 for the old primary)", async () => {
+  const primary = startPrimary({}, join(scratch, 'behaviour-environ'));
+  await primary.allReady();
+  const readyBefore = primary.events.length;
+  primary.signal('SIGUSR2');
+  await upgradeEvent(primary, 'took-over');
+  const after = await primary.waitForEvent('all-ready', { after: readyBefore });
+  const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+  const newWorkers = pids(after.workers as AppEvent[]);
+  expect(newWorkers).toHaveLength(2);
+  for (const pid of newWorkers) {
+    const names = environ(pid).map((entry) => entry.slice(0, entry.indexOf('=')));
+    expect(names).toContain('PREFORK_WORKER_ID'); // it is one of prefork's workers, as started
+    expect(names).not.toContain('PREFORK_HANDOVER');
+  }
+});
+
 describe.each([
   ['its workers crash', 'exit-before-listen', {}, /exited \(code 1\) before it was ready/],
   ['it is not ready within readyTimeout', 'never-ready', { waitReady: true }, /was not ready within readyTimeout \(2000 ms\)/],

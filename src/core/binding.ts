@@ -41,7 +41,8 @@ export interface NativeBinding {
   waitInThread(pid: number, callback: (code: number, signal: number) => void): void;
   socketPair(): [number, number];
   channelSend(fd: number, buffer: Buffer, offset: number, fds: number[]): number;
-  channelRecv(fd: number, buffer: Buffer): [bytes: number, fds: number[]] | null;
+  /** takeFds false: fds the peer sends are dropped by the kernel, never installed here; `truncated` says some were. */
+  channelRecv(fd: number, buffer: Buffer, takeFds: boolean): [bytes: number, fds: number[], truncated: boolean] | null;
   setCloexec(fd: number): void;
   dupCloexec(fd: number): number;
   /** Pid of the process that created the peer end of a Unix socket, or -errno. */

@@ -7,7 +7,9 @@ import { MAX_FRAME_BYTES, MAX_INT } from '../limits';
 import { checkInteger } from '../validate';
 
 // Frame: u32 body length, u32 fd count, JSON body. The fds ride with the frame's first byte, so they
-// reach the reader no later than their frame; a queue pairs them with frames in order.
+// reach the reader no later than their frame, in the same read as that byte; a queue pairs them with frames in order.
+// Fds no frame announced are the peer breaking the protocol: closed at once, and the channel with them (a peer
+// could otherwise fill our fd table).
 const HEADER_BYTES = 8;
 
 export const MAX_FDS_PER_MESSAGE = 32;
@@ -38,11 +40,17 @@ export class ControlChannel extends EventEmitter {
   private receivedFds: number[] = [];
   private readonly writes: PendingWrite[] = [];
   private isClosed = false;
+  private readonly takesFds: boolean;
 
-  /** Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. */
-  constructor(fd: number, { ref = true }: { ref?: boolean } = {}) {
+  /**
+   * Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. With `fds: false`
+   * the peer may send no fds at all: the kernel drops any it sends (none enters our fd table) and the channel
+   * fails as on a malformed frame.
+   */
+  constructor(fd: number, { ref = true, fds = true }: { ref?: boolean; fds?: boolean } = {}) {
     super();
     this.fd = checkInteger('fd', fd, 0, MAX_INT);
+    this.takesFds = fds;
     this.poller = new native.Poller(fd, (status) => this.onEvent(status));
     if (!ref) this.poller.unref();
     this.poller.start(READABLE);
@@ -143,15 +151,20 @@ export class ControlChannel extends EventEmitter {
 
   private read(): void {
     for (;;) {
-      let result: [number, number[]] | null;
+      let result: [number, number[], boolean] | null;
       try {
-        result = native.channelRecv(this.fd, this.readBuffer);
+        result = native.channelRecv(this.fd, this.readBuffer, this.takesFds);
       } catch {
-        result = [0, []]; // ECONNRESET: treat as the peer closing
+        result = [0, [], false]; // ECONNRESET: treat as the peer closing
       }
       if (result === null) return;
-      const [bytes, fds] = result;
+      const [bytes, fds, truncated] = result;
       this.receivedFds.push(...fds);
+      if (truncated) {
+        // More fds than any frame may carry, or any at all where none may come.
+        this.failProtocol(this.takesFds ? `more than ${MAX_FDS_PER_MESSAGE} fds in one frame` : 'fds where the protocol has none');
+        return;
+      }
       if (bytes === 0) {
         this.close();
         return;
@@ -160,7 +173,19 @@ export class ControlChannel extends EventEmitter {
       this.pendingBytes += bytes;
       this.deliverFrames();
       if (this.isClosed) return;
+      // What is left can only be the fds of the frame whose first bytes this read brought and that is still
+      // incomplete: up to its announced count (or the most a frame may carry while its header is incomplete).
+      if (this.receivedFds.length > this.fdsPendingFrameMayClaim()) {
+        this.failProtocol(`${this.receivedFds.length} fds that no frame announced`);
+        return;
+      }
     }
+  }
+
+  private fdsPendingFrameMayClaim(): number {
+    if (this.pendingBytes === 0) return 0;
+    if (this.pendingBytes < HEADER_BYTES) return MAX_FDS_PER_MESSAGE;
+    return this.firstBytes(HEADER_BYTES, false).readUInt32BE(4);
   }
 
   /** The first `length` pending bytes as one buffer, removed from the chunks when `consume`. */
@@ -181,7 +206,7 @@ export class ControlChannel extends EventEmitter {
       const bodyLength = header.readUInt32BE(0);
       const fdCount = header.readUInt32BE(4);
       if (bodyLength > MAX_FRAME_BYTES || fdCount > MAX_FDS_PER_MESSAGE || fdCount > this.receivedFds.length) {
-        this.failProtocol();
+        this.failProtocol('a malformed frame');
         return;
       }
       if (this.pendingBytes < HEADER_BYTES + bodyLength) return;
@@ -190,7 +215,7 @@ export class ControlChannel extends EventEmitter {
       try {
         message = JSON.parse(frame.subarray(HEADER_BYTES).toString());
       } catch {
-        this.failProtocol();
+        this.failProtocol('a malformed frame');
         return;
       }
       const fds = this.receivedFds.splice(0, fdCount);
@@ -199,8 +224,16 @@ export class ControlChannel extends EventEmitter {
     }
   }
 
-  private failProtocol(): void {
-    this.close();
-    this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', 'Malformed control channel frame: closed the channel'));
+  /**
+   * Closes every fd received and not handed out, says why, then closes the channel: an 'error' listener acts
+   * before the peer sees EOF (the primary kills a worker first, so it cannot take the EOF for a drain).
+   */
+  private failProtocol(problem: string): void {
+    for (const fd of this.receivedFds.splice(0)) closeSync(fd);
+    try {
+      this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', `Control channel peer sent ${problem}: closed the channel`));
+    } finally {
+      this.close();
+    }
   }
 }

@@ -1,5 +1,4 @@
 // The worker slots: which process serves each slot, what its messages mean, and its restart after a crash.
-import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
 import { SIGNAL_RESTART_DELAY_MS } from '../limits';
@@ -136,8 +135,7 @@ export class WorkerSlots {
       config: this.config,
     });
     this.processes.add(worker);
-    worker.channel.on('message', (message: unknown, received: number[]) => {
-      for (const fd of received) closeSync(fd); // workers send no fds to the primary
+    worker.channel.on('message', (message: unknown) => {
       const checked = checkWorkerMessage(message);
       if ('problem' in checked) this.misbehaved(worker, checked.problem);
       else this.onMessage(worker, checked.message);
@@ -298,8 +296,8 @@ export class WorkerSlots {
   private misbehaved(worker: WorkerProcess, problem: string): void {
     if (worker.record.state === 'exited') return;
     process.stderr.write(`prefork: worker ${worker.record.id} (pid ${worker.record.pid}) broke the control protocol (${problem}); killing it\n`);
+    worker.kill('protocol'); // before the channel's EOF, which would have it drain and exit 0 like a clean stop
     worker.channel.close();
-    worker.kill('protocol');
     this.steering?.refreshSoon();
   }
 

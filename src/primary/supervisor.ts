@@ -539,6 +539,8 @@ const RECYCLE_LIMITS: Record<RecycleLimit, string> = {
 export function supervise(options: SupervisorOptions = {}): Supervisor {
   if (!platformSupported()) throw unsupportedPlatformError();
   if (isWorker()) throw preforkError('ERR_PREFORK_IN_WORKER', 'supervise() was called in a worker; call it only where isPrimary() is true');
+  // The handover first: settling copies process.env into the workers' environment, which must not carry it.
+  const handover = takeHandover();
   const config = settleOptions(options);
-  return new Supervisor(config, takeActivatedSockets(), takeHandover());
+  return new Supervisor(config, takeActivatedSockets(), handover);
 }

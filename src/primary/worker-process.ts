@@ -17,6 +17,7 @@ import {
 import { LIVENESS_BYTES, LivenessRecord, monotonicMs } from '../protocol/liveness-record';
 import type { SupervisorConfig } from './options';
 import { SYSTEMD_VARIABLES } from './systemd-notify';
+import { ENV_HANDOVER } from './upgrade';
 import { steeringInterval } from './steering';
 
 export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopping' | 'exited';
@@ -296,7 +297,7 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
       file: process.execPath,
       args: [process.execPath, ...launch.execArgv, config.script, ...config.args],
       env: {
-        ...withoutSystemdVariables(config.env),
+        ...withoutPrimaryVariables(config.env),
         [ENV_WORKER_ID]: String(slot),
         [ENV_GENERATION]: String(launch.generation),
         [ENV_LISTEN]: JSON.stringify(inherited),
@@ -327,7 +328,8 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
     replaced: launch.replaced, exitReason: null,
   };
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd), liveness, config);
+  // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach.
+  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false }), liveness, config);
 }
 
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */
@@ -335,10 +337,14 @@ export function heartbeatInterval(heartbeatTimeout: number): number {
   return heartbeatTimeout === 0 ? 1000 : Math.min(1000, Math.max(10, Math.floor(heartbeatTimeout / 10)));
 }
 
-/** The environment without what systemd gave the primary alone (a worker is not the service's main process). */
-function withoutSystemdVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+/**
+ * The environment without what was meant for the primary alone: systemd's variables (a worker is not the service's
+ * main process) and an upgrade's handover (fd numbers of the primary's; a worker's child running prefork would
+ * take its fd 3 for an old primary). Also when the caller's `env` option copied them.
+ */
+function withoutPrimaryVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const copy = { ...env };
-  for (const name of SYSTEMD_VARIABLES) delete copy[name];
+  for (const name of [...SYSTEMD_VARIABLES, ENV_HANDOVER]) delete copy[name];
   return copy;
 }
 
