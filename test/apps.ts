@@ -41,7 +41,14 @@ export class AppRun {
     running.add(this);
     this.process.stdout.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));
     this.process.stderr.setEncoding('utf8').on('data', (chunk: string) => (this.errors += chunk));
-    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve({ code, signal })));
+    // A program that cannot start emits 'error' and never 'exit': the run then counts as ended, with the reason.
+    this.exited = new Promise((resolve) => {
+      this.process.once('exit', (code, signal) => resolve({ code, signal }));
+      this.process.once('error', (error) => {
+        this.errors += `spawn failed: ${error.message}\n`;
+        resolve({ code: -1, signal: null });
+      });
+    });
   }
 
   /** Every match of `pattern` (with the g flag) in stdout (or in stderr, where prefork's primary logs) so far. */

@@ -199,7 +199,8 @@ export class ServerRun {
   readonly process: ChildProcess;
   output = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private family: number[] = [];
+  /** Every process it started, as last seen: still found once the primary is gone and its workers re-parented. */
+  family: number[] = [];
 
   constructor(argv: string[], { cwd, env }: { cwd: string; env: Record<string, string> }) {
     const [file, ...args] = withThisNode(argv);
@@ -207,7 +208,14 @@ export class ServerRun {
     runs.add(this);
     this.process.stdout!.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));
     this.process.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.output += chunk));
-    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve({ code, signal })));
+    // A program that cannot start emits 'error' and never 'exit': the run then counts as ended, with the reason.
+    this.exited = new Promise((resolve) => {
+      this.process.once('exit', (code, signal) => resolve({ code, signal }));
+      this.process.once('error', (error) => {
+        this.output += `spawn failed: ${error.message}\n`;
+        resolve({ code: -1, signal: null });
+      });
+    });
   }
 
   get pid(): number {
@@ -270,7 +278,13 @@ export class ServerRun {
 /** For afterEach: whatever a failed test left running is killed, and its scratch projects removed. */
 export async function cleanUp(): Promise<void> {
   for (const run of [...runs]) {
-    for (const pid of descendants(run.pid).reverse()) if (!isDead(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of new Set([...descendants(run.pid).reverse(), run.pid, ...run.family])) {
+      try {
+        if (!isDead(pid)) process.kill(pid, 'SIGKILL');
+      } catch {
+        // it exited meanwhile
+      }
+    }
     runs.delete(run);
     await run.exited;
   }
