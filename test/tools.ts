@@ -76,6 +76,13 @@ export function describeWithTool(name: ToolName, title: string, suite: () => voi
   else describe.skip(`${title} (skipped: ${skipReason(name, missing)})`, suite);
 }
 
+/** `test` when the tool is there or required, else `test.skip` with the reason in the title, as describeWithTool. */
+export function testWithTool(name: ToolName, title: string, fn: () => Promise<void>, timeout?: number): void {
+  const missing = missingCommands(name);
+  if (missing.length === 0 || isRequired(name)) test(title, fn, timeout);
+  else test.skip(`${title} (skipped: ${skipReason(name, missing)})`, fn);
+}
+
 export interface WrkResult {
   requests: number;
   socketErrors: number;
