@@ -13,6 +13,15 @@ const packageDir = path.dirname(projectRequire.resolve('prefork/package.json'));
 const prefork = projectRequire('prefork');
 const loaded = projectRequire('node-gyp-build').path(packageDir);
 
+// Every wait here is bounded by this: a stuck step fails the smoke test, and kills what it started.
+const DEADLINE_MS = 90_000;
+const started = new Set();
+process.on('exit', () => started.forEach((child) => child.kill('SIGKILL')));
+setTimeout(() => {
+  console.error(`smoke test failed: not done within ${DEADLINE_MS / 1000} s`);
+  process.exit(1);
+}, DEADLINE_MS).unref();
+
 async function main() {
   const expected = `${path.sep}prebuilds${path.sep}${process.platform}-${process.arch}${path.sep}`;
   if (!loaded.includes(expected)) throw new Error(`loaded ${loaded}, not a prebuild for ${process.platform}-${process.arch}`);
@@ -51,6 +60,7 @@ async function registerMode() {
   const appPath = path.join(appDir, 'app.js');
   writeFileSync(appPath, `require('http').createServer((q, s) => s.end(String(process.pid))).listen(0, '127.0.0.1', function () { console.log('PORT ' + this.address().port) });\n`);
   const primary = spawn(process.execPath, ['-r', 'prefork/register', appPath], { cwd: projectDir, env: { ...process.env, PREFORK_WORKERS: '2' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  started.add(primary);
   try {
     let output = '';
     const port = await new Promise((resolve, reject) => {
