@@ -124,3 +124,11 @@ function editDistance(a: string, b: string): number {
   }
   return row[b.length];
 }
+
+/** A switch's text (an environment variable's): 1, true, yes, on, or 0, false, no, off, empty. */
+export function parseSwitchText(text: string, fail: (allowed: string) => never): boolean {
+  const value = text.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(value)) return false;
+  return fail('1, true, yes, on, 0, false, no or off');
+}

@@ -32,10 +32,3 @@ export function unknownVariableWarnings(env: NodeJS.ProcessEnv, internal: (name:
       return `unknown environment variable ${name} (${nearest ? `did you mean ${nearest}?` : 'prefork --help lists them'})`;
     });
 }
-
-/** PREFORK_LOG_PREFIX: workers prefix their output lines with "[worker N] ". Read in the worker. */
-export const ENV_LOG_PREFIX = 'PREFORK_LOG_PREFIX';
-
-export function logPrefixWanted(env: NodeJS.ProcessEnv = process.env): boolean {
-  return settingsFromEnvironment({ [ENV_LOG_PREFIX]: env[ENV_LOG_PREFIX] })['log-prefix'] === true;
-}

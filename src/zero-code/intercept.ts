@@ -4,7 +4,7 @@ import net from 'node:net';
 import { debug } from '../debug';
 import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
 import { adopt, ready, serverErrors, waitReadyWanted, workerId } from '../worker';
-import { logPrefixWanted } from './env-options';
+import { logPrefixWanted, prefixOutput } from './log-prefix';
 
 const originalListen = net.Server.prototype.listen;
 
@@ -89,24 +89,9 @@ function acceptPm2Ready(): void {
   }) as unknown as typeof process.send;
 }
 
-/** "[worker N] " before every line this worker writes, when PREFORK_LOG_PREFIX asks for it. */
-function prefixOutput(): void {
-  const prefix = `[worker ${workerId()}] `;
-  for (const stream of [process.stdout, process.stderr]) {
-    const write = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
-    let atLineStart = true;
-    stream.write = ((chunk: unknown, ...rest: unknown[]) => {
-      const text = typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) ? chunk.toString() : String(chunk);
-      const prefixed = (atLineStart ? prefix : '') + text.replace(/\n(?=.)/g, `\n${prefix}`);
-      atLineStart = text.endsWith('\n');
-      return write(prefixed, ...rest);
-    }) as typeof stream.write;
-  }
-}
-
 export function interceptListens(): void {
   if (net.Server.prototype.listen === interceptedListen) return;
   net.Server.prototype.listen = interceptedListen as typeof net.Server.prototype.listen;
   acceptPm2Ready();
-  if (logPrefixWanted()) prefixOutput();
+  if (logPrefixWanted()) prefixOutput(workerId());
 }

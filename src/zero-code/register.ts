@@ -3,9 +3,7 @@
 // Worker threads and processes the app starts inherit the preload; there it does nothing (see role.ts).
 import Module from 'node:module';
 import { debug } from '../debug';
-import { settingsFromEnvironment } from './env-options';
 import { registerRole } from './role';
-import { runSettings } from './settings';
 
 /** True in the primary: register.mjs then holds the ES-module main back. */
 export let runsPrimary = false;
@@ -19,6 +17,8 @@ function startPrimary(): void {
     // Workers are started as this process was: same Node options (so they preload prefork/register too).
     // Required here, not above: a worker's preload (every start, every reload) need not load the supervisor.
     const { resolveApp, runApp } = require('./run') as typeof import('./run');
+    const { settingsFromEnvironment } = require('./env-options') as typeof import('./env-options');
+    const { runSettings } = require('./settings') as typeof import('./settings');
     const { options, nodeArgs, watch } = runSettings(settingsFromEnvironment());
     // `node -r prefork/register .` runs the directory's main file: so do the workers.
     const app = resolveApp(process.argv[1]);

@@ -9,7 +9,8 @@ import {
 import { DEFAULT_BALANCE, RESTART_DEFAULTS, type SupervisorOptions } from '../primary/options';
 import { BALANCE_MODES } from '../primary/steering';
 import { parseListenAddress } from '../protocol/address';
-import { parseDurationText, parseIntegerText, parseSizeText } from '../validate';
+import { ENV_LOG_PREFIX } from './log-prefix';
+import { parseDurationText, parseIntegerText, parseSizeText, parseSwitchText } from '../validate';
 
 /** Called with what a value may be (and whether the text was a number at all, for a RangeError); throws. */
 export type Fail = (allowed: string, isNumber?: boolean) => never;
@@ -41,12 +42,7 @@ export interface Setting {
 
 const SWITCH: ValueKind = {
   values: 'switch (the variable: 1, true, yes, on or 0, false, no, off)',
-  parse(text, fail) {
-    const value = text.trim().toLowerCase();
-    if (['1', 'true', 'yes', 'on'].includes(value)) return true;
-    if (['0', 'false', 'no', 'off', ''].includes(value)) return false;
-    return fail('1, true, yes, on, 0, false, no or off');
-  },
+  parse: parseSwitchText,
 };
 
 const count = (min: number, max: number): ValueKind => ({
@@ -219,7 +215,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'metrics', variable: 'PREFORK_METRICS', option: 'metrics', kind: METRICS_ADDRESS, default: 'none', description: 'serve Prometheus metrics from the primary at http://ADDRESS/metrics' },
   { flag: 'pid-file', variable: 'PREFORK_PID_FILE', option: 'pidFile', kind: freeText('PATH', 'a file path'), default: 'none', description: "write the primary's pid to PATH (atomically); removed at exit" },
   { flag: 'node-arg', variable: 'PREFORK_NODE_ARGS', kind: NODE_ARGS, repeatable: true, default: 'none', description: 'a Node.js option for the workers, e.g. --max-old-space-size=512' },
-  { flag: 'log-prefix', variable: 'PREFORK_LOG_PREFIX', kind: SWITCH, default: 'off', description: 'prefix each line workers print with "[worker N] "' },
+  { flag: 'log-prefix', variable: ENV_LOG_PREFIX, kind: SWITCH, default: 'off', description: 'prefix each line workers print with "[worker N] "' },
   {
     flag: 'watch', variable: 'PREFORK_WATCH', kind: SWITCH, default: 'off',
     description: "development: a rolling reload (as SIGHUP) when a file in the app's directory changes",
