@@ -96,11 +96,11 @@ export function tcpMigrateReq(): boolean | null {
 }
 
 /** A process's state letter ('R', 'S', 'Z'…) and parent pid, from /proc/<pid>/stat; null when gone or unreadable. */
-export function processStatus(pid: number | string): { state: string; ppid: number } | null {
+export function processStatus(pid: number | string): { name: string; state: string; ppid: number } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the name in ( ) may hold spaces
-    return { state, ppid: Number(ppid) };
+    return { name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), state, ppid: Number(ppid) };
   } catch {
     return null;
   }

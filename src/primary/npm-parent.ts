@@ -1,7 +1,6 @@
 // Under `npm start`, `npm run` and `npx`, the primary ends when npm does. npm forwards SIGTERM to the shell it ran
 // the script with; the shell (dash) dies of it without passing it on, npm exits, and the primary would serve on
 // with parent 1: no drain, and nothing left to stop it. So the primary follows npm's death as a graceful stop.
-import { readFileSync } from 'node:fs';
 import { processStatus } from '../core/system';
 
 /**
@@ -14,28 +13,20 @@ const NPM_CHECK_INTERVAL_MS = 250;
 /** The shells npm may run a script with (script-shell); one that forks instead of exec-ing the command sits between. */
 const SHELLS = new Set(['sh', 'dash', 'bash', 'ash', 'zsh', 'busybox']);
 
-/** A process's name (/proc/PID/comm): npm titles itself "npm start", "npm run dev", "npm exec …" (npx). */
-function commandName(pid: number): string | null {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
-const isNpm = (pid: number): boolean => /^np[mx]( |$)/.test(commandName(pid) ?? '');
+/** npm titles itself "npm start", "npm run dev", "npm exec …" (npx): the name in /proc/PID/stat. */
+const isNpm = (pid: number): boolean => /^np[mx]( |$)/.test(processStatus(pid)?.name ?? '');
 
 /**
  * npm's pid and the chain from this process up to it: [our parent, its parent…]; null unless npm started us,
  * directly or through the script's shell. A login shell, systemd, docker's init or any other parent: null.
  */
-export function npmAncestry(): { npm: number; chain: Array<{ pid: number; ppid: number }> } | null {
+function npmAncestry(): { npm: number; chain: Array<{ pid: number; ppid: number }> } | null {
   if (process.platform !== 'linux') return null;
-  const parent = processStatus('self')?.ppid ?? 0;
+  const parent = process.ppid;
   if (parent <= 1) return null;
   if (isNpm(parent)) return { npm: parent, chain: [{ pid: process.pid, ppid: parent }] };
   const grandparent = processStatus(parent)?.ppid ?? 0;
-  if (grandparent <= 1 || !SHELLS.has(commandName(parent) ?? '') || !isNpm(grandparent)) return null;
+  if (grandparent <= 1 || !SHELLS.has(processStatus(parent)?.name ?? '') || !isNpm(grandparent)) return null;
   return { npm: grandparent, chain: [{ pid: process.pid, ppid: parent }, { pid: parent, ppid: grandparent }] };
 }
 

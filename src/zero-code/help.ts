@@ -5,7 +5,7 @@ import { isSwitch, PM2_INSTANCES, SETTINGS, type Setting } from './settings';
 const flagText = ({ flag, short, kind }: Pick<Setting, 'flag' | 'short' | 'kind'>): string =>
   `${short ? `-${short}, ` : '    '}--${flag}${kind.placeholder && !isSwitch({ kind }) ? ` ${kind.placeholder}` : ''}`;
 
-export const UNITS = `Durations are ms, or a number with a unit: 500ms, 30s, 1.5m, 6h, 1d.
+const UNITS = `Durations are ms, or a number with a unit: 500ms, 30s, 1.5m, 6h, 1d.
 Sizes are bytes, or a number with a unit K, M, G or T, always 1024-based: 512M, 512Mi, 512MB and 512MiB
 all read 512 × 1024 × 1024 bytes.`;
 
@@ -40,7 +40,7 @@ ${signals.join('\n')}
 const code = (text: string) => `\`${text.replace(/\|/g, '\\|')}\``;
 
 /** The markdown table of every setting: option | flag | variable | default | unit/values | meaning. */
-export function settingsTable(): string {
+function settingsTable(): string {
   const rows = SETTINGS.map((setting) => {
     const flags = [setting.short && code(`-${setting.short}`), code(`--${setting.flag}`)];
     if (setting.flag === PM2_INSTANCES.of) flags.push(`${code(`-${PM2_INSTANCES.short}`)} (PM2's: ${PM2_INSTANCES.kind.values})`);

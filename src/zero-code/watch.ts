@@ -8,10 +8,10 @@ import { readdirSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { extname, join, sep } from 'node:path';
 
 /** Saves come in bursts (write, rename, touch, a formatter's second write): one reload for a burst. */
-export const WATCH_DEBOUNCE_MS = 300;
+const WATCH_DEBOUNCE_MS = 300;
 
 /** node_modules, .git and dot-files (.env.local, editor swap files) are not the app's edits. */
-export function isIgnored(relativePath: string): boolean {
+function isIgnored(relativePath: string): boolean {
   return relativePath.split(sep).some((part) => part === 'node_modules' || part.startsWith('.'));
 }
 
@@ -96,7 +96,6 @@ export function reloadOnChange(root: string, reload: () => Promise<void>, log: (
   add('');
   return () => {
     clearTimeout(timer);
-    unwatch('');
     for (const watcher of watchers.values()) watcher.close();
     watchers.clear();
   };
