@@ -200,14 +200,18 @@ export class WorkerSlots {
       case 'socket':
         void this.answerSocketRequest(worker, message);
         break;
-      case 'listening': {
+      case 'listening':
+      case 'abandoned': {
         const address = this.sockets.addresses[message.index];
-        if (!address) return this.misbehaved(worker, `'listening' on address ${message.index}, which it was never given`);
-        worker.adopted.add(message.index);
-        this.steering?.refreshSoon();
-        if (record.state === 'starting' || record.state === 'online') record.state = 'listening';
-        this.events.emit('listening', record, { host: address.host, port: address.port, family: address.family });
-        if (!this.config.waitReady && worker.adopted.size >= this.sockets.addresses.length) this.markReady(worker);
+        if (!address) return this.misbehaved(worker, `'${message.type}' on address ${message.index}, which it was never given`);
+        worker.settled.add(message.index);
+        if (message.type === 'listening') {
+          worker.adopted.add(message.index);
+          this.steering?.refreshSoon();
+          if (record.state === 'starting' || record.state === 'online') record.state = 'listening';
+          this.events.emit('listening', record, { host: address.host, port: address.port, family: address.family });
+        }
+        if (!this.config.waitReady && worker.settled.size >= this.sockets.addresses.length) this.markReady(worker);
         break;
       }
       case 'ready':

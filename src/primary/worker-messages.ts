@@ -22,8 +22,9 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
       if (fields.signal !== 'SIGTERM' && fields.signal !== 'SIGINT') return { problem: "'stopping' without SIGTERM or SIGINT" };
       return { message: { type: 'stopping', signal: fields.signal } };
     case 'listening':
-      if (!isInteger(fields.index, 0, MAX_INT)) return { problem: "'listening' without a valid index" };
-      return { message: { type: 'listening', index: fields.index } };
+    case 'abandoned':
+      if (!isInteger(fields.index, 0, MAX_INT)) return { problem: `'${fields.type}' without a valid index` };
+      return { message: { type: fields.type, index: fields.index } };
     case 'socket': {
       const { requestId, host, port, ipv6Only, backlog, zeroPortCall } = fields;
       if (!isInteger(requestId, 0, MAX_INT) || !isHost(host) || !isInteger(port, 0, 65535) || typeof ipv6Only !== 'boolean' ||

@@ -84,6 +84,8 @@ export type MetricsPart = Extract<WorkerMessage, { type: 'metrics' }>;
 export class WorkerProcess {
   /** Indexes of the addresses this worker listens on. */
   readonly adopted = new Set<number>();
+  /** Indexes of the addresses it listens on or abandoned (its app closed the server first): readiness waits for all. */
+  readonly settled = new Set<number>();
   readonly ready: Promise<void>;
   private resolveReady!: () => void;
   private rejectReady!: (error: Error) => void;

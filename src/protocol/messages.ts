@@ -52,6 +52,8 @@ export type WorkerMessage =
   | { type: 'socket'; requestId: number; host: string | null; port: number; ipv6Only: boolean; backlog: number; zeroPortCall: number }
   /** The primary takes the address from its own table: a worker's word for it is not trusted. */
   | { type: 'listening'; index: number }
+  /** The app closed (or listened again) before the address's socket came: the worker will not listen there. */
+  | { type: 'abandoned'; index: number }
   | { type: 'ready' }
   /** It got SIGTERM or SIGINT itself (not from the primary) and is shutting down. */
   | { type: 'stopping'; signal: 'SIGTERM' | 'SIGINT' }

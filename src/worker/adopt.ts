@@ -22,8 +22,10 @@ export const serverErrors = new WeakSet<Error>();
 /**
  * In a worker: serve `server` from the primary's socket for `address`, inherited or, for an address the
  * primary did not open in advance, asked for over the control channel. Resolves once it is listening.
+ * `stillWanted` is asked once the socket is in hand: false (the app closed the server, or listened again,
+ * meanwhile) leaves the server alone and resolves at once; the socket stays with the worker for a later listen.
  */
-export async function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined): Promise<net.Server> {
+export async function adopt(server: net.Server, address: ListenConfig, backlog: number | undefined, stillWanted = () => true): Promise<net.Server> {
   const worker = context();
   if (!worker) throw preforkError('ERR_PREFORK_NOT_WORKER', 'adopt() needs a prefork worker');
   if (worker.shuttingDown) throw notRunning(address);
@@ -37,6 +39,11 @@ export async function adopt(server: net.Server, address: ListenConfig, backlog: 
   debug('worker %d: listen %s%s: %s', worker.id, address.label, address.port === 0 ? ` (call ${zeroPortCall})` : '', inherited ? `inherited fd ${inherited.fd}` : 'asking the primary');
   const socket = inherited ?? (await requestSocket(worker, address, zeroPortCall));
   if (worker.shuttingDown) throw notRunning(address); // the reply came after the shutdown closed its sockets
+  if (!stillWanted()) {
+    debug('worker %d: listen %s abandoned by the app before its socket came', worker.id, address.label);
+    send({ type: 'abandoned', index: socket.index }); // so the primary does not wait for it to be ready
+    return server;
+  }
   const fd = native.dupCloexec(socket.fd); // server.close() closes its fd: every server gets its own
   track(worker, server);
   countServed(worker, server);
