@@ -1,9 +1,12 @@
 // Kernel steering (the `balance` option): the primary's reuseport programs, checked with real connections from
 // real loopback source addresses against what the program promises.
 import { once } from 'node:events';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { homeSlot } from '../src/core/reuseport-program';
 import type { Supervisor, Worker } from '../src';
 import { get, waitFor } from './helpers';
+import { Primary } from './primary';
 import { TestSupervisors } from './supervisors';
 
 const supervisors = new TestSupervisors();
@@ -18,6 +21,11 @@ const SOURCES = Array.from({ length: 50 }, (_, i) => source(i + 1));
 async function servedBy(port: number, sources: string[]): Promise<Map<string, number>> {
   const pids = await Promise.all(sources.map((address) => get(port, '127.0.0.1', '/', address)));
   return new Map(sources.map((address, i) => [address, Number(pids[i])]));
+}
+
+/** Like servedBy, but a request a stopped worker holds counts as 'no answer' after get()'s 5 s instead of failing. */
+async function answeredBy(port: number, sources: string[]): Promise<string[]> {
+  return Promise.all(sources.map((address) => get(port, '127.0.0.1', '/', address).catch(() => 'no answer')));
 }
 
 const pidOf = (supervisor: Supervisor, slot: number): number => supervisor.workers.find((worker) => worker.id === slot)!.pid;
@@ -108,6 +116,48 @@ describe("balance 'client-ip'", () => {
     await sleep(50);
     served = await servedBy(port, SOURCES);
     for (const address of SOURCES) expect(served.get(address)).toBe(pidOf(supervisor, homeSlot(address, 3)));
+  });
+});
+
+describe('a failed attach (simulated ENOMEM)', () => {
+  it('leaves no stale program in charge: a recovered slot gets connections again, and a newly stuck one none once attaching works', async () => {
+    // While this file exists the primary's attaches fail with ENOMEM (PREFORK_TEST_ATTACH_ENOMEM, native/reuseport.cc).
+    const failing = join(supervisors.scratch, 'attach-fails');
+    const primary = new Primary({ balance: 'client-ip', heartbeatTimeout: 60000, metrics: '127.0.0.1:0' }, { env: { PREFORK_TEST_ATTACH_ENOMEM: failing } });
+    try {
+      const { port, workers } = await primary.allReady();
+      const metricsUrl = (await primary.waitForEvent('all-ready')).metrics as string;
+      const steeringShares = async () => (await (await fetch(metricsUrl)).text()).split('\n').filter((line) => line.startsWith('prefork_slot_steering_share{'));
+      const [recovered, stuck] = workers.map((worker) => String(worker.pid));
+      // The first slot gets stuck: a program that steers around it is attached.
+      process.kill(Number(recovered), 'SIGSTOP');
+      await sleep(700);
+      writeFileSync(failing, '');
+      // It recovers, and the program that would take it back fails to attach.
+      process.kill(Number(recovered), 'SIGCONT');
+      await waitFor(() => /prefork: cannot/.test(primary.stderr), 5000, 'the failed attach in the log');
+      await sleep(100);
+      const duringFailure = await answeredBy(port, SOURCES);
+      expect(duringFailure.filter((pid) => pid === recovered).length).toBeGreaterThan(0);
+      expect(duringFailure.filter((pid) => pid !== recovered && pid !== stuck)).toEqual([]);
+      expect(primary.stderr).toMatch(/prefork: cannot attach the balance program for \[::\]:\d+ \(setsockopt ENOMEM SO_ATTACH_REUSEPORT_CBPF\); none is attached now: the kernel's hash decides new connections there until the slots change\n/);
+      expect(await steeringShares()).toEqual([]); // no program of ours decides: no shares to show
+
+      // Attaching works again: the next change of the slots (the second slot gets stuck) attaches a program.
+      rmSync(failing);
+      process.kill(Number(stuck), 'SIGSTOP');
+      try {
+        await sleep(700);
+        expect(new Set(await answeredBy(port, SOURCES))).toEqual(new Set([recovered]));
+        expect(await steeringShares()).toEqual(['prefork_slot_steering_share{slot="0"} 1', 'prefork_slot_steering_share{slot="1"} 0']);
+        expect(primary.stderr).toMatch(/prefork: balance 'client-ip' steers new connections on \[::\]:\d+ again\n/);
+      } finally {
+        process.kill(Number(stuck), 'SIGCONT');
+      }
+    } finally {
+      rmSync(failing, { force: true });
+      await primary.stop();
+    }
   });
 });
 
