@@ -2,8 +2,12 @@
 // real loopback source addresses against what the program promises.
 import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
-import { homeSlot } from '../src/core/reuseport-program';
+import { native } from '../src/core/binding';
+import { createListenSocket } from '../src/core/listen-socket';
+import { clientAddressChoice, clientAddressProgram, homeSlot } from '../src/core/reuseport-program';
+import { MAX_WORKERS } from '../src/limits';
 import type { Supervisor, Worker } from '../src';
 import { get, waitFor } from './helpers';
 import { Primary } from './primary';
@@ -116,6 +120,64 @@ describe("balance 'client-ip'", () => {
     await sleep(50);
     served = await servedBy(port, SOURCES);
     for (const address of SOURCES) expect(served.get(address)).toBe(pidOf(supervisor, homeSlot(address, 3)));
+  });
+});
+
+describe("the 'client-ip' program in the kernel", () => {
+  /**
+   * `slotCount` slots, one listening socket each, joined in an order unlike the slots' (slot → index is a
+   * permutation), and the slots in `outOfService` steered around. Each source address connects once; the kernel
+   * must send it where clientAddressChoice says, and none to a slot out of service.
+   */
+  async function checkInKernel(slotCount: number, outOfService: number[]): Promise<void> {
+    const indexOf = (slot: number) => (slot * (slotCount === 6 ? 5 : 389) + 1) % slotCount; // a permutation of the slots
+    const serving = new Map<number, number>();
+    for (let slot = 0; slot < slotCount; slot++) if (!outOfService.includes(slot)) serving.set(slot, indexOf(slot));
+    const acceptedBy = new Map<string, number>();
+    const servers: net.Server[] = [];
+    const clients: net.Socket[] = [];
+    try {
+      let port = 0;
+      let firstFd = -1;
+      for (let index = 0; index < slotCount; index++) {
+        const socket = await createListenSocket({ host: '127.0.0.1', port }); // listens now: joins the group at `index`
+        port = socket.port;
+        if (index === 0) firstFd = socket.fd;
+        const server = net.createServer((connection) => {
+          acceptedBy.set(connection.remoteAddress!, index);
+          connection.destroy();
+        });
+        servers.push(server);
+        await new Promise<void>((resolve) => server.listen({ fd: socket.fd }, resolve));
+      }
+      native.attachReuseportProgram(firstFd, clientAddressProgram(slotCount, serving)); // on any socket: it is the group's
+      for (const address of SOURCES) {
+        const client = net.connect({ host: '127.0.0.1', port, localAddress: address });
+        client.on('error', () => {});
+        clients.push(client);
+      }
+      await waitFor(() => acceptedBy.size === SOURCES.length, 5000, 'a connection from every source');
+      for (const address of SOURCES) expect([address, acceptedBy.get(address)]).toEqual([address, clientAddressChoice(address, slotCount, serving)]);
+      const outOfServiceIndices = outOfService.map(indexOf);
+      expect([...acceptedBy.values()].filter((index) => outOfServiceIndices.includes(index))).toEqual([]);
+    } finally {
+      for (const client of clients) client.destroy();
+      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    }
+  }
+
+  it('sends each client to its home slot, or around a slot out of service, with a few slots', async () => {
+    // Slots 2 and 4 out of service, and whichever is the first source's home, so that a fallback is taken.
+    await checkInKernel(6, [...new Set([2, 4, homeSlot(SOURCES[0], 6)])]);
+  });
+
+  it(`fits the kernel's 4,096 instructions with ${MAX_WORKERS} slots (MAX_WORKERS), and steers right there too`, async () => {
+    // The homes of three sources out of service: a fallback over the other 1,021 slots.
+    await checkInKernel(MAX_WORKERS, [...new Set(SOURCES.slice(0, 3).map((address) => homeSlot(address, MAX_WORKERS)))]);
+    // The largest program (every slot's entry, and a fallback over all but one): converted for the kernel at 8 bytes
+    // an instruction, it must also stay below the 20 KB net.core.optmem_max of kernels before 6.9 (ENOMEM there).
+    const allButOne = new Map(Array.from({ length: MAX_WORKERS - 1 }, (_, slot) => [slot, slot]));
+    expect(clientAddressProgram(MAX_WORKERS, allButOne).length / 4).toBeLessThanOrEqual(2400);
   });
 });
 
