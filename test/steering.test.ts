@@ -213,9 +213,18 @@ describe('a failed attach (simulated ENOMEM)', () => {
         expect(new Set(await answeredBy(port, SOURCES))).toEqual(new Set([recovered]));
         expect(await steeringShares()).toEqual(['prefork_slot_steering_share{slot="0"} 1', 'prefork_slot_steering_share{slot="1"} 0']);
         expect(primary.stderr).toMatch(/prefork: balance 'client-ip' steers new connections on \[::\]:\d+ again\n/);
+        // Failing again when the second slot recovers; the detach at shutdown is no recovery to report.
+        writeFileSync(failing, '');
       } finally {
         process.kill(Number(stuck), 'SIGCONT');
       }
+      await waitFor(() => primary.stderr.split('prefork: cannot attach').length === 3, 5000, 'the second failed attach in the log');
+      await primary.stop();
+      expect(primary.stderr.split('\n').filter((line) => line.includes('balance'))).toEqual([
+        expect.stringMatching(/^prefork: cannot attach/),
+        expect.stringMatching(/ again$/),
+        expect.stringMatching(/^prefork: cannot attach/),
+      ]);
     } finally {
       rmSync(failing, { force: true });
       await primary.stop();

@@ -121,12 +121,12 @@ export class Steering {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.stopped = true; // nothing is attached after this, and nothing logged about it
     if (this.authority && !this.handedOver) {
       for (const [address, group] of this.groups.entries()) {
         if (group.length > 0) this.attach(address, null, () => null);
       }
     }
-    this.stopped = true; // nothing is attached after this
   }
 
   /** The slot's socket for `address` starts listening and so joins the group, after its current members. */
@@ -322,11 +322,11 @@ export class Steering {
       } catch (detachError) {
         failure = `cannot attach the balance program for ${where} (${(error as Error).message}), nor detach the one before (${(detachError as Error).message}): that one decides new connections there until the slots change`;
       }
-      if (failure !== this.failures[address]) process.stderr.write(`prefork: ${failure}\n`);
+      if (failure !== this.failures[address] && !this.stopped) process.stderr.write(`prefork: ${failure}\n`);
       this.failures[address] = failure;
       return;
     }
-    if (this.failures[address] !== undefined) process.stderr.write(`prefork: balance '${this.mode}' steers new connections on ${where} again\n`);
+    if (this.failures[address] !== undefined && !this.stopped) process.stderr.write(`prefork: balance '${this.mode}' steers new connections on ${where} again\n`);
     delete this.failures[address];
   }
 }
