@@ -202,7 +202,7 @@ describe('a failed attach (simulated ENOMEM)', () => {
       const duringFailure = await answeredBy(port, SOURCES);
       expect(duringFailure.filter((pid) => pid === recovered).length).toBeGreaterThan(0);
       expect(duringFailure.filter((pid) => pid !== recovered && pid !== stuck)).toEqual([]);
-      expect(primary.stderr).toMatch(/prefork: cannot attach the balance program for \[::\]:\d+ \(setsockopt ENOMEM SO_ATTACH_REUSEPORT_CBPF\); none is attached now: the kernel's hash decides new connections there until the slots change\n/);
+      expect(primary.stderr).toMatch(/prefork: cannot attach the balance program for \[::\]:\d+ \(setsockopt ENOMEM SO_ATTACH_REUSEPORT_CBPF\); the kernel's hash decides new connections there until the slots change\n/);
       expect(await steeringShares()).toEqual([]); // no program of ours decides: no shares to show
 
       // Attaching works again: the next change of the slots (the second slot gets stuck) attaches a program.

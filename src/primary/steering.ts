@@ -76,7 +76,7 @@ export class Steering {
    * Per address, the key (what it was built from) of the program tried last, attached or not: the same program is
    * never tried again, so after a failed attach the next try comes with the next change of the slots, not a timer.
    */
-  private readonly attached: Array<string | null> = [];
+  private readonly tried: Array<string | null> = [];
   /** Per address, the share of new connections the last program gives each slot; null: no program of ours decides. */
   private readonly shares: Array<Map<number, number> | null> = [];
   /** Per address, while the last attach failed: what decides new connections instead, as logged. */
@@ -164,7 +164,7 @@ export class Steering {
   setAuthority(authority: boolean): void {
     this.authority = authority;
     if (!authority) return;
-    this.attached.length = 0; // the other primary may have attached its own
+    this.tried.length = 0; // the other primary may have attached its own
     this.applyAll();
   }
 
@@ -217,7 +217,7 @@ export class Steering {
     group.pop();
     if (group.length === 0) {
       // The kernel freed the group, and its program with it.
-      delete this.attached[address];
+      delete this.tried[address];
       delete this.failures[address];
     }
     this.apply(address);
@@ -306,8 +306,8 @@ export class Steering {
    * detached, and the kernel's hash decides until the slots change and the next program is tried.
    */
   private attach(address: number, key: string | null, build: () => Program | null): void {
-    if (key === this.attached[address] || (key === null && this.attached[address] === undefined)) return;
-    this.attached[address] = key;
+    if (key === this.tried[address] || (key === null && this.tried[address] === undefined)) return;
+    this.tried[address] = key;
     const { socket } = this.groups[address][0];
     const where = formatAddress(socket.host, socket.port);
     try {
@@ -318,7 +318,7 @@ export class Steering {
       let failure: string;
       try {
         detach(socket.fd);
-        failure = `cannot attach the balance program for ${where} (${(error as Error).message}); none is attached now: the kernel's hash decides new connections there until the slots change`;
+        failure = `cannot attach the balance program for ${where} (${(error as Error).message}); the kernel's hash decides new connections there until the slots change`;
       } catch (detachError) {
         failure = `cannot attach the balance program for ${where} (${(error as Error).message}), nor detach the one before (${(detachError as Error).message}): that one decides new connections there until the slots change`;
       }
