@@ -1,6 +1,8 @@
 // A reuseport group's steering program (classic BPF, SO_ATTACH_REUSEPORT_CBPF) and joining the group (listen).
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -23,6 +25,10 @@ Failure start_listening(int fd, int backlog) {
 
 #ifdef __linux__
 Failure attach_reuseport_program(int fd, const std::vector<Instruction>& program) {
+  // For tests: while the file PREFORK_TEST_ATTACH_ENOMEM names exists, attaching fails as it does when the
+  // program is larger than net.core.optmem_max or the kernel is short of memory.
+  const char* failing = getenv("PREFORK_TEST_ATTACH_ENOMEM");
+  if (failing != nullptr && access(failing, F_OK) == 0) return {-ENOMEM, "setsockopt"};
   std::vector<sock_filter> filter(program.size());
   for (size_t i = 0; i < program.size(); i++) {
     filter[i] = {program[i].code, program[i].jt, program[i].jf, program[i].k};

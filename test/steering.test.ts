@@ -1,9 +1,16 @@
 // Kernel steering (the `balance` option): the primary's reuseport programs, checked with real connections from
 // real loopback source addresses against what the program promises.
 import { once } from 'node:events';
-import { homeSlot } from '../src/core/reuseport-program';
+import { rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { native } from '../src/core/binding';
+import { createListenSocket } from '../src/core/listen-socket';
+import { clientAddressChoice, clientAddressProgram, homeSlot } from '../src/core/reuseport-program';
+import { MAX_WORKERS } from '../src/limits';
 import type { Supervisor, Worker } from '../src';
 import { get, waitFor } from './helpers';
+import { Primary } from './primary';
 import { TestSupervisors } from './supervisors';
 
 const supervisors = new TestSupervisors();
@@ -18,6 +25,11 @@ const SOURCES = Array.from({ length: 50 }, (_, i) => source(i + 1));
 async function servedBy(port: number, sources: string[]): Promise<Map<string, number>> {
   const pids = await Promise.all(sources.map((address) => get(port, '127.0.0.1', '/', address)));
   return new Map(sources.map((address, i) => [address, Number(pids[i])]));
+}
+
+/** Like servedBy, but a request a stopped worker holds counts as 'no answer' after get()'s 5 s instead of failing. */
+async function answeredBy(port: number, sources: string[]): Promise<string[]> {
+  return Promise.all(sources.map((address) => get(port, '127.0.0.1', '/', address).catch(() => 'no answer')));
 }
 
 const pidOf = (supervisor: Supervisor, slot: number): number => supervisor.workers.find((worker) => worker.id === slot)!.pid;
@@ -108,6 +120,115 @@ describe("balance 'client-ip'", () => {
     await sleep(50);
     served = await servedBy(port, SOURCES);
     for (const address of SOURCES) expect(served.get(address)).toBe(pidOf(supervisor, homeSlot(address, 3)));
+  });
+});
+
+describe("the 'client-ip' program in the kernel", () => {
+  /**
+   * `slotCount` slots, one listening socket each, joined in an order unlike the slots' (slot → index is a
+   * permutation), and the slots in `outOfService` steered around. Each source address connects once; the kernel
+   * must send it where clientAddressChoice says, and none to a slot out of service.
+   */
+  async function checkInKernel(slotCount: number, outOfService: number[]): Promise<void> {
+    const indexOf = (slot: number) => (slot * (slotCount === 6 ? 5 : 389) + 1) % slotCount; // a permutation of the slots
+    const serving = new Map<number, number>();
+    for (let slot = 0; slot < slotCount; slot++) if (!outOfService.includes(slot)) serving.set(slot, indexOf(slot));
+    const acceptedBy = new Map<string, number>();
+    const servers: net.Server[] = [];
+    const clients: net.Socket[] = [];
+    try {
+      let port = 0;
+      let firstFd = -1;
+      for (let index = 0; index < slotCount; index++) {
+        const socket = await createListenSocket({ host: '127.0.0.1', port }); // listens now: joins the group at `index`
+        port = socket.port;
+        if (index === 0) firstFd = socket.fd;
+        const server = net.createServer((connection) => {
+          acceptedBy.set(connection.remoteAddress!, index);
+          connection.destroy();
+        });
+        servers.push(server);
+        await new Promise<void>((resolve) => server.listen({ fd: socket.fd }, resolve));
+      }
+      native.attachReuseportProgram(firstFd, clientAddressProgram(slotCount, serving)); // on any socket: it is the group's
+      for (const address of SOURCES) {
+        const client = net.connect({ host: '127.0.0.1', port, localAddress: address });
+        client.on('error', () => {});
+        clients.push(client);
+      }
+      await waitFor(() => acceptedBy.size === SOURCES.length, 5000, 'a connection from every source');
+      for (const address of SOURCES) expect([address, acceptedBy.get(address)]).toEqual([address, clientAddressChoice(address, slotCount, serving)]);
+      const outOfServiceIndices = outOfService.map(indexOf);
+      expect([...acceptedBy.values()].filter((index) => outOfServiceIndices.includes(index))).toEqual([]);
+    } finally {
+      for (const client of clients) client.destroy();
+      await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    }
+  }
+
+  it('sends each client to its home slot, or around a slot out of service, with a few slots', async () => {
+    // Slots 2 and 4 out of service, and whichever is the first source's home, so that a fallback is taken.
+    await checkInKernel(6, [...new Set([2, 4, homeSlot(SOURCES[0], 6)])]);
+  });
+
+  it(`fits the kernel's 4,096 instructions with ${MAX_WORKERS} slots (MAX_WORKERS), and steers right there too`, async () => {
+    // The homes of three sources out of service: a fallback over the other 1,021 slots.
+    await checkInKernel(MAX_WORKERS, [...new Set(SOURCES.slice(0, 3).map((address) => homeSlot(address, MAX_WORKERS)))]);
+    // The largest program (every slot's entry, and a fallback over all but one): converted for the kernel at 8 bytes
+    // an instruction, it must also stay below the 20 KB net.core.optmem_max of kernels before 6.9 (ENOMEM there).
+    const allButOne = new Map(Array.from({ length: MAX_WORKERS - 1 }, (_, slot) => [slot, slot]));
+    expect(clientAddressProgram(MAX_WORKERS, allButOne).length / 4).toBeLessThanOrEqual(2400);
+  });
+});
+
+describe('a failed attach (simulated ENOMEM)', () => {
+  it('leaves no stale program in charge: a recovered slot gets connections again, and a newly stuck one none once attaching works', async () => {
+    // While this file exists the primary's attaches fail with ENOMEM (PREFORK_TEST_ATTACH_ENOMEM, native/reuseport.cc).
+    const failing = join(supervisors.scratch, 'attach-fails');
+    const primary = new Primary({ balance: 'client-ip', heartbeatTimeout: 60000, metrics: '127.0.0.1:0' }, { env: { PREFORK_TEST_ATTACH_ENOMEM: failing } });
+    try {
+      const { port, workers } = await primary.allReady();
+      const metricsUrl = (await primary.waitForEvent('all-ready')).metrics as string;
+      const steeringShares = async () => (await (await fetch(metricsUrl)).text()).split('\n').filter((line) => line.startsWith('prefork_slot_steering_share{'));
+      const [recovered, stuck] = workers.map((worker) => String(worker.pid));
+      // The first slot gets stuck: a program that steers around it is attached.
+      process.kill(Number(recovered), 'SIGSTOP');
+      await sleep(700);
+      writeFileSync(failing, '');
+      // It recovers, and the program that would take it back fails to attach.
+      process.kill(Number(recovered), 'SIGCONT');
+      await waitFor(() => /prefork: cannot/.test(primary.stderr), 5000, 'the failed attach in the log');
+      await sleep(100);
+      const duringFailure = await answeredBy(port, SOURCES);
+      expect(duringFailure.filter((pid) => pid === recovered).length).toBeGreaterThan(0);
+      expect(duringFailure.filter((pid) => pid !== recovered && pid !== stuck)).toEqual([]);
+      expect(primary.stderr).toMatch(/prefork: cannot attach the balance program for \[::\]:\d+ \(setsockopt ENOMEM SO_ATTACH_REUSEPORT_CBPF\); the kernel's hash decides new connections there until the slots change\n/);
+      expect(await steeringShares()).toEqual([]); // no program of ours decides: no shares to show
+
+      // Attaching works again: the next change of the slots (the second slot gets stuck) attaches a program.
+      rmSync(failing);
+      process.kill(Number(stuck), 'SIGSTOP');
+      try {
+        await sleep(700);
+        expect(new Set(await answeredBy(port, SOURCES))).toEqual(new Set([recovered]));
+        expect(await steeringShares()).toEqual(['prefork_slot_steering_share{slot="0"} 1', 'prefork_slot_steering_share{slot="1"} 0']);
+        expect(primary.stderr).toMatch(/prefork: balance 'client-ip' steers new connections on \[::\]:\d+ again\n/);
+        // Failing again when the second slot recovers; the detach at shutdown is no recovery to report.
+        writeFileSync(failing, '');
+      } finally {
+        process.kill(Number(stuck), 'SIGCONT');
+      }
+      await waitFor(() => primary.stderr.split('prefork: cannot attach').length === 3, 5000, 'the second failed attach in the log');
+      await primary.stop();
+      expect(primary.stderr.split('\n').filter((line) => line.includes('balance'))).toEqual([
+        expect.stringMatching(/^prefork: cannot attach/),
+        expect.stringMatching(/ again$/),
+        expect.stringMatching(/^prefork: cannot attach/),
+      ]);
+    } finally {
+      rmSync(failing, { force: true });
+      await primary.stop();
+    }
   });
 });
 

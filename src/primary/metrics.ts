@@ -89,7 +89,10 @@ export class SupervisorMetrics {
       family('prefork_slot_requests_total', 'counter', 'Requests (connections, for a plain net.Server) served on each slot, by all its workers so far.',
         this.slots.list.map((slot) => [{ slot: slot.id }, this.slotRequests(slot)])),
       family('prefork_slot_steering_share', 'gauge', "The share of new connections the balance program gives each slot now (0: steered around; absent when the kernel's hash decides alone).",
-        this.slots.steering ? this.slots.list.map((slot) => [{ slot: slot.id }, this.slots.steering!.share(slot.id)]) : []),
+        this.slots.list.flatMap((slot) => {
+          const share = this.slots.steering?.share(slot.id) ?? null;
+          return share === null ? [] : [[{ slot: slot.id }, share]];
+        })),
     ].join('');
     // Workers that exited while we asked are in the kept totals now: only the ones still alive count as live.
     const stillLive = appMetrics.filter(({ worker, metrics }) => worker.record.state !== 'exited' && metrics !== null);

@@ -19,6 +19,7 @@
 import { closeSync } from 'node:fs';
 import { native } from '../core/binding';
 import type { ListenSocket } from '../core/listen-socket';
+import { formatAddress } from '../protocol/address';
 import { clientAddressProgram, constantProgram, KERNEL_HASH, weightedProgram, type Program } from '../core/reuseport-program';
 
 export const BALANCE_MODES = ['least-loaded', 'client-ip', 'hash'] as const;
@@ -71,13 +72,18 @@ interface Member {
 export class Steering {
   /** Per address, its sockets in the kernel's order. */
   private readonly groups: Member[][] = [];
-  /** Per address, the key of the program attached last (what it was built from), to skip building the same again. */
-  private readonly attached: Array<string | null> = [];
-  /** Per address, the share of new connections the last program gives each slot. */
-  private readonly shares: Array<Map<number, number>> = [];
+  /**
+   * Per address, the key (what it was built from) of the program tried last, attached or not: the same program is
+   * never tried again, so after a failed attach the next try comes with the next change of the slots, not a timer.
+   */
+  private readonly tried: Array<string | null> = [];
+  /** Per address, the share of new connections the last program gives each slot; null: no program of ours decides. */
+  private readonly shares: Array<Map<number, number> | null> = [];
+  /** Per address, while the last attach failed: what decides new connections instead, as logged. */
+  private readonly failures: Array<string | undefined> = [];
   private timer: NodeJS.Timeout | null = null;
   private queued = false;
-  private failed = false;
+  private stopped = false;
   /** Whether this primary sets the programs (false: the other primary of an upgrade does). */
   private authority = true;
   /** After a hot upgrade handed the groups over: closes change nothing we track, and nothing is attached. */
@@ -115,12 +121,12 @@ export class Steering {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.stopped = true; // nothing is attached after this, and nothing logged about it
     if (this.authority && !this.handedOver) {
       for (const [address, group] of this.groups.entries()) {
         if (group.length > 0) this.attach(address, null, () => null);
       }
     }
-    this.failed = true; // nothing is attached after this
   }
 
   /** The slot's socket for `address` starts listening and so joins the group, after its current members. */
@@ -158,7 +164,7 @@ export class Steering {
   setAuthority(authority: boolean): void {
     this.authority = authority;
     if (!authority) return;
-    this.attached.length = 0; // the other primary may have attached its own
+    this.tried.length = 0; // the other primary may have attached its own
     this.applyAll();
   }
 
@@ -209,7 +215,11 @@ export class Steering {
     closeSync(socket.fd);
     group[at] = last;
     group.pop();
-    if (group.length === 0) delete this.attached[address]; // the kernel freed the group, and its program with it
+    if (group.length === 0) {
+      // The kernel freed the group, and its program with it.
+      delete this.tried[address];
+      delete this.failures[address];
+    }
     this.apply(address);
   }
 
@@ -223,9 +233,18 @@ export class Steering {
     });
   }
 
-  /** Each slot's share of new connections under the programs now (address 0's; a slot absent gets none). */
-  share(slot: number, address = 0): number {
-    return this.shares[address]?.get(slot) ?? 0;
+  /**
+   * Each slot's share of new connections under the programs now (address 0's; a slot absent gets none), or null
+   * while no program of ours decides (the last attach failed).
+   */
+  share(slot: number, address = 0): number | null {
+    const shares = this.shares[address];
+    return shares === null ? null : shares?.get(slot) ?? 0;
+  }
+
+  /** Whether every group has the program the balance asks for: false after a failed attach, until one attaches. */
+  steers(): boolean {
+    return this.failures.every((failure) => failure === undefined);
   }
 
   private applyAll(): void {
@@ -243,7 +262,7 @@ export class Steering {
   /** Attaches the program for `address` now, naming none of `avoid`. */
   private apply(address: number, avoid: Set<Member> = new Set()): void {
     const group = this.groups[address] ?? [];
-    if (this.failed || !this.authority || group.length === 0) {
+    if (this.stopped || !this.authority || group.length === 0) {
       this.shares[address] = new Map();
       return;
     }
@@ -251,7 +270,7 @@ export class Steering {
       !member.retired && !avoid.has(member) && this.view.serving(member.slot, address) ? [{ member, index }] : []);
     const weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: this.mode === 'least-loaded' ? this.weight(member) : 1 }));
     const total = weights.reduce((sum, entry) => sum + entry.weight, 0);
-    this.shares[address] = new Map(weights.map((entry) => [entry.slot, total > 0 ? entry.weight / total : 0]));
+    const shares = new Map(weights.map((entry) => [entry.slot, total > 0 ? entry.weight / total : 0]));
     // What the program depends on: when it has not changed (most looks), nothing is built or attached.
     const choice = weights.map((entry) => `${entry.index}:${entry.slot}:${entry.weight}`).join(',');
     if (this.mode === 'client-ip') {
@@ -262,6 +281,7 @@ export class Steering {
     } else {
       this.attach(address, choice, () => weightedProgram(weights));
     }
+    this.shares[address] = this.failures[address] === undefined ? shares : null;
   }
 
   /**
@@ -279,19 +299,35 @@ export class Steering {
     return Math.max(1, Math.round(1024 / (1 + load) ** 2));
   }
 
-  /** Attaches the program `key` stands for (null: none), unless it is the one attached already. */
+  /**
+   * Attaches the program `key` stands for (null: none), unless it is the one tried last. When that fails (ENOMEM:
+   * the program is larger than net.core.optmem_max, or the kernel is short of memory), the previous program must
+   * not stay in charge: it names sockets by an order that may be gone, and slots that changed since. So it is
+   * detached, and the kernel's hash decides until the slots change and the next program is tried.
+   */
   private attach(address: number, key: string | null, build: () => Program | null): void {
-    if (key === this.attached[address] || (key === null && this.attached[address] === undefined)) return;
-    const fd = this.groups[address][0].socket.fd;
+    if (key === this.tried[address] || (key === null && this.tried[address] === undefined)) return;
+    this.tried[address] = key;
+    const { socket } = this.groups[address][0];
+    const where = formatAddress(socket.host, socket.port);
     try {
       const program = build();
-      if (program) native.attachReuseportProgram(fd, program);
-      else detach(fd);
-      this.attached[address] = key;
+      if (program) native.attachReuseportProgram(socket.fd, program);
+      else detach(socket.fd);
     } catch (error) {
-      this.failed = true;
-      process.stderr.write(`prefork: cannot steer new connections any more (${(error as Error).message}); the kernel's hash decides from now on\n`);
+      let failure: string;
+      try {
+        detach(socket.fd);
+        failure = `cannot attach the balance program for ${where} (${(error as Error).message}); the kernel's hash decides new connections there until the slots change`;
+      } catch (detachError) {
+        failure = `cannot attach the balance program for ${where} (${(error as Error).message}), nor detach the one before (${(detachError as Error).message}): that one decides new connections there until the slots change`;
+      }
+      if (failure !== this.failures[address] && !this.stopped) process.stderr.write(`prefork: ${failure}\n`);
+      this.failures[address] = failure;
+      return;
     }
+    if (this.failures[address] !== undefined && !this.stopped) process.stderr.write(`prefork: balance '${this.mode}' steers new connections on ${where} again\n`);
+    delete this.failures[address];
   }
 }
 

@@ -311,7 +311,7 @@ export class Supervisor extends EventEmitter {
       addresses: this.addresses,
       restarts: this.slots.list.reduce((sum, slot) => sum + slot.restarts, 0),
       workers,
-      balance: { mode: this.config.balance, steered: this.slots.steering !== null },
+      balance: { mode: this.config.balance, steered: this.slots.steering?.steers() ?? false },
       slots: this.slots.list.map((slot) => ({
         slot: slot.id, requests: this.metricsSource.slotRequests(slot), steeringShare: this.slots.steering?.share(slot.id) ?? null,
       })),
