@@ -157,6 +157,38 @@ it('readyTimeout 0: an upgrade to a build whose workers are never ready does not
   expect(outcomes(primary)).toEqual(['rolled-back']);
 });
 
+it("after a SIGKILL rollback, the steering waits for the new primary's orphaned workers before it changes a group: every client address still reaches its home slot", async () => {
+  const behaviour = join(scratch, 'behaviour-stuck-primary');
+  const primary = startPrimary({ balance: 'client-ip', waitReady: true, readyTimeout: 1500, shutdownTimeout: 500 }, behaviour);
+  writeFileSync(behaviour, 'ready-late');
+  const { port, workers } = await primary.allReady();
+  const oldWorkers = new Set(pids(workers));
+  writeFileSync(behaviour, 'stuck-primary'); // it and its workers get stuck: the rollback SIGKILLs it, their watchdogs kill them
+  const eventsBefore = primary.events.length;
+  primary.signal('SIGUSR2');
+  const successor = await waitFor(() => childrenOf(primary.process.pid).find((child) => !oldWorkers.has(child.pid)), 5000, 'the new primary');
+  // Its workers have read their behaviour once they listen; old slot 0's replacements must become ready.
+  await waitFor(() => primary.events.slice(eventsBefore).filter((event) => event.event === 'listening').length >= 2 || undefined, 5000, "the new primary's workers");
+  writeFileSync(behaviour, 'ready-late');
+  // Two crashes in a row of old slot 0: the second restart waits 100 ms out of the group (its socket's leave waits
+  // for the new primary, and its rejoin too).
+  process.kill(workers[0].pid as number, 'SIGKILL');
+  const ours = (pid: number) => childrenOf(primary.process.pid).some((child) => child.pid === pid);
+  const replacement = await waitFor(() => childrenOf(primary.process.pid).find((child) => !oldWorkers.has(child.pid) && child.pid !== successor.pid), 5000, 'the replacement');
+  process.kill(replacement.pid, 'SIGKILL');
+  const rolledBack = await upgradeEvent(primary, 'rolled-back');
+  expect(rolledBack.error).toMatch(/was not ready within readyTimeout/);
+  const restart = await primary.waitFor((event) => event.event === 'restart' && (event.old as AppEvent).pid === replacement.pid, { after: eventsBefore, timeout: 10000 });
+  const restarted = (restart.next as AppEvent).pid as number;
+  expect(ours(restarted)).toBe(true);
+  await primary.waitFor((event) => event.event === 'ready' && event.pid === restarted, { after: eventsBefore, timeout: 10000 });
+  await sleep(2500); // every orphan gone (the watchdog kills them within 950 ms of their primary's death)
+  const bySlot = new Map([[0, restarted], [1, workers[1].pid]]);
+  for (let n = 1; n <= 20; n++) {
+    expect(Number(await get(port, '127.0.0.1', '/', `127.0.0.${n}`))).toBe(bySlot.get(homeSlot(`127.0.0.${n}`, 2)));
+  }
+});
+
 const canUnshare = IS_ROOT && child_process.spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
 (canUnshare ? it : it.skip)('as PID 1 (unshare --pid, a container without --init): two upgrades in a row refuse no connection, and SIGTERM to PID 1 then stops everything', async () => {
   const behaviour = join(scratch, 'behaviour-pid1');

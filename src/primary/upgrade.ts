@@ -3,6 +3,7 @@
 // The two talk over a socketpair at fd 3 of the new one:
 //   new → old  {type: 'upgrade-ready'}   every new worker is ready (the pid file already names the new primary)
 //   old → new  {type: 'upgrade-commit'}  the old primary stepped aside (metrics port closed, MAINPID moved) and drains
+//   old → new  {type: 'upgrade-released'} its workers have exited: no copy of the sockets is left but ours (then it closes)
 // The old primary is the authority until the commit: if the new one exits or is not ready in time, the old one
 // stops it and keeps serving (rollback). If the old one is gone before the commit, the new one takes over.
 // "In time" is readyTimeout, and with readyTimeout 0 still at most UPGRADE_READY_BOUND_MS: reload, scale and
@@ -49,7 +50,7 @@ export interface Handover {
 /** What the old primary hands over from its own state (launchSuccessor adds the rest). */
 export type HandoverContents = Omit<Handover, 'channel' | 'oldPid' | 'init'>;
 
-type UpgradeMessage = { type: 'upgrade-ready' } | { type: 'upgrade-commit' };
+type UpgradeMessage = { type: 'upgrade-ready' } | { type: 'upgrade-commit' } | { type: 'upgrade-released' };
 
 /** The old primary's side: the new primary process and the channel to it. */
 interface Successor {
@@ -130,7 +131,7 @@ function handoverFds(handover: Handover): number[] {
 /** The new primary's link to the old one: tells it we are ready, learns when it stepped aside or is gone. */
 class Predecessor {
   readonly pid: number;
-  /** Resolves when the old primary has exited (its end of the channel closed): its copies of the sockets are gone. */
+  /** Resolves when the old primary and its workers have exited: its copies of the sockets are gone. */
   readonly gone: Promise<void>;
   private readonly channel: ControlChannel;
   private readonly commit: Promise<void>;
@@ -138,13 +139,17 @@ class Predecessor {
   constructor(handover: Handover) {
     this.pid = handover.oldPid;
     this.channel = new ControlChannel(handover.channel, { ref: false });
-    this.gone = new Promise((resolve) => this.channel.once('close', () => resolve()));
+    let released = false;
+    const closed = new Promise<void>((resolve) => this.channel.once('close', () => resolve()));
+    // Closed without saying its workers are gone (it crashed, or was killed): they are orphans, gone in time.
+    this.gone = closed.then(() => (released ? undefined : orphansGone()));
     this.commit = new Promise((resolve) => {
       this.channel.on('message', (message: UpgradeMessage | undefined, fds: number[]) => {
         for (const fd of fds) closeSync(fd);
         if (message?.type === 'upgrade-commit') resolve();
+        if (message?.type === 'upgrade-released') released = true;
       });
-      void this.gone.then(resolve);
+      void closed.then(resolve);
     });
   }
 
@@ -251,9 +256,11 @@ export class HotUpgrade {
     this.endWait?.();
   }
 
-  /** Our workers are gone: closing the channels tells the other primary that our socket copies are too. */
+  /** Our workers are gone: the other primary hears that no copies of the sockets are left but its own. */
   close(): void {
-    this.successor?.channel.close();
+    const channel = this.successor?.channel;
+    if (channel && !channel.closed) channel.send({ type: 'upgrade-released' } satisfies UpgradeMessage);
+    channel?.close();
     this.predecessor?.close();
   }
 
@@ -354,15 +361,17 @@ export class HotUpgrade {
 }
 
 /**
- * Resolves when no process holds the copies of our sockets the new primary had: it has exited, and so have its
+ * The old primary's side of the same: resolves when no process holds the copies of our sockets the new primary had: it has exited, and so have its
  * workers. After a drain (exit code 0) they exited before it. Else (a crash, our SIGKILL) they are orphans that
  * drain by themselves, and each one's native watchdog SIGKILLs it ORPHAN_KILL_MS after its primary's death at the
  * latest. Until then a close of ours would not take a socket out of its group, and a socket we opened would join
  * behind theirs: the steering's mirror of each group's order would drift from the kernel's.
  */
 function untilCopiesReleased(child: ChildHandle): Promise<void> {
-  return child.exited.then(({ code }) => {
-    if (code === 0) return undefined;
-    return new Promise<void>((resolve) => setTimeout(resolve, ORPHAN_KILL_MS + ORPHAN_EXIT_MARGIN_MS));
-  });
+  return child.exited.then(({ code }) => (code === 0 ? undefined : orphansGone()));
+}
+
+/** Resolves when the orphaned workers of a primary that just died are surely gone (see untilCopiesReleased). */
+function orphansGone(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ORPHAN_KILL_MS + ORPHAN_EXIT_MARGIN_MS));
 }
