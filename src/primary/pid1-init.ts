@@ -14,7 +14,7 @@
 // learns which primary serves from a shared 4-byte word (a memfd) that every upgrade hands on: the primary that
 // commits an upgrade writes its successor's pid there first. A primary's parent exits only after that write, so when
 // PID 1 reaps a primary that is no longer the one named there, the named one is already reparented to it.
-// The cost is one idle Node process (about 40 MB resident). Re-executing in place (HAProxy's way) would keep the pid
+// The cost is one idle Node process (about 50 MB resident). Re-executing in place (HAProxy's way) would keep the pid
 // without it, but then a new build that fails cannot be rolled back: its image would have replaced the old one's.
 import { closeSync } from 'node:fs';
 import { constants } from 'node:os';

@@ -17,7 +17,6 @@ import { spawn, type ChildHandle } from '../core/spawn';
 import { preforkError } from '../errors';
 import type { ResolvedAddress } from '../protocol/address';
 import { ORPHAN_KILL_MS } from '../worker/context';
-import type { UpgradeEvent } from './events';
 import { forwardSignals, mustStayAsInit, ServingPrimaryRecord, serveAsInit } from './pid1-init';
 import { writePidFile } from './pid-file';
 import type { Steering } from './steering';
@@ -167,6 +166,12 @@ class Predecessor {
     this.channel.close();
   }
 }
+
+/** What an 'upgrade' event tells: this primary handed over, the new one rolled back, or this one took over. */
+export type UpgradeEvent =
+  | { outcome: 'upgraded'; pid: number }
+  | { outcome: 'rolled-back'; pid: number; error: Error }
+  | { outcome: 'took-over'; pid: number; previousPid: number };
 
 /** How long an upgrade waits for the new primary's readiness when readyTimeout is 0 (no limit for a worker's). */
 export const UPGRADE_READY_BOUND_MS = 300_000;
