@@ -366,11 +366,12 @@ export class HotUpgrade {
 }
 
 /**
- * The old primary's side of the same: resolves when no process holds the copies of our sockets the new primary had: it has exited, and so have its
- * workers. After a drain (exit code 0) they exited before it. Else (a crash, our SIGKILL) they are orphans that
- * drain by themselves, and each one's native watchdog SIGKILLs it ORPHAN_KILL_MS after its primary's death at the
- * latest. Until then a close of ours would not take a socket out of its group, and a socket we opened would join
- * behind theirs: the steering's mirror of each group's order would drift from the kernel's.
+ * The old primary's wait (Predecessor.gone is the new one's): resolves when no process holds the copies of our
+ * sockets the new primary had, that is when it has exited and so have its workers. After a drain (exit code 0) they
+ * exited before it. Else (a crash, our SIGKILL) they are orphans that drain by themselves, and each one's native
+ * watchdog SIGKILLs it ORPHAN_KILL_MS after its primary's death at the latest. Until then a close of ours would not
+ * take a socket out of its group, and a socket we opened would join behind theirs: the steering's mirror of each
+ * group's order would drift from the kernel's.
  */
 function untilCopiesReleased(child: ChildHandle): Promise<void> {
   return child.exited.then(({ code }) => (code === 0 ? undefined : orphansGone()));
