@@ -1,13 +1,14 @@
 // Hot upgrade of the primary (SIGUSR2): a new primary process takes over every socket and the counter store
 // from the old one, under load, or is stopped while the old one keeps serving. Real processes, real clients.
 // The new primary shares the old one's stdout and stderr, so its events and lines reach the same Primary.
+import child_process from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { homeSlot } from '../src/core/reuseport-program';
-import { childrenOf, get, isDead, waitFor } from './helpers';
+import { childrenOf, fixture, get, isDead, waitFor } from './helpers';
 import { load, Primary, stopAllPrimaries, type AppEvent } from './primary';
-import { describeWithTool, wrk } from './tools';
+import { describeWithTool, IS_ROOT, wrk } from './tools';
 
 const scratch = mkdtempSync(join(tmpdir(), 'prefork-upgrade-'));
 afterEach(() => stopAllPrimaries()); // stops a new primary an upgrade left too
@@ -136,3 +137,107 @@ describeWithTool('wrk', 'SIGUSR2 under wrk -c50', () => {
     expect(outcomes(primary)).toEqual(['took-over', 'upgraded']);
   });
 });
+
+it('readyTimeout 0: an upgrade to a build whose workers are never ready does not wedge the queue; a scale rolls it back and completes', async () => {
+  const behaviour = join(scratch, 'behaviour-never-ready-unbounded');
+  const primary = startPrimary({ readyTimeout: 0, waitReady: true }, behaviour);
+  writeFileSync(behaviour, 'ready-late');
+  const { workers } = await primary.allReady();
+  writeFileSync(behaviour, 'never-ready');
+  primary.signal('SIGUSR2');
+  const oldWorkers = new Set(pids(workers));
+  const successor = await waitFor(() => childrenOf(primary.process.pid).find((child) => !oldWorkers.has(child.pid)), 5000, 'the new primary');
+  await waitFor(() => childrenOf(successor.pid).length === 2 || undefined, 5000, "the new primary's workers");
+  primary.signal('SIGTTOU');
+  const rolledBack = await upgradeEvent(primary, 'rolled-back');
+  expect(rolledBack.error).toMatch(/superseded by a later reload or scale/);
+  const scaled = await primary.waitForEvent('scale', { timeout: 20000 });
+  expect(scaled).toMatchObject({ from: 2, to: 1 });
+  await waitFor(() => isDead(successor.pid) || undefined, 5000, 'the new primary to be stopped');
+  expect(outcomes(primary)).toEqual(['rolled-back']);
+});
+
+it("after a SIGKILL rollback, the steering waits for the new primary's orphaned workers before it changes a group: every client address still reaches its home slot", async () => {
+  const behaviour = join(scratch, 'behaviour-stuck-primary');
+  const primary = startPrimary({ balance: 'client-ip', waitReady: true, readyTimeout: 1500, shutdownTimeout: 500 }, behaviour);
+  writeFileSync(behaviour, 'ready-late');
+  const { port, workers } = await primary.allReady();
+  const oldWorkers = new Set(pids(workers));
+  writeFileSync(behaviour, 'stuck-primary'); // it and its workers get stuck: the rollback SIGKILLs it, their watchdogs kill them
+  const eventsBefore = primary.events.length;
+  primary.signal('SIGUSR2');
+  const successor = await waitFor(() => childrenOf(primary.process.pid).find((child) => !oldWorkers.has(child.pid)), 5000, 'the new primary');
+  // Its workers have read their behaviour once they listen; old slot 0's replacements must become ready.
+  await waitFor(() => primary.events.slice(eventsBefore).filter((event) => event.event === 'listening').length >= 2 || undefined, 5000, "the new primary's workers");
+  writeFileSync(behaviour, 'ready-late');
+  // Two crashes in a row of old slot 0: the second restart waits 100 ms out of the group (its socket's leave waits
+  // for the new primary, and its rejoin too).
+  process.kill(workers[0].pid as number, 'SIGKILL');
+  const ours = (pid: number) => childrenOf(primary.process.pid).some((child) => child.pid === pid);
+  const replacement = await waitFor(() => childrenOf(primary.process.pid).find((child) => !oldWorkers.has(child.pid) && child.pid !== successor.pid), 5000, 'the replacement');
+  process.kill(replacement.pid, 'SIGKILL');
+  const rolledBack = await upgradeEvent(primary, 'rolled-back');
+  expect(rolledBack.error).toMatch(/was not ready within readyTimeout/);
+  const restart = await primary.waitFor((event) => event.event === 'restart' && (event.old as AppEvent).pid === replacement.pid, { after: eventsBefore, timeout: 10000 });
+  const restarted = (restart.next as AppEvent).pid as number;
+  expect(ours(restarted)).toBe(true);
+  await primary.waitFor((event) => event.event === 'ready' && event.pid === restarted, { after: eventsBefore, timeout: 10000 });
+  await sleep(2500); // every orphan gone (the watchdog kills them within 950 ms of their primary's death)
+  const bySlot = new Map([[0, restarted], [1, workers[1].pid]]);
+  for (let n = 1; n <= 20; n++) {
+    expect(Number(await get(port, '127.0.0.1', '/', `127.0.0.${n}`))).toBe(bySlot.get(homeSlot(`127.0.0.${n}`, 2)));
+  }
+});
+
+const canUnshare = IS_ROOT && child_process.spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
+(canUnshare ? it : it.skip)('as PID 1 (unshare --pid, a container without --init): two upgrades in a row refuse no connection, and SIGTERM to PID 1 then stops everything', async () => {
+  const behaviour = join(scratch, 'behaviour-pid1');
+  writeFileSync(behaviour, '');
+  const namespace = child_process.spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child=SIGKILL', process.execPath, fixture('app.js')], {
+    env: { ...process.env, TEST_OPTIONS: JSON.stringify({ reapOrphans: true }), TEST_BEHAVIOUR_FILE: behaviour }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const events: AppEvent[] = [];
+  let stdout = '';
+  let stderr = '';
+  namespace.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    const lines = (stdout + chunk).split('\n');
+    stdout = lines.pop() ?? '';
+    for (const line of lines) if (line.startsWith('EVENT ')) events.push(JSON.parse(line.slice(6)));
+  });
+  namespace.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => namespace.once('exit', (code, signal) => resolve({ code, signal })));
+  const named = (name: string) => events.filter((event) => event.event === name);
+  const descendants = (pid: number): number[] => childrenOf(pid).flatMap((child) => [child.pid, ...descendants(child.pid)]);
+  try {
+    await waitFor(() => named('all-ready').length === 1 || namespace.exitCode !== null || undefined, 15000, 'the first workers');
+    const port = (named('all-ready')[0].addresses as Array<{ port: number }>)[0].port;
+    const pid1 = childrenOf(namespace.pid!)[0].pid; // PID 1 inside, seen from here
+    expect(readFileSync(`/proc/${pid1}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
+
+    const traffic = load(port, { keepAlive: false });
+    for (const round of [1, 2]) {
+      await sleep(300);
+      process.kill(pid1, 'SIGUSR2'); // the second one is forwarded to the primary that serves now
+      await waitFor(() => named('all-ready').length === round + 1 || namespace.exitCode !== null || undefined, 20000, `upgrade ${round}`);
+      await waitFor(() => named('upgrade').filter((event) => event.outcome === 'took-over').length === round || namespace.exitCode !== null || undefined, 20000, `take-over ${round}`);
+    }
+    await sleep(300);
+    const result = await traffic.stop();
+    expect(namespace.exitCode).toBeNull();
+    expect(result.errors).toEqual([]);
+    expect(named('upgrade').map((event) => event.outcome).sort()).toEqual(['took-over', 'took-over', 'upgraded', 'upgraded']);
+    const serving = pids(named('all-ready')[2].workers as AppEvent[]).map(String);
+    expect(serving).toContain(await get(port)); // the third primary's workers serve (namespace pids, as they print them)
+
+    const everyone = descendants(pid1);
+    process.kill(pid1, 'SIGTERM'); // what docker stop sends
+    expect(await exited).toEqual({ code: 0, signal: null });
+    expect(named('shutdown')).toHaveLength(3); // each primary drained; the last one on the forwarded SIGTERM
+    expect(stderr).not.toMatch(/SIGKILL|killed/);
+    expect([pid1, ...everyone].filter((pid) => !isDead(pid))).toEqual([]);
+  } finally {
+    if (namespace.exitCode === null && namespace.signalCode === null) namespace.kill('SIGKILL');
+    await exited;
+  }
+});
+if (!canUnshare) it('(skipped: the PID-1 upgrade test needs root and unshare --pid from util-linux)', () => {});

@@ -1,13 +1,10 @@
 // The Supervisor's events: every name and its listener's arguments, in one place, for on/once/off/emit.
 import type { SocketAddress } from '../protocol/messages';
 import type { RecycleLimit } from './liveness';
+import type { UpgradeEvent } from './upgrade';
 import type { ExitReason, Worker } from './worker-process';
 
-/** What an 'upgrade' event tells: this primary handed over, the new one rolled back, or this one took over. */
-export type UpgradeEvent =
-  | { outcome: 'upgraded'; pid: number }
-  | { outcome: 'rolled-back'; pid: number; error: Error }
-  | { outcome: 'took-over'; pid: number; previousPid: number };
+export type { UpgradeEvent } from './upgrade';
 
 /** Event name → the arguments its listeners get. */
 export interface SupervisorEvents {

@@ -17,14 +17,19 @@ function zombieChildren(): number[] {
   }).map(Number);
 }
 
-/** On every SIGCHLD, reaps the zombie children that are not spawn()'s. Returns the function that stops it. */
-export function reapOrphans(): () => void {
+/**
+ * On every SIGCHLD, reaps the zombie children that are not spawn()'s; `reaped` hears of each (PID 1's init learns
+ * so how its current primary ended). Returns the function that stops it.
+ */
+export function reapOrphans(reaped: (pid: number, code: number, signal: number) => void = () => {}): () => void {
   const sweep = () => {
     for (const pid of zombieChildren()) {
       if (isUnreapedChild(pid)) continue;
       try {
         const status = native.reapExited(pid);
-        if (status) debug('primary: reaped orphan %d (%s)', pid, status[1] ? `signal ${status[1]}` : `code ${status[0]}`);
+        if (!status) continue;
+        debug('primary: reaped orphan %d (%s)', pid, status[1] ? `signal ${status[1]}` : `code ${status[0]}`);
+        reaped(pid, status[0], status[1]);
       } catch {
         // reaped by its own parent's wait meanwhile
       }

@@ -21,7 +21,7 @@ export const SIGNAL_ACTIONS: Record<(typeof SIGNALS)[number], string> = {
   SIGHUP: 'rolling reload: worker by worker, each new one ready before the old one drains',
   SIGTTIN: 'one worker more',
   SIGTTOU: 'one worker fewer',
-  SIGUSR2: 'hot upgrade: a new primary (new code of prefork and of Node) takes over the sockets, then this one exits',
+  SIGUSR2: 'hot upgrade: a new primary (new code of prefork and of Node) takes over the sockets, then this one exits (as PID 1: stays as an init)',
 };
 
 /** Installs the handlers; returns the function that removes them. A failure is one line on stderr. */

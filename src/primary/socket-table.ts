@@ -2,16 +2,11 @@
 import { closeSync } from 'node:fs';
 import { checkAddressFree, createListenSocket, type ListenSocket } from '../core/listen-socket';
 import { preforkError } from '../errors';
-import { addressMatches, type KnownAddress, type ListenConfig } from '../protocol/address';
-import type { InheritedSocket, SocketAddress } from '../protocol/messages';
+import { addressMatches, type ListenConfig, type ResolvedAddress } from '../protocol/address';
+import type { InheritedSocket } from '../protocol/messages';
 import type { ActivatedSocket } from './socket-activation';
 import type { Steering } from './steering';
 import type { Handover } from './upgrade';
-
-export interface ResolvedAddress extends SocketAddress, KnownAddress {
-  ipv6Only: boolean;
-  backlog: number;
-}
 
 /**
  * Sockets are bound here and listened on by the worker, so a slot joins the kernel's balancing only when its

@@ -21,9 +21,9 @@ import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
 import type { BalanceMode } from './steering';
-import { launchSuccessor, Predecessor, takeHandover, type Handover, type Successor, type UpgradeMessage } from './upgrade';
+import { HotUpgrade, takeHandover, type Handover } from './upgrade';
 import { WorkerSlots, type Slot } from './slots';
-import { describeExit, type ExitReason, type Worker, type WorkerProcess, type WorkerStats } from './worker-process';
+import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
 import type { SupervisorEvent, SupervisorEvents, SupervisorListener } from './events';
 
@@ -85,14 +85,8 @@ export class Supervisor extends EventEmitter {
   private readonly recycling = new Set<WorkerProcess>();
   /** After a failed recycling, when the worker may be tried again (monotonic ms). */
   private readonly recycleRetryAt = new WeakMap<WorkerProcess, number>();
-  /** The old primary, when this one was started by a hot upgrade and has not taken over yet. */
-  private readonly predecessor: Predecessor | null = null;
-  /** An upgrade() asked for and not settled yet. */
-  private upgrading = false;
-  /** The new primary of an upgrade that took over: our exit must not touch what is now its own. */
-  private successor: Successor | null = null;
-  /** Ends a wait on the other primary of an upgrade (its readiness, or its commit) when we shut down meanwhile. */
-  private endUpgradeWait: (() => void) | null = null;
+  /** Hot upgrades, this supervisor's part in them (upgrade.ts). */
+  private readonly upgrades: HotUpgrade;
 
   /**
    * `activated`: the sockets systemd handed over (socket activation); `handover`: what the old primary of a hot
@@ -103,12 +97,32 @@ export class Supervisor extends EventEmitter {
     this.config = config;
     this.openStore(handover);
     this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error), activated, handover);
-    if (handover) {
-      // Until the old primary is gone, it holds copies of these sockets; until it steps aside, it steers.
-      this.predecessor = new Predecessor(handover);
-      this.slots.steering?.shareWithPeer(this.predecessor.gone, { blockJoins: false });
-      this.slots.steering?.setAuthority(false);
-    }
+    this.upgrades = new HotUpgrade({
+      readyTimeout: config.readyTimeout,
+      shutdownTimeout: config.shutdownTimeout,
+      pidFile: config.pidFile,
+      exitProcess: config.exitProcess,
+      steering: this.slots.steering,
+      running: () => this.state === 'running',
+      starting: () => this.state === 'starting',
+      notRunning: (what) => this.notRunning(what),
+      contents: () => ({
+        sockets: this.config.sockets,
+        steered: this.slots.steering !== null,
+        store: this.storeFd >= 0 ? { fd: this.storeFd, capacity: this.config.storeCapacity } : null,
+        addresses: this.slots.sockets.handoverAddresses(),
+      }),
+      stepAside: (pid) => {
+        this.metricsEndpoint?.close();
+        this.systemd?.mainPid(pid, `upgraded: pid ${pid} serves now`);
+      },
+      stopHandlingSignals: () => this.removeSignalHandlers?.(),
+      takeBack: () => this.metricsEndpoint?.listen().catch((error: Error) => {
+        process.stderr.write(`prefork: ${error.message}; serving without metrics\n`);
+      }) ?? Promise.resolve(),
+      emit: (event) => this.emit('upgrade', event),
+      shutdown: () => void this.shutdown(),
+    }, handover);
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
       recycle: (worker, limit) => this.recycle(worker, limit),
@@ -275,19 +289,17 @@ export class Supervisor extends EventEmitter {
     checkInteger('timeout', timeout, 0, MAX_TIMEOUT_MS);
     if (this.stopped) return this.stopped;
     this.state = 'stopping';
-    this.endUpgradeWait?.();
+    this.upgrades.interrupt();
     this.liveness.stop();
     this.metricsEndpoint?.close();
-    if (!this.successor) this.systemd?.stopping(); // after an upgrade, the service goes on under the new primary
+    if (!this.upgrades.handedOver) this.systemd?.stopping(); // after an upgrade, the service goes on under the new primary
     this.stopped = (async () => {
       await this.slots.stopAll(timeout);
       if (this.storeFd >= 0) closeSync(this.storeFd);
       this.storeFd = -1;
       this.stopReaping?.();
       if (this.config.pidFile) removePidFile(this.config.pidFile); // only if it still names us
-      // Our workers are gone: closing the channel tells the new primary of an upgrade that our socket copies are too.
-      this.successor?.channel.close();
-      this.predecessor?.close();
+      this.upgrades.close(); // our workers are gone: the other primary of an upgrade hears that our socket copies are too
       this.state = 'stopped';
       // Exiting: the handlers stay until then, so a late SIGTERM cannot kill the primary mid-exit.
       if (!this.config.exitProcess) this.removeSignalHandlers?.();
@@ -296,7 +308,7 @@ export class Supervisor extends EventEmitter {
         const failure = this.failure as ErrorWithCode | null;
         if (failure) process.stderr.write(`prefork: ${failure.message}${!failure.code || failure.message.includes(failure.code) ? '' : ` (${failure.code})`}\n`);
         // After the promise callbacks: ready()'s rejection reaches its handlers first.
-        setImmediate(() => process.exit(failure ? 1 : 0));
+        setImmediate(() => this.upgrades.finish(() => process.exit(failure ? 1 : 0)));
       }
     })();
     return this.stopped;
@@ -326,11 +338,11 @@ export class Supervisor extends EventEmitter {
   private async start(): Promise<void> {
     try {
       // Upgraded in: the pid file, the metrics port and systemd's READY move to us when we take over.
-      if (this.config.pidFile && !this.predecessor) writePidFile(this.config.pidFile);
+      if (this.config.pidFile && !this.upgrades.takingOver) writePidFile(this.config.pidFile);
       if (this.config.reapOrphans && process.pid === 1 && process.platform === 'linux') {
         this.stopReaping = reapOrphans();
       }
-      if (!this.predecessor) await this.metricsEndpoint?.listen();
+      if (!this.upgrades.takingOver) await this.metricsEndpoint?.listen();
       for (let id = 0; id < this.config.workers; id++) await this.slots.add(id);
       this.slots.sockets.releaseInherited();
       const zeroPortCalls = new Map<string, number>(); // configured port-0 addresses answer a worker's listen(0) calls in order
@@ -344,7 +356,7 @@ export class Supervisor extends EventEmitter {
       for (const socket of this.slots.sockets.unclaimedActivated()) await this.slots.sockets.addAddress(listenConfig(socket.host, socket.port));
       for (const slot of this.slots.list) slot.worker = this.slots.spawn(slot, null);
       await Promise.all(this.slots.list.map((slot) => slot.worker?.ready));
-      if (this.predecessor && this.state === 'starting') await this.takeOver(this.predecessor);
+      if (this.state === 'starting') await this.upgrades.takeOver();
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
       this.state = 'running';
       this.liveness.start();
@@ -361,92 +373,16 @@ export class Supervisor extends EventEmitter {
    * Hot upgrade (SIGUSR2): a new primary is started as this one was (same Node binary path, Node options and
    * arguments, so a new Node or prefork on disk takes over) and handed every socket and the counter store. Once
    * all its workers are ready, this primary drains its own and exits 0 (`exitProcess`); the pid file and systemd's
-   * MAINPID move to the new one. If it exits or is not ready within readyTimeout, it is stopped and this primary
-   * keeps serving: the promise rejects with ERR_PREFORK_UPGRADE_FAILED. Either way, 'upgrade' and one log line.
+   * MAINPID move to the new one (as a container's PID 1 it stays as an init instead of exiting: pid1-init.ts). If it
+   * exits or is not ready within readyTimeout (readyTimeout 0: 5 minutes, or until a reload or scale is asked for),
+   * it is stopped and this primary keeps serving: the promise rejects with ERR_PREFORK_UPGRADE_FAILED. Either way,
+   * 'upgrade' and one log line. The dance itself is upgrade.ts's.
    */
   upgrade(): Promise<{ pid: number }> {
-    if (this.upgrading) {
-      return Promise.reject(preforkError('ERR_PREFORK_UPGRADE_RUNNING', 'Cannot upgrade: an upgrade is already running; wait for its outcome (the \'upgrade\' event)'));
-    }
-    if (this.state === 'stopping' || this.state === 'stopped') return Promise.reject(this.notRunning('upgrade'));
-    this.upgrading = true;
-    return this.serialize(() => this.runUpgrade()).finally(() => (this.upgrading = false));
-  }
-
-  private async runUpgrade(): Promise<{ pid: number }> {
-    if (this.state !== 'running') throw this.notRunning('upgrade');
-    const steering = this.slots.steering;
-    let successor: Successor;
-    try {
-      successor = launchSuccessor({
-        sockets: this.config.sockets,
-        steered: steering !== null,
-        store: this.storeFd >= 0 ? { fd: this.storeFd, capacity: this.config.storeCapacity } : null,
-        addresses: this.slots.sockets.handoverAddresses(),
-      });
-    } catch (cause) {
-      throw Object.assign(preforkError('ERR_PREFORK_UPGRADE_FAILED', `Upgrade failed: cannot start a new primary: ${(cause as Error).message}; this one keeps serving`), { cause });
-    }
-    const { child, channel } = successor;
-    process.stderr.write(`prefork: upgrading: new primary pid ${child.pid} is starting\n`);
-    steering?.shareWithPeer(child.exited, { blockJoins: true });
-    const problem = await this.untilSuccessorReady(successor);
-    if (problem === null) {
-      // Step aside: the metrics port, MAINPID and the steering are the new primary's from now on.
-      this.successor = successor;
-      steering?.handOver();
-      this.metricsEndpoint?.close();
-      this.systemd?.mainPid(child.pid, `upgraded: pid ${child.pid} serves now`);
-      channel.send({ type: 'upgrade-commit' } satisfies UpgradeMessage);
-      process.stderr.write(`prefork: upgraded: new primary pid ${child.pid} serves now; this one (pid ${process.pid}) drains and exits\n`);
-      this.emit('upgrade', { outcome: 'upgraded', pid: child.pid });
-      void this.shutdown();
-      return { pid: child.pid };
-    }
-    // Roll back: the new primary drains what its workers took and exits; ours never stopped serving.
-    child.kill('SIGTERM');
-    const kill = setTimeout(() => child.kill('SIGKILL'), this.config.shutdownTimeout + 1000);
-    await child.exited;
-    clearTimeout(kill);
-    channel.close();
-    if (this.config.pidFile && this.state === 'running') writePidFile(this.config.pidFile); // it may have written its own
-    const error = preforkError('ERR_PREFORK_UPGRADE_FAILED', `Upgrade failed: the new primary (pid ${child.pid}) ${problem}; the old one (pid ${process.pid}) keeps serving`);
-    process.stderr.write(`prefork: ${error.message}\n`);
-    this.emit('upgrade', { outcome: 'rolled-back', pid: child.pid, error });
-    throw error;
-  }
-
-  /** null once the new primary says it is ready; else what went wrong first. */
-  private untilSuccessorReady({ child, channel }: Successor): Promise<string | null> {
-    return new Promise<string | null>((resolve) => {
-      const timeout = this.config.readyTimeout;
-      const timer = timeout > 0 ? setTimeout(() => resolve(`was not ready within readyTimeout (${timeout} ms)`), timeout) : null;
-      this.endUpgradeWait = () => resolve('was stopped: this primary is shutting down');
-      channel.on('message', (message: UpgradeMessage | undefined, fds: number[]) => {
-        for (const fd of fds) closeSync(fd);
-        resolve(message?.type === 'upgrade-ready' ? null : 'sent a message it should not have');
-      });
-      void child.exited.then(({ code, signal }) => resolve(`exited (${describeExit(code, signal)}) before it was ready`));
-    }).finally(() => {
-      this.endUpgradeWait = null;
+    return this.upgrades.request((operation) => {
+      if (this.state === 'stopping' || this.state === 'stopped') return Promise.reject(this.notRunning('upgrade'));
+      return this.serialize(operation);
     });
-  }
-
-  /** Started by an upgrade, all our workers ready: take over from the old primary. */
-  private async takeOver(predecessor: Predecessor): Promise<void> {
-    if (this.config.pidFile) writePidFile(this.config.pidFile);
-    predecessor.ready();
-    await Promise.race([predecessor.committed(), new Promise<void>((resolve) => (this.endUpgradeWait = resolve))]);
-    this.endUpgradeWait = null;
-    if (this.state !== 'starting') return;
-    this.slots.steering?.setAuthority(true);
-    try {
-      await this.metricsEndpoint?.listen();
-    } catch (error) {
-      process.stderr.write(`prefork: ${(error as Error).message}; serving without metrics\n`);
-    }
-    process.stderr.write(`prefork: took over from the old primary (pid ${predecessor.pid})\n`);
-    this.emit('upgrade', { outcome: 'took-over', pid: process.pid, previousPid: predecessor.pid });
   }
 
   /** The counter store: the old primary's region after an upgrade (counts survive), else a new one. */
@@ -515,7 +451,10 @@ export class Supervisor extends EventEmitter {
 
   /** Reload, scale and recycling run one at a time, in the order asked; a reload or scale supersedes an endless wait. */
   private serialize<T>(operation: () => Promise<T>, { supersedes = true } = {}): Promise<T> {
-    if (supersedes) this.supersede?.();
+    if (supersedes) {
+      this.supersede?.();
+      this.upgrades.supersede();
+    }
     const run = this.operations.then(async () => {
       await this.started;
       return operation();

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { invalidType, invalidValue } from '../errors';
 import { DEFAULT_BACKLOG, MAX_INT } from '../limits';
 import { checkBoolean, checkInteger, checkOptionNames, checkString } from '../validate';
+import type { SocketAddress } from './messages';
 
 /** A port, "host:port" ("[::1]:3000", ":3000"), or an object. */
 export type ListenAddress = number | string | { host?: string; port: number; ipv6Only?: boolean; backlog?: number };
@@ -25,6 +26,12 @@ export interface KnownAddress {
   configuredPort: number;
   /** For port 0: which of a worker's listen(0) calls on that host it serves (the n-th gets the n-th port). */
   zeroPortCall: number;
+}
+
+/** An address the primary has opened, with what its sockets were opened with (what an upgrade hands over too). */
+export interface ResolvedAddress extends SocketAddress, KnownAddress {
+  ipv6Only: boolean;
+  backlog: number;
 }
 
 /** "host:port", with IPv6 hosts in brackets; ":port" when no host was named. */
