@@ -22,6 +22,8 @@ export class Primary {
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: Array<() => void> = [];
+  /** Every writer of our stdout closed: the primary, a successor a hot upgrade started, and all their workers. */
+  private stdoutEnded = false;
 
   constructor(
     options: object,
@@ -37,6 +39,10 @@ export class Primary {
       const lines = this.stdout.split('\n');
       this.stdout = lines.pop() ?? '';
       for (const line of lines) if (line.startsWith('EVENT ')) this.events.push(JSON.parse(line.slice(6)));
+      this.notify();
+    });
+    this.process.stdout.once('end', () => {
+      this.stdoutEnded = true;
       this.notify();
     });
     this.process.stderr.setEncoding('utf8').on('data', (chunk: string) => {
@@ -55,13 +61,16 @@ export class Primary {
     for (const waiter of this.waiters.splice(0)) waiter();
   }
 
-  /** Resolves with the first event (from `after` on) that matches; fails on timeout or when the primary exits first. */
+  /**
+   * Resolves with the first event (from `after` on) that matches; fails on timeout, or when the primary exited and
+   * nothing can print any more (a primary that hands over to a new one exits while the new one still prints here).
+   */
   async waitFor(match: (event: AppEvent) => boolean, { after = 0, timeout = 15000 } = {}): Promise<AppEvent> {
     const deadline = Date.now() + timeout;
     for (;;) {
       const found = this.events.slice(after).find(match);
       if (found) return found;
-      if (this.process.exitCode !== null || this.process.signalCode !== null) {
+      if ((this.process.exitCode !== null || this.process.signalCode !== null) && this.stdoutEnded) {
         throw new Error(`primary exited (${this.process.exitCode ?? this.process.signalCode}) before the event; stderr: ${this.stderr}`);
       }
       if (Date.now() > deadline) throw new Error(`timed out waiting for an event; events: ${JSON.stringify(this.events)}; stderr: ${this.stderr}`);
