@@ -4,7 +4,8 @@
 import { residentSetSize } from '../core/system';
 import { monotonicMs } from '../protocol/liveness-record';
 import type { RecycleOptions } from './options';
-import { heartbeatInterval, type WorkerProcess } from './worker-process';
+import { heartbeatInterval } from './worker-launch';
+import type { WorkerProcess } from './worker-process';
 
 export type RecycleLimit = 'requests' | 'memory' | 'age';
 

@@ -12,7 +12,8 @@ import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
 import { createSteering, stuckAfter, type Steering } from './steering';
 import { monotonicMs } from '../protocol/liveness-record';
-import { describeExit, inspectorExecArgv, startWorkerProcess, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
+import { inspectorExecArgv, startWorkerProcess } from './worker-launch';
+import { describeExit, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
