@@ -2,11 +2,11 @@
 import { debug } from '../debug';
 import { preforkError } from '../errors';
 import { SIGNAL_RESTART_DELAY_MS } from '../limits';
-import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
-import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
+import type { WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
+import { SocketRequests } from './socket-requests';
 import type { Supervisor } from './supervisor';
 import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
@@ -42,10 +42,8 @@ export class WorkerSlots {
   private workersStarted = 0;
   /** Told of every worker that exited, after its last messages were read (the metrics keep its totals). */
   onWorkerExit: ((worker: WorkerProcess) => void) | null = null;
-  /** Addresses opened because a worker asked (not configured): capped by maxRequestedAddresses. */
-  private requestedAddresses = 0;
-  /** Refused listens already reported (address and reason): see reportRefusal(). */
-  private readonly refusalsReported = new Set<string>();
+  /** Answers a worker's listen() on an address it did not inherit. */
+  private readonly socketRequests: SocketRequests;
 
   constructor(
     private readonly config: SupervisorConfig,
@@ -64,6 +62,10 @@ export class WorkerSlots {
     this.sockets = new SocketTable(config.sockets, activated, this.steering);
     if (handover) this.sockets.adoptHandover(handover);
     this.steering?.start();
+    this.socketRequests = new SocketRequests(config, this.sockets, (worker) => {
+      const slot = this.list[worker.record.id];
+      return slot !== undefined && (slot.worker === worker || slot.incoming === worker);
+    });
   }
 
   /**
@@ -199,7 +201,7 @@ export class WorkerSlots {
         this.events.emit('online', record);
         break;
       case 'socket':
-        void this.answerSocketRequest(worker, message);
+        void this.socketRequests.answer(worker, message);
         break;
       case 'listening': {
         const address = this.sockets.addresses[message.index];
@@ -227,70 +229,6 @@ export class WorkerSlots {
         break;
       }
     }
-  }
-
-  /** A worker listens on an address it did not inherit: open it (once for all slots) and send the slot's socket. */
-  private async answerSocketRequest(worker: WorkerProcess, request: Extract<WorkerMessage, { type: 'socket' }>): Promise<void> {
-    debug('primary: worker %d (pid %d) asks for a socket on %s (request %d)', worker.record.id, worker.record.pid, formatAddress(request.host, request.port), request.requestId);
-    try {
-      const config = listenConfig(request.host ?? undefined, request.port, request.ipv6Only, request.backlog);
-      const index = this.sockets.find(config, request.zeroPortCall) ?? (await this.openRequested(config, request.zeroPortCall));
-      const slot = this.list[worker.record.id];
-      const socket = this.sockets.socketsOf(worker.record.id)[index];
-      if (!socket || !slot || (slot.worker !== worker && slot.incoming !== worker)) {
-        throw preforkError('ERR_PREFORK_NOT_RUNNING', 'Cannot serve a socket to a stopped worker');
-      }
-      if (!worker.channel.closed) {
-        debug('primary: request %d of worker %d answered with %s:%d (fd %d)', request.requestId, worker.record.id, this.sockets.addresses[index].host, this.sockets.addresses[index].port, socket.fd);
-        worker.channel.send({ type: 'socket', requestId: request.requestId, socket: this.sockets.describe(index, -1) } satisfies PrimaryMessage, [socket.fd]);
-      }
-    } catch (cause) {
-      const { message, code, errno, syscall } = cause as NodeJS.ErrnoException;
-      debug('primary: request %d of worker %d refused: %s', request.requestId, worker.record.id, message);
-      this.reportRefusal(worker, formatAddress(request.host, request.port), cause as NodeJS.ErrnoException);
-      if (!worker.channel.closed) {
-        worker.channel.send({ type: 'socket-error', requestId: request.requestId, error: { message, code, errno, syscall } } satisfies PrimaryMessage);
-      }
-    }
-  }
-
-  /**
-   * A listen the primary refused is said on stderr, whatever the app does with the error (express 5 hands it to
-   * the listen callback, which usually prints "listening"): once per address and reason, not again for each worker
-   * or restart that asks. A refusal because the worker is being stopped is no news.
-   */
-  private reportRefusal(worker: WorkerProcess, address: string, error: NodeJS.ErrnoException): void {
-    if (error.code === 'ERR_PREFORK_NOT_RUNNING') return;
-    const key = `${address} ${error.code ?? error.message}`;
-    if (this.refusalsReported.has(key)) return;
-    this.refusalsReported.add(key);
-    const { id, pid } = worker.record;
-    process.stderr.write(`prefork: worker ${id} (pid ${pid}) could not listen on ${address}: ${describeRefusal(address, error)}\n`);
-  }
-
-  /**
-   * A worker asks for an address nobody configured. Workers whose privileges were dropped (user, group) may
-   * not: the primary would open for them what they cannot. Others may, up to maxRequestedAddresses, and
-   * never on a port another process holds.
-   */
-  private openRequested(config: ListenConfig, zeroPortCall: number): Promise<number> {
-    const label = formatAddress(config.host, config.port);
-    if (this.config.uid !== undefined || this.config.gid !== undefined) {
-      return Promise.reject(Object.assign(
-        preforkError('ERR_PREFORK_ADDRESS_NOT_ALLOWED', `listen ${label}: not among the addresses the operator configured (listen, PREFORK_LISTEN, --listen), and workers run with dropped privileges`),
-        { syscall: 'listen' },
-      ));
-    }
-    if (this.requestedAddresses >= this.config.maxRequestedAddresses) {
-      return Promise.reject(Object.assign(
-        preforkError('ERR_PREFORK_ADDRESS_NOT_ALLOWED', `listen ${label}: workers asked for more than ${this.config.maxRequestedAddresses} addresses (maxRequestedAddresses)`),
-        { syscall: 'listen' },
-      ));
-    }
-    this.requestedAddresses += 1;
-    const opening = this.sockets.ensureAddress(config, zeroPortCall);
-    opening.catch(() => (this.requestedAddresses -= 1));
-    return opening;
   }
 
   /** A worker broke the protocol: it is killed (and replaced, as after a crash); the primary carries on. */
@@ -357,20 +295,5 @@ export class WorkerSlots {
     const reason = old.exitReason ?? 'crash';
     slot.worker = this.fill(slot, reason);
     if (slot.worker) this.events.emit('restart', old, slot.worker.record, delay, reason);
-  }
-}
-
-/** Why a listen was refused, in a user's words, with the code to search for. */
-function describeRefusal(address: string, error: NodeJS.ErrnoException): string {
-  switch (error.code) {
-    case 'EADDRINUSE':
-      return 'address in use (EADDRINUSE)';
-    case 'EACCES':
-      return 'permission denied (EACCES)';
-    case 'ERR_PREFORK_ADDRESS_NOT_ALLOWED':
-      // Its message is "listen <address>: <why>".
-      return `not allowed: ${error.message.replace(`listen ${address}: `, '')} (${error.code})`;
-    default:
-      return error.code && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
   }
 }
