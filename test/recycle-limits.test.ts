@@ -1,6 +1,6 @@
 // Pure parts of liveness and recycling, without processes: which limit a worker has reached, how often
 // workers beat, and the sizes and durations the environment and flags accept.
-import { recycleDue } from '../src/primary/liveness';
+import { recycleDue } from '../src/primary/recycle';
 import { heartbeatInterval } from '../src/primary/worker-launch';
 import { parseDurationText, parseSizeText } from '../src/validate';
 

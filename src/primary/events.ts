@@ -1,6 +1,6 @@
 // The Supervisor's events: every name and its listener's arguments, in one place, for on/once/off/emit.
 import type { SocketAddress } from '../protocol/messages';
-import type { RecycleLimit } from './liveness';
+import type { RecycleLimit } from './recycle';
 import type { ExitReason, Worker } from './worker-process';
 
 /** What an 'upgrade' event tells: this primary handed over, the new one rolled back, or this one took over. */

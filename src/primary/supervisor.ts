@@ -12,11 +12,12 @@ import { checkInteger } from '../validate';
 import { listenConfig } from '../protocol/address';
 import { monotonicMs } from '../protocol/liveness-record';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
-import { LivenessMonitor, type RecycleLimit } from './liveness';
+import { LivenessMonitor } from './liveness';
 import { SupervisorMetrics } from './metrics';
 import type { MetricsEndpoint } from './metrics-endpoint';
 import { reapOrphans } from './orphan-reaper';
 import { removePidFile, writePidFile } from './pid-file';
+import type { RecycleLimit } from './recycle';
 import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
@@ -29,7 +30,7 @@ import type { SupervisorEvent, SupervisorEvents, SupervisorListener } from './ev
 
 export type { ExitReason, Worker, WorkerState, WorkerStats } from './worker-process';
 export type { SupervisorEvent, SupervisorEvents, SupervisorListener, UpgradeEvent } from './events';
-export type { RecycleLimit } from './liveness';
+export type { RecycleLimit } from './recycle';
 export { describeExit } from './worker-process';
 
 export interface SupervisorStats {
