@@ -1,6 +1,6 @@
 // The primary's liveness monitor: on one timer it reads every serving worker's heartbeat (shared memory) and
 // resident memory (/proc), and says which worker is stuck and which has reached a recycle limit. It only
-// reports: the slots kill a stuck worker, the supervisor's queue recycles, one slot at a time.
+// reports: the slots kill a stuck worker, the recycler (recycle.ts) replaces one past a limit.
 import { residentSetSize } from '../core/system';
 import { monotonicMs } from '../protocol/liveness-record';
 import { recycleDue, type RecycleLimit, type RecycleOptions } from './recycle';

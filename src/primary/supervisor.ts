@@ -17,7 +17,7 @@ import { SupervisorMetrics } from './metrics';
 import type { MetricsEndpoint } from './metrics-endpoint';
 import { reapOrphans } from './orphan-reaper';
 import { removePidFile, writePidFile } from './pid-file';
-import type { RecycleLimit } from './recycle';
+import { Recycler, type RecycleLimit } from './recycle';
 import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
@@ -78,14 +78,12 @@ export class Supervisor extends EventEmitter {
   private storeFd = -1;
   private storeTable: CounterTable | null = null;
   private readonly liveness: LivenessMonitor;
+  /** Replaces the workers the liveness monitor finds past a recycle limit, through our queue. */
+  private readonly recycler: Recycler;
   private readonly metricsSource: SupervisorMetrics;
   private readonly metricsEndpoint: MetricsEndpoint | null;
   private readonly systemd = SystemdNotifier.fromEnvironment();
   private stopReaping: (() => void) | null = null;
-  /** Workers whose recycling is queued or running: reported again on every check, queued once. */
-  private readonly recycling = new Set<WorkerProcess>();
-  /** After a failed recycling, when the worker may be tried again (monotonic ms). */
-  private readonly recycleRetryAt = new WeakMap<WorkerProcess, number>();
   /** The old primary, when this one was started by a hot upgrade and has not taken over yet. */
   private readonly predecessor: Predecessor | null = null;
   /** An upgrade() asked for and not settled yet. */
@@ -112,8 +110,9 @@ export class Supervisor extends EventEmitter {
     }
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
-      recycle: (worker, limit) => this.recycle(worker, limit),
+      recycle: (worker, limit) => this.recycler.due(worker, limit),
     });
+    this.recycler = new Recycler(config.restart.maxDelay, this, (worker, limit) => this.recycle(worker, limit));
     this.metricsSource = new SupervisorMetrics(config, this.slots);
     this.slots.onWorkerExit = (worker) => this.metricsSource.exited(worker);
     this.on('fork', (worker: Worker) => this.metricsSource.started(worker));
@@ -189,27 +188,16 @@ export class Supervisor extends EventEmitter {
   }
 
   /**
-   * A worker past a recycle limit is replaced as in a reload (the new one ready before the old one drains),
-   * through the same queue, so one slot recycles at a time and slots due together are spaced by at least a
-   * worker's start. A failed recycling leaves the old worker serving and is tried again after restart.maxDelay.
+   * A worker past a recycle limit (the recycler's bookkeeping in recycle.ts) is replaced as in a reload, the new one
+   * ready before the old one drains, through the same queue: one slot recycles at a time, and slots due together
+   * are spaced by at least a worker's start. null: it no longer serves its slot.
    */
-  private recycle(worker: WorkerProcess, limit: RecycleLimit): void {
-    if (this.recycling.has(worker) || (this.recycleRetryAt.get(worker) ?? 0) > Date.now()) return;
-    this.recycling.add(worker);
-    const reason: ExitReason = `recycle-${limit}`;
-    this.serialize(async () => {
+  private recycle(worker: WorkerProcess, limit: RecycleLimit): Promise<WorkerProcess | null> {
+    return this.serialize(async () => {
       const slot = this.slots.list[worker.record.id];
-      if (this.state !== 'running' || !slot || slot.worker !== worker || worker.record.state !== 'ready') return;
-      const next = await this.replace(slot, reason);
-      const { id, pid } = worker.record;
-      process.stderr.write(`prefork: recycled worker ${id} (pid ${pid}): ${RECYCLE_LIMITS[limit]} reached; pid ${next.record.pid} serves its slot\n`);
-      this.emit('recycle', worker.record, next.record, limit);
-    }, { supersedes: false }).catch((error: Error) => {
-      if (this.shuttingDown) return;
-      const retry = this.config.restart.maxDelay;
-      this.recycleRetryAt.set(worker, Date.now() + retry);
-      process.stderr.write(`prefork: ${error.message}; trying again in ${retry} ms\n`);
-    }).finally(() => this.recycling.delete(worker));
+      if (this.state !== 'running' || !slot || slot.worker !== worker || worker.record.state !== 'ready') return null;
+      return this.replace(slot, `recycle-${limit}`);
+    }, { supersedes: false });
   }
 
   /** The slot's worker replaced by a new one on the slot's sockets, ready before the old one drains. */
@@ -529,12 +517,6 @@ export class Supervisor extends EventEmitter {
     return preforkError('ERR_PREFORK_NOT_RUNNING', `Cannot ${what}: the supervisor is ${this.state}`);
   }
 }
-
-const RECYCLE_LIMITS: Record<RecycleLimit, string> = {
-  requests: 'recycle.maxRequests',
-  memory: 'recycle.maxMemory (resident memory)',
-  age: 'recycle.maxAge',
-};
 
 /** Starts a primary's supervisor. Validation errors throw here, before anything is created. */
 export function supervise(options: SupervisorOptions = {}): Supervisor {
