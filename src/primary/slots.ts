@@ -36,12 +36,10 @@ export class WorkerSlots {
   readonly sockets: SocketTable;
   /** Sets each reuseport group's program (the `balance` option); null where the kernel hashes on its own. */
   readonly steering: Steering | null;
-  /** Every live worker process, a slot's incoming and draining old generations included. */
-  private readonly processes = new Set<WorkerProcess>();
+  /** Every live worker process by its record, a slot's incoming and draining old generations included. */
+  private readonly processes = new Map<Worker, WorkerProcess>();
   private stopping = false;
   private workersStarted = 0;
-  /** Told of every worker that exited, after its last messages were read (the metrics keep its totals). */
-  onWorkerExit: ((worker: WorkerProcess) => void) | null = null;
   /** Answers a worker's listen() on an address it did not inherit. */
   private readonly socketRequests: SocketRequests;
 
@@ -137,7 +135,7 @@ export class WorkerSlots {
       execArgv: inspectorExecArgv(this.config.execArgv, ++this.workersStarted),
       config: this.config,
     });
-    this.processes.add(worker);
+    this.processes.set(worker.record, worker);
     worker.channel.on('message', (message: unknown) => {
       const checked = checkWorkerMessage(message);
       if ('problem' in checked) this.misbehaved(worker, checked.problem);
@@ -166,18 +164,23 @@ export class WorkerSlots {
     // Our copies close first: each socket leaves the kernel's balancing when its worker closes its own,
     // so new connections are refused at once instead of waiting in a queue nobody will serve.
     this.sockets.closeAll();
-    const all = [...this.processes];
+    const all = [...this.processes.values()];
     for (const worker of all) worker.requestStop(timeout, 'shutdown');
     await Promise.all(all.map((worker) => worker.child.exited));
   }
 
   /** Every live worker process: serving, a reload's incoming one, and old ones still draining. */
   live(): WorkerProcess[] {
-    return [...this.processes];
+    return [...this.processes.values()];
+  }
+
+  /** The live process of a worker record (what the events carry); undefined once it exited. */
+  processOf(record: Worker): WorkerProcess | undefined {
+    return this.processes.get(record);
   }
 
   killAll(): void {
-    for (const worker of this.processes) worker.child.kill('SIGKILL');
+    for (const worker of this.processes.values()) worker.child.kill('SIGKILL');
   }
 
   /**
@@ -249,9 +252,8 @@ export class WorkerSlots {
 
   private onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     worker.exited(code, signal);
-    this.processes.delete(worker);
+    this.processes.delete(worker.record);
     this.steering?.refreshSoon();
-    this.onWorkerExit?.(worker);
     this.events.emit('exit', worker.record, code, signal, worker.record.exitReason);
 
     const slot = this.list[worker.record.id];

@@ -114,9 +114,7 @@ export class Supervisor extends EventEmitter {
     });
     this.recycler = new Recycler(config.restart.maxDelay, this, (worker, limit) => this.recycle(worker, limit));
     this.metricsSource = new SupervisorMetrics(config, this.slots);
-    this.slots.onWorkerExit = (worker) => this.metricsSource.exited(worker);
-    this.on('fork', (worker: Worker) => this.metricsSource.started(worker));
-    this.on('reload', () => this.metricsSource.reloaded());
+    this.metricsSource.observe(this);
     // Required only when configured: the endpoint is the primary's one use of node:http.
     this.metricsEndpoint = config.metrics ? new (require('./metrics-endpoint') as typeof import('./metrics-endpoint')).MetricsEndpoint(config.metrics, () => this.metrics()) : null;
     if (this.systemd) {
