@@ -10,7 +10,6 @@ import type { CounterTable } from '../store/counter-table';
 import { adoptRegion, CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
 import { listenConfig } from '../protocol/address';
-import { monotonicMs } from '../protocol/liveness-record';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
 import { LivenessMonitor } from './liveness';
 import { SupervisorMetrics } from './metrics';
@@ -60,8 +59,8 @@ export interface Supervisor {
 
 /**
  * The primary's supervisor. Start it with supervise(options); it emits the events SupervisorEvents lists: 'fork',
- * 'online', 'listening', 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload',
- * 'scale', 'upgrade' and 'shutdown'.
+ * 'online', 'listening', 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup',
+ * 'reloading', 'reload', 'reloadfailed', 'scale', 'upgrade' and 'shutdown'. The metrics and systemd observe them.
  */
 export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
@@ -117,12 +116,11 @@ export class Supervisor extends EventEmitter {
     this.metricsSource.observe(this);
     // Required only when configured: the endpoint is the primary's one use of node:http.
     this.metricsEndpoint = config.metrics ? new (require('./metrics-endpoint') as typeof import('./metrics-endpoint')).MetricsEndpoint(config.metrics, () => this.metrics()) : null;
-    if (this.systemd) {
-      for (const event of ['restart', 'unresponsive', 'recycle', 'scale', 'giveup'] as const) this.on(event, () => this.systemd?.status(this.statusLine()));
-    }
     if (config.signals) this.removeSignalHandlers = handleSignals(this);
     this.started = this.start();
     this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
+    // After start() began (it emits nothing before its first await): the notifier waits on ready().
+    this.systemd?.observe(this, this.slots, config.heartbeatTimeout);
   }
 
   /** Resolves when every first worker is ready; rejects (and everything is stopped) if the start fails. */
@@ -171,15 +169,16 @@ export class Supervisor extends EventEmitter {
   /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
   reload(): Promise<void> {
     return this.serialize(async () => {
-      this.systemd?.reloading();
+      this.emit('reloading');
       try {
         for (const slot of [...this.slots.list]) {
           if (this.state !== 'running') throw this.notRunning('reload');
           if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
           await this.replace(slot, 'reload');
         }
-      } finally {
-        if (this.state === 'running') this.systemd?.ready(this.statusLine()); // done, or failed with the old workers serving
+      } catch (error) {
+        this.emit('reloadfailed', error as Error); // the old workers keep serving, or we are shutting down
+        throw error;
       }
       this.emit('reload');
     });
@@ -335,8 +334,6 @@ export class Supervisor extends EventEmitter {
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
       this.state = 'running';
       this.liveness.start();
-      this.systemd?.ready(this.statusLine());
-      this.systemd?.startWatchdog(() => this.heartbeatsHealthy());
     } catch (error) {
       if (!this.stopped) this.failure = error as Error; // not a failure when a shutdown was asked for
       await this.shutdown({ timeout: 0 });
@@ -449,28 +446,6 @@ export class Supervisor extends EventEmitter {
       process.stderr.write(`prefork: storeCapacity changed (${handed.capacity} → ${this.config.storeCapacity}): the shared counters start over\n`);
     }
     if (this.config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(this.config.storeCapacity));
-  }
-
-  /** systemd's STATUS= line. */
-  private statusLine(): string {
-    const ready = this.slots.list.filter((slot) => slot.worker?.record.state === 'ready').length;
-    const restarts = this.slots.list.reduce((sum, slot) => sum + slot.restarts, 0);
-    return `${ready} of ${this.slots.list.length} workers ready, ${restarts} restarts`;
-  }
-
-  /**
-   * Whether every serving worker's event loop beat within half of heartbeatTimeout (systemd's watchdog asks):
-   * a worker that late is no longer healthy, though it is killed only at the full timeout.
-   */
-  private heartbeatsHealthy(): boolean {
-    const timeout = this.config.heartbeatTimeout / 2;
-    if (timeout === 0) return true;
-    return this.slots.list.every((slot) => {
-      const worker = slot.worker;
-      if (!worker || worker.record.state !== 'ready') return true;
-      const { beatAt } = worker.liveness.read();
-      return beatAt === 0 || monotonicMs() - beatAt <= timeout;
-    });
   }
 
   private giveUp(slot: number, error: Error): void {
