@@ -9,7 +9,8 @@ export { DEFAULT_BACKLOG, DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from './limit
 // The supervisor (primary) and the worker side.
 export { supervise, Supervisor } from './primary/supervisor';
 export type { Worker, WorkerState, WorkerStats, SupervisorStats, SupervisorEvent, SupervisorEvents, SupervisorListener, UpgradeEvent, ExitReason, RecycleLimit } from './primary/supervisor';
-export type { SupervisorOptions, RestartOptions, ListenAddress } from './primary/options';
+export type { SupervisorOptions, ListenAddress } from './primary/options';
+export type { RestartOptions } from './primary/restart-policy';
 export type { BalanceMode } from './primary/steering';
 export { listen, currentSupervisor } from './listen';
 export { isWorker, isPrimary, workerId, generation, ready, onShutdown } from './worker';

@@ -1,7 +1,7 @@
 // Pure parts of liveness and recycling, without processes: which limit a worker has reached, how often
 // workers beat, and the sizes and durations the environment and flags accept.
-import { recycleDue } from '../src/primary/liveness';
-import { heartbeatInterval } from '../src/primary/worker-process';
+import { recycleDue } from '../src/primary/recycle';
+import { heartbeatInterval } from '../src/primary/worker-launch';
 import { parseDurationText, parseSizeText } from '../src/validate';
 
 const OFF = { maxRequests: 0, maxRequestsJitter: 0, maxMemory: 0, maxAge: 0 };

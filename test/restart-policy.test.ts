@@ -1,6 +1,5 @@
 // The restart policy alone (no processes): immediate first restart, backoff, its cap and reset, and the give-up window.
-import { RESTART_DEFAULTS } from '../src/primary/options';
-import { decideRestart, NO_CRASHES, type CrashHistory, type RestartDecision } from '../src/primary/restart-policy';
+import { decideRestart, NO_CRASHES, RESTART_DEFAULTS, type CrashHistory, type RestartDecision } from '../src/primary/restart-policy';
 
 const policy = { ...RESTART_DEFAULTS, delay: 100, factor: 2, maxDelay: 1000, resetAfter: 30000, maxRestarts: 5, window: 60000 };
 

@@ -60,7 +60,10 @@ test('reload() replaces every worker, and scale() adds and removes slots', async
   const before = supervisor.workers.map((worker) => worker.pid);
   const exits: unknown[] = [];
   supervisor.on('exit', (worker, code, signal, reason) => exits.push([worker.pid, code, signal, reason, worker.exitReason]));
+  const reloadEvents: string[] = [];
+  for (const name of ['reloading', 'reload', 'reloadfailed'] as const) supervisor.on(name, () => void reloadEvents.push(name));
   await supervisor.reload();
+  expect(reloadEvents).toEqual(['reloading', 'reload']);
   expect(supervisor.workers.map((worker) => [worker.generation, worker.replaced])).toEqual([[2, 'reload'], [2, 'reload']]);
   await waitFor(() => before.every(isDead), 5000, 'old workers to drain');
   await waitFor(() => exits.length === 2 || undefined, 2000, 'their exit events');
@@ -86,10 +89,17 @@ test('a reload whose new workers fail keeps the old ones serving, and says why',
   const port = supervisor.addresses[0].port;
   const serving = supervisor.workers.map((worker) => worker.pid);
   supervisors.behave(supervisor, 'exit-before-listen');
-  await expect(supervisor.reload()).rejects.toMatchObject({
+  const reloadEvents: unknown[] = [];
+  for (const name of ['reloading', 'reload', 'reloadfailed'] as const) supervisor.on(name, (...args: unknown[]) => void reloadEvents.push([name, ...args]));
+  const reload = supervisor.reload();
+  await expect(reload).rejects.toMatchObject({
     code: 'ERR_PREFORK_RELOAD_FAILED',
     message: expect.stringMatching(/^Reload stopped at worker slot 0: worker 0 \(pid \d+\) exited with code 3 before it was ready; the old workers keep serving$/),
   });
+  // 'reloadfailed' carries the very error reload() rejects with (a SIGHUP reload has no promise to await).
+  const failure = await reload.catch((error: Error) => error);
+  expect(reloadEvents).toEqual([['reloading'], ['reloadfailed', failure]]);
+  expect((reloadEvents[1] as unknown[])[1]).toBe(failure);
   expect(supervisor.workers.map((worker) => worker.pid)).toEqual(serving);
   expect(serving).toContain(Number(await get(port)));
 });

@@ -18,6 +18,8 @@ export function typedEvents(supervisor: Supervisor): void {
   supervisor.emit('restart', {} as Worker, {} as Worker, '100 ms', 'crash');
   // @ts-expect-error 'reload' has no listener arguments
   supervisor.emit('reload', 1);
+  // @ts-expect-error 'reloadfailed' gives an Error, not a code
+  supervisor.on('reloadfailed', (code: string) => void code);
   // @ts-expect-error an unknown event cannot be removed either
   supervisor.off('shutdwn', () => {});
   // @ts-expect-error nor through removeListener
@@ -34,7 +36,9 @@ export function typedEvents(supervisor: Supervisor): void {
   supervisor.on('unresponsive', (worker, since) => void [worker.pid, since.toFixed()]);
   supervisor.on('recycle', (old, next, limit) => void [old.pid, next.pid, limit === 'memory']);
   supervisor.on('giveup', (slot, error) => void [slot.toFixed(), error.message]);
+  supervisor.on('reloading', () => {});
   supervisor.on('reload', () => {});
+  supervisor.on('reloadfailed', (error) => void error.message);
   supervisor.on('scale', (from, to) => void [from.toFixed(), to.toFixed()]);
   supervisor.on('upgrade', (upgrade) => void (upgrade.outcome === 'rolled-back' ? upgrade.error.message : upgrade.pid));
   supervisor.on('shutdown', () => {});

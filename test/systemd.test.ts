@@ -1,10 +1,10 @@
 // systemd: sd_notify to a NOTIFY_SOCKET the test owns (a path and an abstract name), the watchdog, and socket
 // activation (a listening socket passed at fd 3 with LISTEN_FDS, as systemd does), with the prefork command.
 import child_process, { type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createListenSocket } from '../src';
+import { createListenSocket, supervise, type Supervisor } from '../src';
 import { app, AppRun, cli, stopAllApps } from './apps';
 import { fixture, get, isDead, waitFor } from './helpers';
 import { tally } from './primary';
@@ -67,6 +67,36 @@ test('READY=1 with MAINPID and STATUS when all workers are ready, RELOADING=1 th
 
   expect(await run.stop()).toEqual({ code: 0, signal: null });
   await waitFor(() => notify.messages.includes('STOPPING=1') || undefined, 2000, 'STOPPING=1');
+});
+
+test('a reload that fails (the old workers keep serving) is RELOADING=1, then READY=1 all the same', async () => {
+  const path = join(scratch, `notify-${++sockets}`);
+  const notify = await notifySocket(path);
+  const behaviour = join(scratch, `behaviour-${sockets}`);
+  writeFileSync(behaviour, '');
+  process.env.NOTIFY_SOCKET = path; // read when the supervisor is made, as systemd sets it for the main process
+  let supervisor: Supervisor;
+  try {
+    supervisor = supervise({
+      script: fixture('app.js'), args: [], execArgv: [], workers: 2, listen: 0,
+      env: { TEST_BEHAVIOUR_FILE: behaviour, TEST_OPTIONS: JSON.stringify({ listen: 0 }) },
+    });
+  } finally {
+    delete process.env.NOTIFY_SOCKET;
+  }
+  try {
+    await supervisor.ready();
+    await waitFor(() => find(notify, 'READY=1') >= 0 || undefined, 5000, 'READY=1');
+    const beforeReload = notify.messages.length;
+    writeFileSync(behaviour, 'exit-before-listen'); // the new workers exit before they listen
+    await expect(supervisor.reload()).rejects.toMatchObject({ code: 'ERR_PREFORK_RELOAD_FAILED' });
+    const reloading = find(notify, 'RELOADING=1', beforeReload);
+    expect(reloading).toBeGreaterThanOrEqual(0);
+    await waitFor(() => find(notify, 'READY=1', reloading) > reloading || undefined, 2000, 'READY=1 after the failed reload');
+    expect(notify.messages[find(notify, 'READY=1', reloading)].split('\n')).toContain('STATUS=2 of 2 workers ready, 0 restarts');
+  } finally {
+    await supervisor.shutdown({ timeout: 1000 });
+  }
 });
 
 test('an abstract NOTIFY_SOCKET (@name) gets READY=1; a NOTIFY_SOCKET nobody listens on is one warning, and the service runs', async () => {

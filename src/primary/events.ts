@@ -1,6 +1,6 @@
 // The Supervisor's events: every name and its listener's arguments, in one place, for on/once/off/emit.
 import type { SocketAddress } from '../protocol/messages';
-import type { RecycleLimit } from './liveness';
+import type { RecycleLimit } from './recycle';
 import type { UpgradeEvent } from './upgrade';
 import type { ExitReason, Worker } from './worker-process';
 
@@ -28,8 +28,12 @@ export interface SupervisorEvents {
   recycle: [old: Worker, next: Worker, limit: RecycleLimit];
   /** A slot crashed too often (ERR_PREFORK_CRASH_LOOP) or could not be restarted: the supervisor shuts down. */
   giveup: [slot: number, error: Error];
+  /** A rolling reload began (reload() or SIGHUP, its turn in the queue come). */
+  reloading: [];
   /** A rolling reload finished. */
   reload: [];
+  /** A rolling reload stopped before it finished: `error` is what reload() rejects with. */
+  reloadfailed: [error: Error];
   /** The number of workers changed. */
   scale: [from: number, to: number];
   upgrade: [upgrade: UpgradeEvent];

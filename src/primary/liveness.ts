@@ -1,29 +1,11 @@
 // The primary's liveness monitor: on one timer it reads every serving worker's heartbeat (shared memory) and
 // resident memory (/proc), and says which worker is stuck and which has reached a recycle limit. It only
-// reports: the slots kill a stuck worker, the supervisor's queue recycles, one slot at a time.
+// reports: the slots kill a stuck worker, the recycler (recycle.ts) replaces one past a limit.
 import { residentSetSize } from '../core/system';
 import { monotonicMs } from '../protocol/liveness-record';
-import type { RecycleOptions } from './options';
-import { heartbeatInterval, type WorkerProcess } from './worker-process';
-
-export type RecycleLimit = 'requests' | 'memory' | 'age';
-
-export interface WorkerReading {
-  /** Requests (or connections) served. */
-  served: number;
-  /** Resident memory, bytes; null when unknown or not asked for. */
-  rss: number | null;
-  /** ms since it started. */
-  age: number;
-}
-
-/** The recycle limit a worker has reached, if any: memory first, since it alone can end with the OOM killer. */
-export function recycleDue(recycle: Required<RecycleOptions>, requestLimit: number, reading: WorkerReading): RecycleLimit | null {
-  if (recycle.maxMemory > 0 && reading.rss !== null && reading.rss >= recycle.maxMemory) return 'memory';
-  if (requestLimit > 0 && reading.served >= requestLimit) return 'requests';
-  if (recycle.maxAge > 0 && reading.age >= recycle.maxAge) return 'age';
-  return null;
-}
+import { recycleDue, type RecycleLimit, type RecycleOptions } from './recycle';
+import { heartbeatInterval } from './worker-launch';
+import type { WorkerProcess } from './worker-process';
 
 export interface LivenessHandlers {
   /** Its loop has not turned for `since` ms (more than heartbeatTimeout). */

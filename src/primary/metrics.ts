@@ -1,10 +1,12 @@
 // The primary's Prometheus metrics: the supervisor's own (prefork_*), read from its tables, the workers'
 // liveness records and the listen sockets, followed by the apps' prom-client metrics merged over all workers.
+// What the tables do not keep (restarts, reloads, what exited workers served) is counted from the events.
 import { native } from '../core/binding';
 import { formatAddress } from '../protocol/address';
 import { AppMetrics } from './app-metrics';
 import type { SupervisorConfig } from './options';
 import type { Slot, WorkerSlots } from './slots';
+import type { Supervisor } from './supervisor';
 import type { ExitReason, Worker, WorkerProcess, WorkerState } from './worker-process';
 
 const STATES: WorkerState[] = ['starting', 'online', 'listening', 'ready', 'stopping'];
@@ -23,6 +25,8 @@ function family(name: string, type: 'gauge' | 'counter', help: string, samples: 
 export class SupervisorMetrics {
   private readonly restarts = new Map<ExitReason, number>(RESTART_REASONS.map((reason) => [reason, 0]));
   private reloads = 0;
+  /** Every worker started and not exited yet, by the record the events carry. */
+  private readonly running = new Map<Worker, WorkerProcess>();
   /** Requests served by the exited workers of each slot. */
   private readonly exitedRequests = new Map<number, number>();
   private readonly app: AppMetrics;
@@ -36,18 +40,27 @@ export class SupervisorMetrics {
     this.app = new AppMetrics(config.script, config.metrics?.workerLabel ?? false);
   }
 
-  /** A worker started; one that replaces another is a restart, by why the other left. */
-  started({ replaced }: Worker): void {
+  /** Counts from the supervisor's events. Called in its constructor: these listeners come before any of its user's. */
+  observe(supervisor: Supervisor): void {
+    supervisor.on('fork', (worker) => this.started(worker));
+    supervisor.on('exit', (worker) => this.exited(worker));
+    supervisor.on('reload', () => (this.reloads += 1));
+  }
+
+  /** A worker started; one that replaces another is a restart, by why the other left. Its process is kept until it exits. */
+  private started(worker: Worker): void {
+    const { replaced } = worker;
     if (replaced) this.restarts.set(replaced, (this.restarts.get(replaced) ?? 0) + 1);
+    const running = this.slots.processOf(worker);
+    if (running) this.running.set(worker, running);
   }
 
-  reloaded(): void {
-    this.reloads += 1;
-  }
-
-  /** A worker exited: its served requests and its app counters are kept with its slot's totals. */
-  exited(worker: WorkerProcess): void {
-    const { id } = worker.record;
+  /** A worker exited, its last messages read: its served requests and its app counters are kept with its slot's totals. */
+  private exited(record: Worker): void {
+    const worker = this.running.get(record);
+    if (!worker) return;
+    this.running.delete(record);
+    const { id } = record;
     this.exitedRequests.set(id, (this.exitedRequests.get(id) ?? 0) + worker.liveness.read().served);
     this.app.retire(id, worker.lastMetrics);
   }

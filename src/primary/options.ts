@@ -2,43 +2,18 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { lookupAccount, usableCpuCount } from '../core/system';
-import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
+import { invalidType, invalidValue, preforkError } from '../errors';
 import {
-  DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_READY_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS, DEFAULT_STORE_CAPACITY, MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS,
-  MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
+  DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_READY_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS, DEFAULT_STORE_CAPACITY, MAX_REQUESTED_ADDRESSES, MAX_STORE_CAPACITY,
+  MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS,
 } from '../limits';
 import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
+import { settleRecycle, type RecycleOptions } from './recycle';
+import { settleRestart, type RestartOptions } from './restart-policy';
 import { BALANCE_MODES, type BalanceMode } from './steering';
 import { checkBoolean, checkInteger, checkLimit, checkOptionNames, checkOptionsObject, checkString } from '../validate';
 
 export type { ListenAddress, ListenConfig } from '../protocol/address';
-
-export interface RestartOptions {
-  /** Delay before the second restart in a row, in ms; later ones grow by `factor`. The first is immediate. Default 100. */
-  delay?: number;
-  /** Growth of the delay per consecutive crash. Default 1.5. */
-  factor?: number;
-  /** Cap of the delay, in ms. Default 15000. */
-  maxDelay?: number;
-  /** A worker up this long (ms) resets its slot's backoff. Default 30000. */
-  resetAfter?: number;
-  /** Give up on a slot after this many restarts within `window`. 0: give up at the first crash. Default 10. */
-  maxRestarts?: number;
-  /** The window for maxRestarts, in ms. Default 60000. */
-  window?: number;
-}
-
-/** When a worker is replaced by a fresh one, gracefully, one slot at a time. 0 (the default) turns a limit off. */
-export interface RecycleOptions {
-  /** After this many requests (http/https/http2; connections for a plain net.Server). */
-  maxRequests?: number;
-  /** Adds a random 0 … maxRequestsJitter to each worker's maxRequests, so workers do not all recycle at once. */
-  maxRequestsJitter?: number;
-  /** When its resident memory (RSS, read from /proc) reaches this many bytes; at least 16 MiB. */
-  maxMemory?: number;
-  /** When it has run this many ms; at least 1000. */
-  maxAge?: number;
-}
 
 /** The primary's Prometheus endpoint. */
 export interface MetricsOptions {
@@ -164,12 +139,6 @@ const OPTION_NAMES = [
   'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'balance', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
   'heartbeatTimeout', 'recycle', 'metrics', 'pidFile', 'reapOrphans',
 ] as const;
-const RECYCLE_NAMES = ['maxRequests', 'maxRequestsJitter', 'maxMemory', 'maxAge'] as const;
-const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
-export const RESTART_DEFAULTS: Required<RestartOptions> = {
-  delay: 100, factor: 1.5, maxDelay: 15000, resetAfter: 30000, maxRestarts: 10, window: 60000,
-};
-
 export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig {
   checkOptionsObject('supervise()', options);
   checkOptionNames('supervise()', options, OPTION_NAMES);
@@ -253,22 +222,6 @@ function settleHeartbeatTimeout(value: unknown, execArgv: string[]): number {
   return execArgv.some((arg) => /^--inspect(-brk|-wait)?(=|$)/.test(arg)) ? 0 : DEFAULT_HEARTBEAT_TIMEOUT_MS;
 }
 
-function settleRecycle(recycle: unknown): Required<RecycleOptions> {
-  const settled = { maxRequests: 0, maxRequestsJitter: 0, maxMemory: 0, maxAge: 0 };
-  if (recycle === undefined) return settled;
-  checkOptionsObject('the "recycle" option', recycle);
-  checkOptionNames('the "recycle" option', recycle, RECYCLE_NAMES);
-  const { maxRequests, maxRequestsJitter, maxMemory, maxAge } = recycle;
-  if (maxRequests !== undefined) settled.maxRequests = checkLimit('recycle.maxRequests', maxRequests, 1, MAX_INT);
-  if (maxRequestsJitter !== undefined) settled.maxRequestsJitter = checkInteger('recycle.maxRequestsJitter', maxRequestsJitter, 0, MAX_INT);
-  if (maxMemory !== undefined) settled.maxMemory = checkLimit('recycle.maxMemory', maxMemory, MIN_MAX_MEMORY, Number.MAX_SAFE_INTEGER);
-  if (maxAge !== undefined) settled.maxAge = checkLimit('recycle.maxAge', maxAge, MIN_MAX_AGE_MS, MAX_TIMEOUT_MS);
-  if (settled.maxRequestsJitter > 0 && settled.maxRequests === 0) {
-    throw invalidValue('recycle.maxRequestsJitter', 'needs recycle.maxRequests (the jitter is added to it)', maxRequestsJitter);
-  }
-  return settled;
-}
-
 function settleListen(listen: unknown): ListenConfig[] {
   if (listen === undefined) return [];
   const list = Array.isArray(listen) ? listen : [listen];
@@ -295,25 +248,6 @@ function settleScript(script: unknown): string {
 function stringList(name: string, value: unknown): string[] {
   if (!Array.isArray(value)) throw invalidType(name, 'an array of strings', value);
   return value.map((item, i) => checkString(`${name}[${i}]`, item, { allowEmpty: true }));
-}
-
-function settleRestart(restart: unknown): Required<RestartOptions> {
-  if (restart === undefined) return { ...RESTART_DEFAULTS };
-  checkOptionsObject('the "restart" option', restart);
-  checkOptionNames('the "restart" option', restart, RESTART_NAMES);
-  const settled = { ...RESTART_DEFAULTS };
-  for (const name of RESTART_NAMES) {
-    const value = restart[name];
-    if (value === undefined) continue;
-    if (name === 'factor') {
-      if (typeof value !== 'number') throw invalidType('restart.factor', 'of type number', value);
-      if (!(value >= 1 && value <= 100)) throw outOfRange('restart.factor', 'a number from 1 to 100', value);
-      settled.factor = value;
-    } else {
-      settled[name] = checkInteger(`restart.${name}`, value, 0, name === 'maxRestarts' ? MAX_RESTARTS : MAX_TIMEOUT_MS);
-    }
-  }
-  return settled;
 }
 
 function settleAccount(user: unknown, group: unknown): { uid: number | undefined; gid: number | undefined } {

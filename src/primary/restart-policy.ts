@@ -1,5 +1,47 @@
-// When a crashed worker's slot restarts, and when the primary gives up on it: pure, no processes or timers.
-import type { RestartOptions } from './options';
+// The `restart` option, and when a crashed worker's slot restarts or the primary gives up on it: pure, no
+// processes or timers.
+import { invalidType, outOfRange } from '../errors';
+import { MAX_RESTARTS, MAX_TIMEOUT_MS } from '../limits';
+import { checkInteger, checkOptionNames, checkOptionsObject } from '../validate';
+
+export interface RestartOptions {
+  /** Delay before the second restart in a row, in ms; later ones grow by `factor`. The first is immediate. Default 100. */
+  delay?: number;
+  /** Growth of the delay per consecutive crash. Default 1.5. */
+  factor?: number;
+  /** Cap of the delay, in ms. Default 15000. */
+  maxDelay?: number;
+  /** A worker up this long (ms) resets its slot's backoff. Default 30000. */
+  resetAfter?: number;
+  /** Give up on a slot after this many restarts within `window`. 0: give up at the first crash. Default 10. */
+  maxRestarts?: number;
+  /** The window for maxRestarts, in ms. Default 60000. */
+  window?: number;
+}
+
+const RESTART_NAMES = ['delay', 'factor', 'maxDelay', 'resetAfter', 'maxRestarts', 'window'] as const;
+export const RESTART_DEFAULTS: Required<RestartOptions> = {
+  delay: 100, factor: 1.5, maxDelay: 15000, resetAfter: 30000, maxRestarts: 10, window: 60000,
+};
+
+export function settleRestart(restart: unknown): Required<RestartOptions> {
+  if (restart === undefined) return { ...RESTART_DEFAULTS };
+  checkOptionsObject('the "restart" option', restart);
+  checkOptionNames('the "restart" option', restart, RESTART_NAMES);
+  const settled = { ...RESTART_DEFAULTS };
+  for (const name of RESTART_NAMES) {
+    const value = restart[name];
+    if (value === undefined) continue;
+    if (name === 'factor') {
+      if (typeof value !== 'number') throw invalidType('restart.factor', 'of type number', value);
+      if (!(value >= 1 && value <= 100)) throw outOfRange('restart.factor', 'a number from 1 to 100', value);
+      settled.factor = value;
+    } else {
+      settled[name] = checkInteger(`restart.${name}`, value, 0, name === 'maxRestarts' ? MAX_RESTARTS : MAX_TIMEOUT_MS);
+    }
+  }
+  return settled;
+}
 
 /** What a slot remembers of its crashes. */
 export interface CrashHistory {

@@ -2,17 +2,18 @@
 import { debug } from '../debug';
 import { preforkError } from '../errors';
 import { SIGNAL_RESTART_DELAY_MS } from '../limits';
-import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
-import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
+import type { WorkerMessage } from '../protocol/messages';
 import type { SupervisorConfig } from './options';
 import { decideRestart, NO_CRASHES, type CrashHistory } from './restart-policy';
 import type { ActivatedSocket } from './socket-activation';
+import { SocketRequests } from './socket-requests';
 import type { Supervisor } from './supervisor';
 import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
 import { createSteering, stuckAfter, type Steering } from './steering';
 import { monotonicMs } from '../protocol/liveness-record';
-import { describeExit, inspectorExecArgv, startWorkerProcess, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
+import { inspectorExecArgv, startWorkerProcess } from './worker-launch';
+import { describeExit, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
@@ -35,16 +36,12 @@ export class WorkerSlots {
   readonly sockets: SocketTable;
   /** Sets each reuseport group's program (the `balance` option); null where the kernel hashes on its own. */
   readonly steering: Steering | null;
-  /** Every live worker process, a slot's incoming and draining old generations included. */
-  private readonly processes = new Set<WorkerProcess>();
+  /** Every live worker process by its record, a slot's incoming and draining old generations included. */
+  private readonly processes = new Map<Worker, WorkerProcess>();
   private stopping = false;
   private workersStarted = 0;
-  /** Told of every worker that exited, after its last messages were read (the metrics keep its totals). */
-  onWorkerExit: ((worker: WorkerProcess) => void) | null = null;
-  /** Addresses opened because a worker asked (not configured): capped by maxRequestedAddresses. */
-  private requestedAddresses = 0;
-  /** Refused listens already reported (address and reason): see reportRefusal(). */
-  private readonly refusalsReported = new Set<string>();
+  /** Answers a worker's listen() on an address it did not inherit. */
+  private readonly socketRequests: SocketRequests;
 
   constructor(
     private readonly config: SupervisorConfig,
@@ -63,6 +60,10 @@ export class WorkerSlots {
     this.sockets = new SocketTable(config.sockets, activated, this.steering);
     if (handover) this.sockets.adoptHandover(handover);
     this.steering?.start();
+    this.socketRequests = new SocketRequests(config, this.sockets, (worker) => {
+      const slot = this.list[worker.record.id];
+      return slot !== undefined && (slot.worker === worker || slot.incoming === worker);
+    });
   }
 
   /**
@@ -134,7 +135,7 @@ export class WorkerSlots {
       execArgv: inspectorExecArgv(this.config.execArgv, ++this.workersStarted),
       config: this.config,
     });
-    this.processes.add(worker);
+    this.processes.set(worker.record, worker);
     worker.channel.on('message', (message: unknown) => {
       const checked = checkWorkerMessage(message);
       if ('problem' in checked) this.misbehaved(worker, checked.problem);
@@ -163,18 +164,23 @@ export class WorkerSlots {
     // Our copies close first: each socket leaves the kernel's balancing when its worker closes its own,
     // so new connections are refused at once instead of waiting in a queue nobody will serve.
     this.sockets.closeAll();
-    const all = [...this.processes];
+    const all = [...this.processes.values()];
     for (const worker of all) worker.requestStop(timeout, 'shutdown');
     await Promise.all(all.map((worker) => worker.child.exited));
   }
 
   /** Every live worker process: serving, a reload's incoming one, and old ones still draining. */
   live(): WorkerProcess[] {
-    return [...this.processes];
+    return [...this.processes.values()];
+  }
+
+  /** The live process of a worker record (what the events carry); undefined once it exited. */
+  processOf(record: Worker): WorkerProcess | undefined {
+    return this.processes.get(record);
   }
 
   killAll(): void {
-    for (const worker of this.processes) worker.child.kill('SIGKILL');
+    for (const worker of this.processes.values()) worker.child.kill('SIGKILL');
   }
 
   /**
@@ -198,7 +204,7 @@ export class WorkerSlots {
         this.events.emit('online', record);
         break;
       case 'socket':
-        void this.answerSocketRequest(worker, message);
+        void this.socketRequests.answer(worker, message);
         break;
       case 'listening':
       case 'abandoned': {
@@ -232,70 +238,6 @@ export class WorkerSlots {
     }
   }
 
-  /** A worker listens on an address it did not inherit: open it (once for all slots) and send the slot's socket. */
-  private async answerSocketRequest(worker: WorkerProcess, request: Extract<WorkerMessage, { type: 'socket' }>): Promise<void> {
-    debug('primary: worker %d (pid %d) asks for a socket on %s (request %d)', worker.record.id, worker.record.pid, formatAddress(request.host, request.port), request.requestId);
-    try {
-      const config = listenConfig(request.host ?? undefined, request.port, request.ipv6Only, request.backlog);
-      const index = this.sockets.find(config, request.zeroPortCall) ?? (await this.openRequested(config, request.zeroPortCall));
-      const slot = this.list[worker.record.id];
-      const socket = this.sockets.socketsOf(worker.record.id)[index];
-      if (!socket || !slot || (slot.worker !== worker && slot.incoming !== worker)) {
-        throw preforkError('ERR_PREFORK_NOT_RUNNING', 'Cannot serve a socket to a stopped worker');
-      }
-      if (!worker.channel.closed) {
-        debug('primary: request %d of worker %d answered with %s:%d (fd %d)', request.requestId, worker.record.id, this.sockets.addresses[index].host, this.sockets.addresses[index].port, socket.fd);
-        worker.channel.send({ type: 'socket', requestId: request.requestId, socket: this.sockets.describe(index, -1) } satisfies PrimaryMessage, [socket.fd]);
-      }
-    } catch (cause) {
-      const { message, code, errno, syscall } = cause as NodeJS.ErrnoException;
-      debug('primary: request %d of worker %d refused: %s', request.requestId, worker.record.id, message);
-      this.reportRefusal(worker, formatAddress(request.host, request.port), cause as NodeJS.ErrnoException);
-      if (!worker.channel.closed) {
-        worker.channel.send({ type: 'socket-error', requestId: request.requestId, error: { message, code, errno, syscall } } satisfies PrimaryMessage);
-      }
-    }
-  }
-
-  /**
-   * A listen the primary refused is said on stderr, whatever the app does with the error (express 5 hands it to
-   * the listen callback, which usually prints "listening"): once per address and reason, not again for each worker
-   * or restart that asks. A refusal because the worker is being stopped is no news.
-   */
-  private reportRefusal(worker: WorkerProcess, address: string, error: NodeJS.ErrnoException): void {
-    if (error.code === 'ERR_PREFORK_NOT_RUNNING') return;
-    const key = `${address} ${error.code ?? error.message}`;
-    if (this.refusalsReported.has(key)) return;
-    this.refusalsReported.add(key);
-    const { id, pid } = worker.record;
-    process.stderr.write(`prefork: worker ${id} (pid ${pid}) could not listen on ${address}: ${describeRefusal(address, error)}\n`);
-  }
-
-  /**
-   * A worker asks for an address nobody configured. Workers whose privileges were dropped (user, group) may
-   * not: the primary would open for them what they cannot. Others may, up to maxRequestedAddresses, and
-   * never on a port another process holds.
-   */
-  private openRequested(config: ListenConfig, zeroPortCall: number): Promise<number> {
-    const label = formatAddress(config.host, config.port);
-    if (this.config.uid !== undefined || this.config.gid !== undefined) {
-      return Promise.reject(Object.assign(
-        preforkError('ERR_PREFORK_ADDRESS_NOT_ALLOWED', `listen ${label}: not among the addresses the operator configured (listen, PREFORK_LISTEN, --listen), and workers run with dropped privileges`),
-        { syscall: 'listen' },
-      ));
-    }
-    if (this.requestedAddresses >= this.config.maxRequestedAddresses) {
-      return Promise.reject(Object.assign(
-        preforkError('ERR_PREFORK_ADDRESS_NOT_ALLOWED', `listen ${label}: workers asked for more than ${this.config.maxRequestedAddresses} addresses (maxRequestedAddresses)`),
-        { syscall: 'listen' },
-      ));
-    }
-    this.requestedAddresses += 1;
-    const opening = this.sockets.ensureAddress(config, zeroPortCall);
-    opening.catch(() => (this.requestedAddresses -= 1));
-    return opening;
-  }
-
   /** A worker broke the protocol: it is killed (and replaced, as after a crash); the primary carries on. */
   private misbehaved(worker: WorkerProcess, problem: string): void {
     if (worker.record.state === 'exited') return;
@@ -314,9 +256,8 @@ export class WorkerSlots {
 
   private onExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     worker.exited(code, signal);
-    this.processes.delete(worker);
+    this.processes.delete(worker.record);
     this.steering?.refreshSoon();
-    this.onWorkerExit?.(worker);
     this.events.emit('exit', worker.record, code, signal, worker.record.exitReason);
 
     const slot = this.list[worker.record.id];
@@ -360,20 +301,5 @@ export class WorkerSlots {
     const reason = old.exitReason ?? 'crash';
     slot.worker = this.fill(slot, reason);
     if (slot.worker) this.events.emit('restart', old, slot.worker.record, delay, reason);
-  }
-}
-
-/** Why a listen was refused, in a user's words, with the code to search for. */
-function describeRefusal(address: string, error: NodeJS.ErrnoException): string {
-  switch (error.code) {
-    case 'EADDRINUSE':
-      return 'address in use (EADDRINUSE)';
-    case 'EACCES':
-      return 'permission denied (EACCES)';
-    case 'ERR_PREFORK_ADDRESS_NOT_ALLOWED':
-      // Its message is "listen <address>: <why>".
-      return `not allowed: ${error.message.replace(`listen ${address}: `, '')} (${error.code})`;
-    default:
-      return error.code && !error.message.includes(error.code) ? `${error.message} (${error.code})` : error.message;
   }
 }

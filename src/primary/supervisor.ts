@@ -10,13 +10,13 @@ import type { CounterTable } from '../store/counter-table';
 import { adoptRegion, CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
 import { listenConfig } from '../protocol/address';
-import { monotonicMs } from '../protocol/liveness-record';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
-import { LivenessMonitor, type RecycleLimit } from './liveness';
+import { LivenessMonitor } from './liveness';
 import { SupervisorMetrics } from './metrics';
 import type { MetricsEndpoint } from './metrics-endpoint';
 import { reapOrphans } from './orphan-reaper';
 import { removePidFile, writePidFile } from './pid-file';
+import { Recycler, type RecycleLimit } from './recycle';
 import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
@@ -29,7 +29,7 @@ import type { SupervisorEvent, SupervisorEvents, SupervisorListener } from './ev
 
 export type { ExitReason, Worker, WorkerState, WorkerStats } from './worker-process';
 export type { SupervisorEvent, SupervisorEvents, SupervisorListener, UpgradeEvent } from './events';
-export type { RecycleLimit } from './liveness';
+export type { RecycleLimit } from './recycle';
 export { describeExit } from './worker-process';
 
 export interface SupervisorStats {
@@ -59,8 +59,8 @@ export interface Supervisor {
 
 /**
  * The primary's supervisor. Start it with supervise(options); it emits the events SupervisorEvents lists: 'fork',
- * 'online', 'listening', 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup', 'reload',
- * 'scale', 'upgrade' and 'shutdown'.
+ * 'online', 'listening', 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup',
+ * 'reloading', 'reload', 'reloadfailed', 'scale', 'upgrade' and 'shutdown'. The metrics and systemd observe them.
  */
 export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
@@ -77,14 +77,12 @@ export class Supervisor extends EventEmitter {
   private storeFd = -1;
   private storeTable: CounterTable | null = null;
   private readonly liveness: LivenessMonitor;
+  /** Replaces the workers the liveness monitor finds past a recycle limit, through our queue. */
+  private readonly recycler: Recycler;
   private readonly metricsSource: SupervisorMetrics;
   private readonly metricsEndpoint: MetricsEndpoint | null;
   private readonly systemd = SystemdNotifier.fromEnvironment();
   private stopReaping: (() => void) | null = null;
-  /** Workers whose recycling is queued or running: reported again on every check, queued once. */
-  private readonly recycling = new Set<WorkerProcess>();
-  /** After a failed recycling, when the worker may be tried again (monotonic ms). */
-  private readonly recycleRetryAt = new WeakMap<WorkerProcess, number>();
   /** Hot upgrades, this supervisor's part in them (upgrade.ts). */
   private readonly upgrades: HotUpgrade;
 
@@ -125,20 +123,18 @@ export class Supervisor extends EventEmitter {
     }, handover);
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
-      recycle: (worker, limit) => this.recycle(worker, limit),
+      recycle: (worker, limit) => this.recycler.due(worker, limit),
     });
+    this.recycler = new Recycler(config.restart.maxDelay, this, (worker, limit) => this.recycle(worker, limit));
     this.metricsSource = new SupervisorMetrics(config, this.slots);
-    this.slots.onWorkerExit = (worker) => this.metricsSource.exited(worker);
-    this.on('fork', (worker: Worker) => this.metricsSource.started(worker));
-    this.on('reload', () => this.metricsSource.reloaded());
+    this.metricsSource.observe(this);
     // Required only when configured: the endpoint is the primary's one use of node:http.
     this.metricsEndpoint = config.metrics ? new (require('./metrics-endpoint') as typeof import('./metrics-endpoint')).MetricsEndpoint(config.metrics, () => this.metrics()) : null;
-    if (this.systemd) {
-      for (const event of ['restart', 'unresponsive', 'recycle', 'scale', 'giveup'] as const) this.on(event, () => this.systemd?.status(this.statusLine()));
-    }
     if (config.signals) this.removeSignalHandlers = handleSignals(this);
     this.started = this.start();
     this.started.catch(() => {}); // reported through ready(), and on stderr when the process exits for it
+    // After start() began (it emits nothing before its first await): the notifier waits on ready().
+    this.systemd?.observe(this, this.slots, config.heartbeatTimeout);
   }
 
   /** Resolves when every first worker is ready; rejects (and everything is stopped) if the start fails. */
@@ -187,42 +183,32 @@ export class Supervisor extends EventEmitter {
   /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
   reload(): Promise<void> {
     return this.serialize(async () => {
-      this.systemd?.reloading();
+      this.emit('reloading');
       try {
         for (const slot of [...this.slots.list]) {
           if (this.state !== 'running') throw this.notRunning('reload');
           if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
           await this.replace(slot, 'reload');
         }
-      } finally {
-        if (this.state === 'running') this.systemd?.ready(this.statusLine()); // done, or failed with the old workers serving
+      } catch (error) {
+        this.emit('reloadfailed', error as Error); // the old workers keep serving, or we are shutting down
+        throw error;
       }
       this.emit('reload');
     });
   }
 
   /**
-   * A worker past a recycle limit is replaced as in a reload (the new one ready before the old one drains),
-   * through the same queue, so one slot recycles at a time and slots due together are spaced by at least a
-   * worker's start. A failed recycling leaves the old worker serving and is tried again after restart.maxDelay.
+   * A worker past a recycle limit (the recycler's bookkeeping in recycle.ts) is replaced as in a reload, the new one
+   * ready before the old one drains, through the same queue: one slot recycles at a time, and slots due together
+   * are spaced by at least a worker's start. null: it no longer serves its slot.
    */
-  private recycle(worker: WorkerProcess, limit: RecycleLimit): void {
-    if (this.recycling.has(worker) || (this.recycleRetryAt.get(worker) ?? 0) > Date.now()) return;
-    this.recycling.add(worker);
-    const reason: ExitReason = `recycle-${limit}`;
-    this.serialize(async () => {
+  private recycle(worker: WorkerProcess, limit: RecycleLimit): Promise<WorkerProcess | null> {
+    return this.serialize(async () => {
       const slot = this.slots.list[worker.record.id];
-      if (this.state !== 'running' || !slot || slot.worker !== worker || worker.record.state !== 'ready') return;
-      const next = await this.replace(slot, reason);
-      const { id, pid } = worker.record;
-      process.stderr.write(`prefork: recycled worker ${id} (pid ${pid}): ${RECYCLE_LIMITS[limit]} reached; pid ${next.record.pid} serves its slot\n`);
-      this.emit('recycle', worker.record, next.record, limit);
-    }, { supersedes: false }).catch((error: Error) => {
-      if (this.shuttingDown) return;
-      const retry = this.config.restart.maxDelay;
-      this.recycleRetryAt.set(worker, Date.now() + retry);
-      process.stderr.write(`prefork: ${error.message}; trying again in ${retry} ms\n`);
-    }).finally(() => this.recycling.delete(worker));
+      if (this.state !== 'running' || !slot || slot.worker !== worker || worker.record.state !== 'ready') return null;
+      return this.replace(slot, `recycle-${limit}`);
+    }, { supersedes: false });
   }
 
   /** The slot's worker replaced by a new one on the slot's sockets, ready before the old one drains. */
@@ -360,8 +346,6 @@ export class Supervisor extends EventEmitter {
       if (this.state !== 'starting') throw preforkError('ERR_PREFORK_SHUT_DOWN', 'The supervisor was shut down before its workers were ready');
       this.state = 'running';
       this.liveness.start();
-      this.systemd?.ready(this.statusLine());
-      this.systemd?.startWatchdog(() => this.heartbeatsHealthy());
     } catch (error) {
       if (!this.stopped) this.failure = error as Error; // not a failure when a shutdown was asked for
       await this.shutdown({ timeout: 0 });
@@ -398,28 +382,6 @@ export class Supervisor extends EventEmitter {
       process.stderr.write(`prefork: storeCapacity changed (${handed.capacity} → ${this.config.storeCapacity}): the shared counters start over\n`);
     }
     if (this.config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(this.config.storeCapacity));
-  }
-
-  /** systemd's STATUS= line. */
-  private statusLine(): string {
-    const ready = this.slots.list.filter((slot) => slot.worker?.record.state === 'ready').length;
-    const restarts = this.slots.list.reduce((sum, slot) => sum + slot.restarts, 0);
-    return `${ready} of ${this.slots.list.length} workers ready, ${restarts} restarts`;
-  }
-
-  /**
-   * Whether every serving worker's event loop beat within half of heartbeatTimeout (systemd's watchdog asks):
-   * a worker that late is no longer healthy, though it is killed only at the full timeout.
-   */
-  private heartbeatsHealthy(): boolean {
-    const timeout = this.config.heartbeatTimeout / 2;
-    if (timeout === 0) return true;
-    return this.slots.list.every((slot) => {
-      const worker = slot.worker;
-      if (!worker || worker.record.state !== 'ready') return true;
-      const { beatAt } = worker.liveness.read();
-      return beatAt === 0 || monotonicMs() - beatAt <= timeout;
-    });
   }
 
   private giveUp(slot: number, error: Error): void {
@@ -467,12 +429,6 @@ export class Supervisor extends EventEmitter {
     return preforkError('ERR_PREFORK_NOT_RUNNING', `Cannot ${what}: the supervisor is ${this.state}`);
   }
 }
-
-const RECYCLE_LIMITS: Record<RecycleLimit, string> = {
-  requests: 'recycle.maxRequests',
-  memory: 'recycle.maxMemory (resident memory)',
-  age: 'recycle.maxAge',
-};
 
 /** Starts a primary's supervisor. Validation errors throw here, before anything is created. */
 export function supervise(options: SupervisorOptions = {}): Supervisor {

@@ -6,7 +6,8 @@ import {
   DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_MAX_REQUESTED_ADDRESSES, DEFAULT_READY_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS, DEFAULT_STORE_CAPACITY, MAX_INT, MAX_REQUESTED_ADDRESSES, MAX_RESTARTS,
   MAX_STORE_CAPACITY, MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS, MIN_MAX_AGE_MS, MIN_MAX_MEMORY,
 } from '../limits';
-import { DEFAULT_BALANCE, RESTART_DEFAULTS, type SupervisorOptions } from '../primary/options';
+import { DEFAULT_BALANCE, type SupervisorOptions } from '../primary/options';
+import { RESTART_DEFAULTS } from '../primary/restart-policy';
 import { BALANCE_MODES } from '../primary/steering';
 import { parseListenAddress } from '../protocol/address';
 import { ENV_LOG_PREFIX } from './log-prefix';
