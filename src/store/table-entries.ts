@@ -14,7 +14,7 @@
 // nothing, and the key stays in at most one entry.
 import {
   ABSENT, alive, BUSY, COUNTER, decode, decoded, EMPTY, encode, ENTRY_WORDS, FULL, H_RECLAIM_LOCK, HASH, HEADER_WORDS, INCARNATION, KEY,
-  LENGTH, LIVE, LOCKED, MAX_PROBES, MAX_WAIT_MS, OWNER, STALL_CHECK_SPINS, STATE, type TableKey,
+  LENGTH, LIVE, LOCKED, MAX_PROBES, MAX_WAIT_MS, OWNER, RETRIES_PAST_DEADLINE, STALL_CHECK_SPINS, STATE, type TableKey,
 } from './table-layout';
 
 export class TableEntries {
@@ -26,9 +26,9 @@ export class TableEntries {
   private readonly maxProbes: number;
   /** The incarnation locate() saw when it matched the key (avoids an allocation per call). */
   protected matchedIncarnation = 0;
-  /** The current call's retry deadline (performance.now() ms; 0 before its first retry), and whether it passed. */
+  /** The current call's retry deadline (performance.now() ms; 0 before its first retry), and retries past it. */
   private retryDeadline = 0;
-  private retryExpired = false;
+  private retriesPastDeadline = 0;
   /** Nesting of the reclaim lock in this process (reclaim, then a recovery inside it): released at 0 only. */
   private lockDepth = 0;
 
@@ -52,19 +52,20 @@ export class TableEntries {
   /** Every public call starts here: its retries get a deadline of their own. */
   protected beginCall(): void {
     this.retryDeadline = 0;
-    this.retryExpired = false;
+    this.retriesPastDeadline = 0;
   }
 
   /**
    * Asked before every retry (invariant 5). The first starts the call's deadline, MAX_WAIT_MS away; once it has
-   * passed one more attempt is made (a process descheduled while it waited looks again), then false: BUSY.
+   * passed, RETRIES_PAST_DEADLINE more are allowed, then false: the caller answers BUSY.
    */
   protected mayRetry(): boolean {
-    if (this.retryExpired) return false;
     const now = performance.now();
-    if (this.retryDeadline === 0) this.retryDeadline = now + MAX_WAIT_MS;
-    else if (now >= this.retryDeadline) this.retryExpired = true;
-    return true;
+    if (this.retryDeadline === 0) {
+      this.retryDeadline = now + MAX_WAIT_MS;
+      return true;
+    }
+    return now < this.retryDeadline || ++this.retriesPastDeadline <= RETRIES_PAST_DEADLINE;
   }
 
   protected holds(entry: number, { prefix, key, hash }: TableKey): boolean {

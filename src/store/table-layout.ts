@@ -42,6 +42,11 @@ export const STALL_CHECK_SPINS = 2000;
  * monotonic clock from its first retry; then it answers BUSY (invariant 5).
  */
 export const MAX_WAIT_MS = 1;
+/**
+ * Retries a call still makes once MAX_WAIT_MS has passed, before it answers BUSY: a process descheduled in the
+ * middle of its wait (the clock ran, the holder was not watched) looks again, and a few µs more is all it costs.
+ */
+export const RETRIES_PAST_DEADLINE = 8;
 
 /** The entry layout, for tests that build the states a killed process leaves behind. */
 export const LAYOUT = { HEADER_WORDS, ENTRY_WORDS, STATE, INCARNATION, LENGTH, OWNER, COUNTER, LIVE, LOCKED } as const;
