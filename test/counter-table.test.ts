@@ -222,3 +222,12 @@ test("reclaim holds the reclaim lock through its rewrite, also when its lookup f
   expect(Atomics.load(words, H_RECLAIM_LOCK)).toBe(0);
   expect(entriesHolding(buffer, capacity, k)).toBe(1);
 });
+
+test("a counter a dead process LOCKED (killed between its CAS and the incarnation bump) is undone by the next write, which counts the key anew", () => {
+  const { table, key, words, counters, entry } = tableWithKey('a');
+  lockCounter(words, counters, entry, deadPid());
+  expect(table.get(key('a'), Date.now())).toBeNull(); // an entry is locked only once its window has ended
+  expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 1 });
+  expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 2 });
+  expect(Atomics.load(words, H_RECLAIM_LOCK)).toBe(0);
+});

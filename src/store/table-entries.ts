@@ -144,8 +144,8 @@ export class TableEntries {
       let index = (key.hash >>> 0) % this.capacity;
       for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
         const entry = HEADER_WORDS + index * ENTRY_WORDS;
-        // With the lock held, a rewrite in progress is a dead process's: undo it, and the entry is free to take.
-        if (Atomics.load(this.words, entry + INCARNATION) & 1) this.recoverRewrite(entry);
+        // With the lock held, a locked counter is a dead process's rewrite: undo it, and the entry is free to take.
+        this.recoverRewrite(entry);
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
         if (incarnation === 0 || incarnation & 1) continue;
         const word = Atomics.load(this.counters, (entry + COUNTER) >> 1);
@@ -181,7 +181,8 @@ export class TableEntries {
   /** The reclaim lock, waiting within the call's bound; false when a live process kept it. */
   private lock(): boolean {
     while (!this.takeLock()) {
-      this.spinWhile(H_RECLAIM_LOCK, -1, Atomics.load(this.words, H_RECLAIM_LOCK));
+      const holder = Atomics.load(this.words, H_RECLAIM_LOCK);
+      if (holder !== 0) this.spinWhile(H_RECLAIM_LOCK, -1, holder);
       if (!this.mayRetry()) return false;
     }
     return true;
