@@ -1,10 +1,14 @@
 // A fixed-capacity hash table of windowed counters in a shared ArrayBuffer: one 64-bit word per entry holds
-// (window end, count), changed by one compare-and-swap (this file); where a key's entry is, table-entries.ts. A process killed at any instruction leaves the table
-// usable; what it was claiming or rewriting (marked with its pid) is finished or undone by the next process.
+// (window end, count), changed by one compare-and-swap (this file); where a key's entry is, table-entries.ts. A
+// process killed at any instruction leaves the table usable; what it was claiming or rewriting (marked with its
+// pid) is finished or undone by the next process; one stopped there costs others at most MAX_WAIT_MS a call.
 //
 // Invariants (the proofs the tests check):
 // 1. One key, one entry: keys are inserted only into the first empty entry along their probe sequence, and
 //    ended entries are rewritten for new keys only under the table's reclaim lock, after looking the key up.
+//    An insert goes past LIVE entries only (it waits for a claim on the way, which may be of its own key), and
+//    a LIVE entry never becomes empty again: every entry before a key's is LIVE, so a lookup that meets a claim
+//    knows the key is in no entry further on.
 // 2. `end` never decreases within an entry. It grows by at least 1 whenever a window opens, a key is reset
 //    (count 0, end + 1) or the entry is rewritten for another key (end + 1). So no value the entry held for
 //    one key can ever be held again for the key that replaced it: a process that matched the old key and
@@ -16,8 +20,8 @@
 //    only makes it see a window end later, never earlier.
 // 5. No call waits on another process, or retries at all, for longer than MAX_WAIT_MS (1 ms) of the monotonic
 //    clock, whatever another process does to the shared words; past it the call answers BUSY and has changed
-//    nothing. Lookups (get, reset, subtract) never wait: a claimed or locked entry holds no window for them.
-//    Only an insert waits, for a claim that may be of its key, for its key's entry being rewritten, or for the
+//    nothing. get, reset and subtract wait for no holder: a claimed or locked entry holds no window for them.
+//    Only a write waits, for a claim that may be of its key, for its key's entry being rewritten, or for the
 //    reclaim lock (table-entries.ts): never past them, so a key is never put into a second entry.
 //
 // Keys are passed as (prefix, key) and compared in two parts, so the hot path builds no string.
