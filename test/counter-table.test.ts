@@ -1,9 +1,10 @@
 // The shared table's steps, built by hand on a private buffer: the states a killed process leaves behind
 // are recovered, never waited on forever; a window's end never moves; rewriting an ended entry for another
-// key cannot take a stale process's update.
+// key cannot take a stale process's update. A live process holding an entry (stopped mid-step, or hostile)
+// costs a call at most the wait bound, and never makes a key live in two entries.
 import child_process from 'node:child_process';
 import { CounterTable, LAYOUT, regionBytes, type TableKey } from '../src/store/counter-table';
-import { hashKey } from '../src/store/table-layout';
+import { BUSY, H_RECLAIM_LOCK, HASH, hashKey, KEY } from '../src/store/table-layout';
 
 /** A table with one key counted once, the word index of that key's entry, and a key maker. */
 function tableWithKey(text: string, capacity = 8) {
@@ -101,4 +102,132 @@ test("the issue's interleaving: A decides to open a window, B opens it first; A'
   // A's clock says t0+5000: the first window has ended, so it prepares a new one ending at t0+6000...
   expect(a.increment(k, 1000, t0 + 5000)).toEqual({ count: 2, resetAt: t0 + 11000 }); // ...but joins B's
   expect(b.get(k, t0 + 9001)).toEqual({ count: 2, resetAt: t0 + 11000 });
+});
+
+/** A live process other than this one: the claimer or rewriter that was stopped in the middle of its step. */
+let stopped: child_process.ChildProcess;
+beforeAll(() => {
+  stopped = child_process.spawn('sleep', ['60'], { stdio: 'ignore' });
+});
+afterAll(async () => {
+  const exited = new Promise((resolve) => stopped.once('exit', resolve));
+  stopped.kill('SIGKILL');
+  await exited;
+});
+
+/** A key whose home slot is `home`. */
+function keyWithHome(key: (name: string) => TableKey, capacity: number, home: number, stem: string): TableKey {
+  for (let i = 0; ; i++) if ((key(`${stem}${i}`).hash >>> 0) % capacity === home) return key(`${stem}${i}`);
+}
+
+/** How many published entries hold `k` (invariant 1: at most one). */
+function entriesHolding(buffer: ArrayBuffer, capacity: number, k: TableKey): number {
+  const words = new Int32Array(buffer);
+  const chars = new Uint16Array(buffer);
+  let found = 0;
+  for (let index = 0; index < capacity; index++) {
+    const entry = LAYOUT.HEADER_WORDS + index * LAYOUT.ENTRY_WORDS;
+    const incarnation = Atomics.load(words, entry + LAYOUT.INCARNATION);
+    if (incarnation === 0 || incarnation & 1 || words[entry + HASH] !== k.hash || words[entry + LAYOUT.LENGTH] !== k.key.length) continue;
+    if ([...k.key].every((char, i) => chars[(entry + KEY) * 2 + i] === char.charCodeAt(0))) found += 1;
+  }
+  return found;
+}
+
+/** Locks an entry's counter as a rewriter does (count LOCKED, end kept), with `owner` as the rewriter. */
+function lockCounter(words: Int32Array, counters: BigInt64Array, entry: number, owner: number): void {
+  Atomics.store(words, entry + LAYOUT.OWNER, owner);
+  const scratch = new BigInt64Array(1);
+  const halves = new Uint32Array(scratch.buffer);
+  scratch[0] = Atomics.load(counters, (entry + LAYOUT.COUNTER) >> 1);
+  halves[0] = (halves[0] | LAYOUT.LOCKED) >>> 0;
+  Atomics.store(counters, (entry + LAYOUT.COUNTER) >> 1, scratch[0]);
+}
+
+test('a counter LOCKED by a live rewriter (stopped between its CAS and the incarnation bump) costs a call the bound, not seconds of spinning', () => {
+  const { table, key, words, counters, entry } = tableWithKey('a');
+  const unlocked = Atomics.load(counters, (entry + LAYOUT.COUNTER) >> 1);
+  lockCounter(words, counters, entry, stopped.pid as number);
+  const started = performance.now();
+  expect(table.increment(key('a'), 60000, Date.now())).toBe(BUSY); // nothing counted: the entry is not the key's to use now
+  expect(table.set(key('a'), 5, 60000, Date.now())).toBe(BUSY);
+  // An entry is locked only to be taken for another key, once its window has ended: no window to read or change.
+  expect(table.get(key('a'), Date.now())).toBeNull();
+  table.reset(key('a'), Date.now());
+  table.decrement(key('a'), Date.now());
+  expect(performance.now() - started).toBeLessThan(200); // the bound is 1 ms a call; the old code spun 13 s
+  // Another key is not held up.
+  expect(table.increment(key('b'), 60000, Date.now())).toMatchObject({ count: 1 });
+  // The rewriter resumes (here: puts the word back): the key counts on.
+  Atomics.store(counters, (entry + LAYOUT.COUNTER) >> 1, unlocked);
+  expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 2 });
+});
+
+test('an insert never goes past an entry a live process is claiming (it may be claiming the same key): one entry per key, no hit lost', () => {
+  const capacity = 8;
+  const buffer = new ArrayBuffer(regionBytes(capacity));
+  const table = new CounterTable(buffer, capacity, true);
+  const key = (name: string): TableKey => ({ prefix: '', key: name, hash: table.finishHash(hashKey(name, table.startHash(''))) });
+  const words = new Int32Array(buffer);
+  const now = Date.now();
+  const k = key('k');
+  const home = (k.hash >>> 0) % capacity;
+  // The entry after k's home holds another key's ended window: a reclaim could take it for k.
+  table.increment(keyWithHome(key, capacity, (home + 1) % capacity, 'x'), 1, now - 10000);
+  // A live process claims k's home entry for k and is stopped before it writes the key.
+  const claimed = LAYOUT.HEADER_WORDS + home * LAYOUT.ENTRY_WORDS;
+  Atomics.store(words, claimed + LAYOUT.STATE, -(stopped.pid as number));
+  const started = performance.now();
+  expect(table.get(k, now)).toBeNull(); // not in yet
+  expect(table.increment(k, 60000, now)).toBe(BUSY);
+  expect(performance.now() - started).toBeLessThan(200);
+  // The claimer resumes: it writes k, publishes the entry (as locate() does) and counts its hit.
+  const chars = new Uint16Array(buffer);
+  for (let i = 0; i < k.key.length; i++) chars[(claimed + KEY) * 2 + i] = k.key.charCodeAt(i);
+  words[claimed + LAYOUT.LENGTH] = k.key.length;
+  words[claimed + HASH] = k.hash;
+  Atomics.store(words, claimed + LAYOUT.STATE, LAYOUT.LIVE);
+  Atomics.store(words, claimed + LAYOUT.INCARNATION, 2);
+  expect(table.increment(k, 60000, now)).toMatchObject({ count: 1 });
+  expect(table.increment(k, 60000, now)).toMatchObject({ count: 2 });
+  expect(entriesHolding(buffer, capacity, k)).toBe(1);
+  expect(table.get(k, now)?.count).toBe(2);
+});
+
+test("reclaim holds the reclaim lock through its rewrite, also when its lookup first recovers a dead rewriter's entry", () => {
+  const capacity = 8;
+  const buffer = new ArrayBuffer(regionBytes(capacity));
+  const table = new CounterTable(buffer, capacity, true);
+  const key = (name: string): TableKey => ({ prefix: '', key: name, hash: table.finishHash(hashKey(name, table.startHash(''))) });
+  const words = new Int32Array(buffer);
+  const counters = new BigInt64Array(buffer);
+  const now = Date.now();
+  const k = key('k');
+  const home = (k.hash >>> 0) % capacity;
+  // k's home entry: another key's, which a process was rewriting when it was killed (counter locked, odd).
+  table.increment(keyWithHome(key, capacity, home, 'x'), 60000, now);
+  const entry = LAYOUT.HEADER_WORDS + home * LAYOUT.ENTRY_WORDS;
+  lockCounter(words, counters, entry, deadPid());
+  Atomics.add(words, entry + LAYOUT.INCARNATION, 1);
+  // Every rewrite is made by the reclaim lock's holder: record who holds it at each one.
+  const internals = table as unknown as { rewrite: (...args: unknown[]) => void; reclaim: (key: TableKey, at: number) => number };
+  const rewrite = internals.rewrite;
+  const holders: number[] = [];
+  internals.rewrite = function (this: unknown, ...args: unknown[]) {
+    holders.push(Atomics.load(words, H_RECLAIM_LOCK));
+    return rewrite.apply(this, args);
+  };
+  expect(internals.reclaim(k, now - table.epoch)).toBe(entry);
+  expect(holders).toEqual([process.pid, process.pid]); // the dead rewrite undone, then the entry rewritten for k
+  expect(Atomics.load(words, H_RECLAIM_LOCK)).toBe(0);
+  expect(entriesHolding(buffer, capacity, k)).toBe(1);
+});
+
+test("a counter a dead process LOCKED (killed between its CAS and the incarnation bump) is undone by the next write, which counts the key anew", () => {
+  const { table, key, words, counters, entry } = tableWithKey('a');
+  lockCounter(words, counters, entry, deadPid());
+  expect(table.get(key('a'), Date.now())).toBeNull(); // an entry is locked only once its window has ended
+  expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 1 });
+  expect(table.increment(key('a'), 60000, Date.now())).toMatchObject({ count: 2 });
+  expect(Atomics.load(words, H_RECLAIM_LOCK)).toBe(0);
 });

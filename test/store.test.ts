@@ -139,6 +139,24 @@ describe('shared by workers', () => {
     expect(resultOf(supervisor, supervisor.workers[0].pid)).toEqual({ extra: [1, 1, 1], warnings: 1 });
   });
 
+  test('a worker holding words of the table (a counter LOCKED, the reclaim lock) as a stopped or hostile one would: every call from another process returns within the bound', async () => {
+    const supervisor = start({ STORE_MODE: 'hold', STORE_KEYS: '15' }, { workers: 1, storeCapacity: 16 });
+    await supervisor.ready();
+    await new Promise((resolve) => setTimeout(resolve, 10)); // the 15 windows of 1 ms have ended: reclaimable
+    const store = supervisor.store();
+    const busy = { code: 'ERR_PREFORK_STORE_BUSY', message: "The counter store is busy (another process held this key's entry for over 1 ms, for example one stopped in the middle of an update; the call changed nothing): retry, or use onFull: 'allow' to let requests through" };
+    const started = performance.now();
+    expect(() => store.increment('held', 60000)).toThrow(expect.objectContaining(busy)); // its entry is being taken
+    expect(() => store.increment('new', 60000)).toThrow(expect.objectContaining(busy)); // a full table, its reclaim lock held
+    expect(store.get('held')).toBeNull(); // a locked entry holds an ended window
+    store.reset('held');
+    expect(supervisor.store({ onFull: 'allow' }).increment('held', 60000)).toEqual({ count: 0, resetAt: expect.any(Number) });
+    expect(performance.now() - started).toBeLessThan(200); // 1 ms a call; the old code spun for 13 s and more
+    await supervisor.shutdown({ timeout: 0 }); // the holder is gone: the next process undoes what it held
+    expect(store.increment('new', 60000)).toEqual({ count: 1, resetAt: expect.any(Number) });
+    expect(store.increment('held', 60000)).toEqual({ count: 1, resetAt: expect.any(Number) });
+  });
+
   test('workers killed with SIGKILL in the middle of updates leave the table consistent and usable', async () => {
     const supervisor = start({ STORE_MODE: 'forever' }, { restart: { maxRestarts: 100, delay: 1 } });
     await supervisor.ready();

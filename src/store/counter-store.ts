@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync } from 'node:fs';
 import { native } from '../core/binding';
-import { CounterTable, FULL, hashKey, MAX_STORED_KEY, regionBytes, type CounterValue, type TableKey } from './counter-table';
+import { BUSY, CounterTable, FULL, hashKey, MAX_STORED_KEY, MAX_WAIT_MS, regionBytes, type CounterValue, type TableKey } from './counter-table';
 import { warnFullOncePerMinute } from './full-warning';
 import { invalidType, invalidValue, outOfRange, preforkError } from '../errors';
 import { DEFAULT_STORE_CAPACITY, MAX_KEY_LENGTH } from '../limits';
@@ -57,9 +57,11 @@ export interface CounterStoreOptions {
   /** Prepended to every key, so stores that share the table do not share counters. Default ''. */
   prefix?: string;
   /**
-   * When the key's probe window holds only live windows (or another process holds it too long): 'error'
-   * throws ERR_PREFORK_STORE_FULL; 'allow' answers count 0 (fail open: a rate limiter lets the request
-   * through) and prints one warning per process per minute. Default 'error' (the rate-limit stores: 'allow').
+   * When the table cannot answer for the key: its probe window holds only live windows (full), or another
+   * process held what the call needed for over 1 ms (busy). 'error' throws ERR_PREFORK_STORE_FULL or
+   * ERR_PREFORK_STORE_BUSY; 'allow' answers as if the key had no hits (an increment: count 0, so a rate limiter
+   * lets the request through) and prints one warning per process per minute. Default 'error' (the rate-limit
+   * stores: 'allow').
    */
   onFull?: 'error' | 'allow';
 }
@@ -114,12 +116,12 @@ export class CounterStore {
 
   /** Takes back `amount` hits in the key's current window (never below 0). */
   subtract(key: string, amount: number): void {
-    this.table.subtract(this.storedKey(key), checkAmount(amount), currentTime());
+    if (this.table.subtract(this.storedKey(key), checkAmount(amount), currentTime()) === BUSY) this.busy();
   }
 
   /** Forgets the key's window: its next increment counts 1. */
   reset(key: string): void {
-    this.table.reset(this.storedKey(key), currentTime());
+    if (this.table.reset(this.storedKey(key), currentTime()) === BUSY) this.busy();
   }
 
   /** The key's count and window end, or null when it has no hits in a current window. */
@@ -136,7 +138,11 @@ export class CounterStore {
     return this.table.capacity;
   }
 
-  private answer(result: CounterValue | typeof FULL, now: number, windowMs: number): CounterValue {
+  private answer(result: CounterValue | typeof FULL | typeof BUSY, now: number, windowMs: number): CounterValue {
+    if (result === BUSY) {
+      this.busy();
+      return { count: 0, resetAt: now + windowMs };
+    }
     if (result !== FULL) return result;
     const problem = `The counter store is full (${this.table.capacity} keys; this key's neighbourhood holds only live windows)`;
     if (this.onFull === 'allow') {
@@ -144,6 +150,16 @@ export class CounterStore {
       return { count: 0, resetAt: now + windowMs };
     }
     throw preforkError('ERR_PREFORK_STORE_FULL', `${problem}: raise the supervisor's storeCapacity or use onFull: 'allow'`);
+  }
+
+  /** A call the table gave up on (BUSY): it changed nothing. Throws, or with onFull: 'allow' warns and returns. */
+  private busy(): void {
+    const problem = `The counter store is busy (another process held this key's entry for over ${MAX_WAIT_MS} ms, for example one stopped in the middle of an update; the call changed nothing)`;
+    if (this.onFull === 'allow') {
+      warnFullOncePerMinute(`${problem}: letting requests through (onFull: 'allow')`);
+      return;
+    }
+    throw preforkError('ERR_PREFORK_STORE_BUSY', `${problem}: retry, or use onFull: 'allow' to let requests through`);
   }
 
   private storedKey(key: string): TableKey {

@@ -1,9 +1,20 @@
 // Where a key lives in the shared table: its entry, found by linear probing, claimed when empty, rewritten for
 // another key when its window has ended (invariant 1 of counter-table.ts), and recovered when the process
 // that was claiming or rewriting it died. The counter word itself is counter-table.ts's.
+//
+// What another process can hold, and who waits for it (invariant 5: never longer than MAX_WAIT_MS a call):
+// - a claim (STATE -pid, an entry going from empty to a key's): a lookup ends there (every entry before a key's
+//   is LIVE, so the key is in none further on); an insert waits, because the claim may be for its key;
+// - a rewrite (the counter LOCKED, the incarnation odd while the key words change): only ended windows are
+//   rewritten, under the reclaim lock, for a key that was in no entry. A lookup of the old key finds no window,
+//   a lookup of any other key goes on past it; a write to the old key waits (its entry is being taken). A
+//   rewrite by a process that is gone is undone by whoever passes it;
+// - the reclaim lock: an insert into a full probe window waits for it.
+// A holder found dead is undone by the waiter. A live one past the bound: the call answers BUSY, having changed
+// nothing, and the key stays in at most one entry.
 import {
-  ABSENT, alive, COUNTER, decode, decoded, EMPTY, encode, ENTRY_WORDS, FULL, H_RECLAIM_LOCK, HASH, HEADER_WORDS, INCARNATION, KEY,
-  LENGTH, LIVE, LOCKED, MAX_PROBES, MAX_STALL_CHECKS, OWNER, STALL_CHECK_SPINS, STATE, type TableKey,
+  ABSENT, alive, BUSY, COUNTER, decode, decoded, EMPTY, encode, ENTRY_WORDS, FULL, H_RECLAIM_LOCK, HASH, HEADER_WORDS, INCARNATION, KEY,
+  LENGTH, LIVE, LOCKED, MAX_PROBES, MAX_WAIT_MS, OWNER, RETRIES_PAST_DEADLINE, STALL_CHECK_SPINS, STATE, type TableKey,
 } from './table-layout';
 
 export class TableEntries {
@@ -15,6 +26,11 @@ export class TableEntries {
   private readonly maxProbes: number;
   /** The incarnation locate() saw when it matched the key (avoids an allocation per call). */
   protected matchedIncarnation = 0;
+  /** The current call's retry deadline (performance.now() ms; 0 before its first retry), and retries past it. */
+  private retryDeadline = 0;
+  private retriesPastDeadline = 0;
+  /** Nesting of the reclaim lock in this process (reclaim, then a recovery inside it): released at 0 only. */
+  private lockDepth = 0;
 
   constructor(buffer: ArrayBuffer, capacity: number) {
     this.words = new Int32Array(buffer);
@@ -33,6 +49,25 @@ export class TableEntries {
     return used;
   }
 
+  /** Every public call starts here: its retries get a deadline of their own. */
+  protected beginCall(): void {
+    this.retryDeadline = 0;
+    this.retriesPastDeadline = 0;
+  }
+
+  /**
+   * Asked before every retry (invariant 5). The first starts the call's deadline, MAX_WAIT_MS away; once it has
+   * passed, RETRIES_PAST_DEADLINE more are allowed, then false: the caller answers BUSY.
+   */
+  protected mayRetry(): boolean {
+    const now = performance.now();
+    if (this.retryDeadline === 0) {
+      this.retryDeadline = now + MAX_WAIT_MS;
+      return true;
+    }
+    return now < this.retryDeadline || ++this.retriesPastDeadline <= RETRIES_PAST_DEADLINE;
+  }
+
   protected holds(entry: number, { prefix, key, hash }: TableKey): boolean {
     if (this.words[entry + HASH] !== hash || this.words[entry + LENGTH] !== prefix.length + key.length) return false;
     const base = (entry + KEY) * 2;
@@ -44,43 +79,45 @@ export class TableEntries {
 
   /**
    * Linear probing from the key's home slot, one atomic load per entry on the way. With `create`, claims the
-   * first empty entry (invariant 1). Sets matchedIncarnation. ABSENT / FULL also when another process holds
-   * an entry on the way for too long (invariant 5).
+   * first empty entry (invariant 1), and answers BUSY rather than go past a live process's claim. Sets
+   * matchedIncarnation. Without `create` it never waits.
    */
   protected locate(key: TableKey, create: boolean): number {
     let index = (key.hash >>> 0) % this.capacity;
     for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
       const entry = HEADER_WORDS + index * ENTRY_WORDS;
-      for (let attempt = 0; ; attempt++) {
-        if (attempt > MAX_STALL_CHECKS) return create ? FULL : ABSENT;
+      for (;;) {
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
-        if (incarnation === 0) {
-          // Not published yet: empty, being claimed, or just published.
-          const state = Atomics.load(this.words, entry + STATE);
-          if (state === EMPTY) {
-            if (!create) return ABSENT;
-            if (Atomics.compareExchange(this.words, entry + STATE, EMPTY, -this.pid) !== EMPTY) continue;
-            this.writeKey(entry, key);
-            Atomics.store(this.counters, (entry + COUNTER) >> 1, 0n);
-            Atomics.store(this.words, entry + STATE, LIVE);
-            Atomics.store(this.words, entry + INCARNATION, 2); // published: the key words are settled
-            continue;
-          }
-          if (state < 0) this.settle(entry);
-          // LIVE but not yet marked published: the key was written before LIVE, so finish the publishing
-          // (its publisher may have died between the two stores).
-          else Atomics.compareExchange(this.words, entry + INCARNATION, 0, 2);
-          continue;
-        }
         if (incarnation & 1) {
-          this.settle(entry); // being rewritten for another key (or left half-rewritten by a dead process)
-          continue;
+          // Being rewritten: see the top of this file. A dead rewriter's is undone on the way.
+          this.recoverRewrite(entry);
+          break;
         }
-        if (this.holds(entry, key)) {
+        if (incarnation !== 0) {
+          if (!this.holds(entry, key)) break;
           this.matchedIncarnation = incarnation;
           return entry;
         }
-        break;
+        const state = Atomics.load(this.words, entry + STATE);
+        if (state === EMPTY) {
+          if (!create) return ABSENT;
+          if (Atomics.compareExchange(this.words, entry + STATE, EMPTY, -this.pid) === EMPTY) {
+            this.writeKey(entry, key);
+            Atomics.store(this.counters, (entry + COUNTER) >> 1, 0n);
+            Atomics.store(this.words, entry + STATE, LIVE);
+            // A CAS: once LIVE, another process may publish it first, and even rewrite it for another key.
+            Atomics.compareExchange(this.words, entry + INCARNATION, 0, 2);
+            continue; // match it as anyone would
+          }
+        } else if (state < 0) {
+          if (!create) return ABSENT; // a claim: the key is not in yet, nor further on
+          if (this.gone(-state)) Atomics.compareExchange(this.words, entry + STATE, state, EMPTY);
+          else this.spinWhile(entry + STATE, -1, state);
+        } else {
+          // LIVE but not marked published: the key was written before LIVE; its publisher may have died between.
+          Atomics.compareExchange(this.words, entry + INCARNATION, 0, 2);
+        }
+        if (!this.mayRetry()) return BUSY;
       }
     }
     return create ? FULL : ABSENT;
@@ -97,16 +134,18 @@ export class TableEntries {
   /**
    * A full probe window: the first entry along it whose window has ended (or that matches no key) is rewritten
    * for `key`, under the reclaim lock, after one more lookup (invariant 1). Live windows are never taken: a
-   * key that finds none gets FULL, and its caller the onFull answer.
+   * key that finds none gets FULL, and its caller the onFull answer. BUSY: a live process kept the lock.
    */
   protected reclaim(key: TableKey, at: number): number {
-    if (!this.tryLock()) return FULL;
+    if (!this.lock()) return BUSY;
     try {
       const existing = this.locate(key, false);
       if (existing >= 0) return existing;
       let index = (key.hash >>> 0) % this.capacity;
       for (let probes = 0; probes < this.maxProbes; probes++, index = index + 1 === this.capacity ? 0 : index + 1) {
         const entry = HEADER_WORDS + index * ENTRY_WORDS;
+        // With the lock held, a locked counter is a dead process's rewrite: undo it, and the entry is free to take.
+        this.recoverRewrite(entry);
         const incarnation = Atomics.load(this.words, entry + INCARNATION);
         if (incarnation === 0 || incarnation & 1) continue;
         const word = Atomics.load(this.counters, (entry + COUNTER) >> 1);
@@ -120,7 +159,7 @@ export class TableEntries {
       }
       return FULL;
     } finally {
-      Atomics.compareExchange(this.words, H_RECLAIM_LOCK, this.pid, 0);
+      this.releaseLock();
     }
   }
 
@@ -139,48 +178,74 @@ export class TableEntries {
     Atomics.store(this.words, entry + OWNER, 0);
   }
 
-  /** The reclaim lock, or false when a live process holds it: no waiting (invariant 5). A dead holder's is taken. */
-  private tryLock(): boolean {
-    for (let check = 0; check < MAX_STALL_CHECKS; check++) {
-      const holder = Atomics.compareExchange(this.words, H_RECLAIM_LOCK, 0, this.pid);
-      if (holder === 0 || holder === this.pid) return true;
-      if (!alive(holder)) Atomics.compareExchange(this.words, H_RECLAIM_LOCK, holder, 0);
-      else for (let spin = 0; spin < STALL_CHECK_SPINS && Atomics.load(this.words, H_RECLAIM_LOCK) !== 0; spin++);
+  /** The reclaim lock, waiting within the call's bound; false when a live process kept it. */
+  private lock(): boolean {
+    while (!this.takeLock()) {
+      const holder = Atomics.load(this.words, H_RECLAIM_LOCK);
+      if (holder !== 0) this.spinWhile(H_RECLAIM_LOCK, -1, holder);
+      if (!this.mayRetry()) return false;
     }
-    return false;
+    return true;
   }
 
   /**
-   * Waits a little for another process's claim or rewrite of `entry`, then checks its pid. A dead process's
-   * claim goes back to empty; its rewrite becomes an entry that matches no key (under the reclaim lock).
-   * Returns at once when the holder is alive and slow: the caller looks again, within its bounds.
+   * The reclaim lock if it is free, its holder is gone, or this process holds it already (a recovery inside
+   * reclaim: the lock stays held until the outer release). No waiting.
    */
-  protected settle(entry: number): void {
-    for (let spin = 0; spin < STALL_CHECK_SPINS; spin++) {
-      const state = Atomics.load(this.words, entry + STATE);
-      const rewriting = (Atomics.load(this.words, entry + INCARNATION) & 1) === 1 || this.lockedCount(entry);
-      if (state >= 0 && !rewriting) return;
+  private takeLock(): boolean {
+    if (this.lockDepth > 0) {
+      this.lockDepth += 1;
+      return true;
     }
-    const state = Atomics.load(this.words, entry + STATE);
-    if (state < 0) {
-      if (!alive(-state)) Atomics.compareExchange(this.words, entry + STATE, state, EMPTY);
-      return;
-    }
+    const holder = Atomics.compareExchange(this.words, H_RECLAIM_LOCK, 0, this.pid);
+    if (holder !== 0 && !(this.gone(holder) && Atomics.compareExchange(this.words, H_RECLAIM_LOCK, holder, this.pid) === holder)) return false;
+    this.lockDepth = 1;
+    return true;
+  }
+
+  private releaseLock(): void {
+    this.lockDepth -= 1;
+    if (this.lockDepth === 0) Atomics.compareExchange(this.words, H_RECLAIM_LOCK, this.pid, 0);
+  }
+
+  /**
+   * An entry whose counter is LOCKED by a process that is gone becomes one that matches no key (under the
+   * reclaim lock: a rewriter holds it from its CAS to its last store, so nobody else is rewriting). Nothing
+   * when the rewriter lives or a live process holds the lock: the caller retries within its bound.
+   */
+  protected recoverRewrite(entry: number): void {
     const owner = Atomics.load(this.words, entry + OWNER);
-    if (alive(owner)) return; // a live rewriter (pids are not reused within the microseconds a rewrite takes)
-    if (!this.tryLock()) return;
+    if (!this.lockedCount(entry) || !this.gone(owner) || !this.takeLock()) return;
     try {
       const word = Atomics.load(this.counters, (entry + COUNTER) >> 1);
       decode(word);
       if (decoded.count !== LOCKED || Atomics.load(this.words, entry + OWNER) !== owner) return; // finished meanwhile
       this.rewrite(entry, decoded.end, null);
     } finally {
-      Atomics.compareExchange(this.words, H_RECLAIM_LOCK, this.pid, 0);
+      this.releaseLock();
     }
   }
 
+  /** A write found its key's counter LOCKED: undo a dead rewriter's, or give a live one a few µs. */
+  protected awaitRewrite(entry: number): void {
+    this.recoverRewrite(entry);
+    this.spinWhile(entry + COUNTER, LOCKED, LOCKED); // the count is the low 24 bits of the word's low half
+  }
+
+  /** Spins STALL_CHECK_SPINS loads at most while (words[index] & mask) === value. */
+  private spinWhile(index: number, mask: number, value: number): void {
+    for (let spin = 0; spin < STALL_CHECK_SPINS && (Atomics.load(this.words, index) & mask) === value; spin++);
+  }
+
+  /**
+   * The process that left a mark is gone. This process's own pid on a mark it is not making now (its calls
+   * are synchronous) is a dead predecessor's that had the same pid.
+   */
+  private gone(pid: number): boolean {
+    return pid === this.pid || !alive(pid);
+  }
+
   private lockedCount(entry: number): boolean {
-    decode(Atomics.load(this.counters, (entry + COUNTER) >> 1));
-    return decoded.count === LOCKED;
+    return (Atomics.load(this.words, entry + COUNTER) & LOCKED) === LOCKED;
   }
 }

@@ -35,16 +35,27 @@ export const MAX_COUNT = LOCKED - 1;
 
 /** A key lives within this many entries of its home slot: lookups, inserts and reclaims stop there. */
 export const MAX_PROBES = 256;
-/** Spins on a mark another process holds (a few hundred ns of work) before asking whether it is alive. */
+/** Spins on a word another process holds (a few µs) before asking whether that process is alive. */
 export const STALL_CHECK_SPINS = 2000;
-/** How often a process re-checks a live holder before it gives a defined answer instead of waiting. */
-export const MAX_STALL_CHECKS = 8;
+/**
+ * The longest a call retries (waits for another process, or loses compare-and-swaps to others), in ms of the
+ * monotonic clock from its first retry; then it answers BUSY (invariant 5).
+ */
+export const MAX_WAIT_MS = 1;
+/**
+ * Retries a call still makes once MAX_WAIT_MS has passed, before it answers BUSY: a process descheduled in the
+ * middle of its wait (the clock ran, the holder was not watched) looks again, and a few µs more is all it costs.
+ */
+export const RETRIES_PAST_DEADLINE = 8;
 
 /** The entry layout, for tests that build the states a killed process leaves behind. */
 export const LAYOUT = { HEADER_WORDS, ENTRY_WORDS, STATE, INCARNATION, LENGTH, OWNER, COUNTER, LIVE, LOCKED } as const;
 
-export const FULL = -2;
 export const ABSENT = -1;
+/** No room for the key: its probe window holds only live windows. */
+export const FULL = -2;
+/** Another process held a word the call needed for longer than MAX_WAIT_MS (stopped mid-step, or hostile). */
+export const BUSY = -3;
 
 export interface CounterValue {
   count: number;
