@@ -7,23 +7,24 @@ import { preforkError, type ErrorWithCode } from '../errors';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SocketAddress } from '../protocol/messages';
 import type { CounterTable } from '../store/counter-table';
-import { adoptRegion, CounterStore, createRegion, type CounterStoreOptions } from '../store/counter-store';
+import { CounterStore, openPrimaryRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
 import { listenConfig } from '../protocol/address';
 import { settleOptions, type SupervisorConfig, type SupervisorOptions } from './options';
 import { LivenessMonitor } from './liveness';
+import { Operations } from './operations';
 import { SupervisorMetrics } from './metrics';
 import type { MetricsEndpoint } from './metrics-endpoint';
 import { reapOrphans } from './orphan-reaper';
 import { removePidFile, writePidFile } from './pid-file';
-import { Recycler, type RecycleLimit } from './recycle';
+import { Recycler } from './recycle';
 import { handleSignals } from './signals';
 import { takeActivatedSockets, type ActivatedSocket } from './socket-activation';
 import { SystemdNotifier } from './systemd-notify';
 import type { BalanceMode } from './steering';
 import { HotUpgrade, takeHandover, type Handover } from './upgrade';
-import { WorkerSlots, type Slot } from './slots';
-import type { ExitReason, Worker, WorkerProcess, WorkerStats } from './worker-process';
+import { WorkerSlots } from './slots';
+import type { Worker, WorkerStats } from './worker-process';
 import { isWorker } from '../worker/context';
 import type { SupervisorEvent, SupervisorEvents, SupervisorListener } from './events';
 
@@ -69,9 +70,6 @@ export class Supervisor extends EventEmitter {
   private readonly started: Promise<void>;
   private stopped: Promise<void> | null = null;
   private failure: Error | null = null;
-  private operations: Promise<unknown> = Promise.resolve();
-  /** Ends a reload's unbounded wait for readiness (readyTimeout 0) when another operation is asked for. */
-  private supersede: (() => void) | null = null;
   private removeSignalHandlers: (() => void) | null = null;
   /** The counter store's shared memory, created before any worker and inherited by every one; -1: none. */
   private storeFd = -1;
@@ -79,6 +77,8 @@ export class Supervisor extends EventEmitter {
   private readonly liveness: LivenessMonitor;
   /** Replaces the workers the liveness monitor finds past a recycle limit, through our queue. */
   private readonly recycler: Recycler;
+  /** Reload, scale, recycling and upgrade, one at a time (operations.ts). */
+  private readonly operations: Operations;
   private readonly metricsSource: SupervisorMetrics;
   private readonly metricsEndpoint: MetricsEndpoint | null;
   private readonly systemd = SystemdNotifier.fromEnvironment();
@@ -93,7 +93,9 @@ export class Supervisor extends EventEmitter {
   constructor(config: SupervisorConfig, activated: ActivatedSocket[] = [], handover: Handover | null = null) {
     super();
     this.config = config;
-    this.openStore(handover);
+    const region = openPrimaryRegion(config.storeCapacity, handover?.store ?? null);
+    this.storeFd = region?.fd ?? -1;
+    this.storeTable = region?.table ?? null;
     this.slots = new WorkerSlots(config, this, this.storeFd, (slot, error) => this.giveUp(slot, error), activated, handover);
     this.upgrades = new HotUpgrade({
       readyTimeout: config.readyTimeout,
@@ -125,7 +127,14 @@ export class Supervisor extends EventEmitter {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
       recycle: (worker, limit) => this.recycler.due(worker, limit),
     });
-    this.recycler = new Recycler(config.restart.maxDelay, this, (worker, limit) => this.recycle(worker, limit));
+    this.operations = new Operations(config, this.slots, {
+      events: this,
+      started: () => this.started,
+      running: () => this.state === 'running',
+      notRunning: (what) => this.notRunning(what),
+      supersedeUpgrade: () => this.upgrades.supersede(),
+    });
+    this.recycler = new Recycler(config.restart.maxDelay, this, (worker, limit) => this.operations.recycle(worker, limit));
     this.metricsSource = new SupervisorMetrics(config, this.slots);
     this.metricsSource.observe(this);
     // Required only when configured: the endpoint is the primary's one use of node:http.
@@ -182,89 +191,18 @@ export class Supervisor extends EventEmitter {
 
   /** Rolling reload: slot by slot, a new worker is started and ready before the old one drains. */
   reload(): Promise<void> {
-    return this.serialize(async () => {
-      this.emit('reloading');
-      try {
-        for (const slot of [...this.slots.list]) {
-          if (this.state !== 'running') throw this.notRunning('reload');
-          if (!this.slots.has(slot) || this.slots.sockets.isOutOfGroup(slot.id) || slot.restartTimer) continue; // restarts with the new code anyway
-          await this.replace(slot, 'reload');
-        }
-      } catch (error) {
-        this.emit('reloadfailed', error as Error); // the old workers keep serving, or we are shutting down
-        throw error;
-      }
-      this.emit('reload');
-    });
-  }
-
-  /**
-   * A worker past a recycle limit (the recycler's bookkeeping in recycle.ts) is replaced as in a reload, the new one
-   * ready before the old one drains, through the same queue: one slot recycles at a time, and slots due together
-   * are spaced by at least a worker's start. null: it no longer serves its slot.
-   */
-  private recycle(worker: WorkerProcess, limit: RecycleLimit): Promise<WorkerProcess | null> {
-    return this.serialize(async () => {
-      const slot = this.slots.list[worker.record.id];
-      if (this.state !== 'running' || !slot || slot.worker !== worker || worker.record.state !== 'ready') return null;
-      return this.replace(slot, `recycle-${limit}`);
-    }, { supersedes: false });
-  }
-
-  /** The slot's worker replaced by a new one on the slot's sockets, ready before the old one drains. */
-  private async replace(slot: Slot, reason: 'reload' | `recycle-${RecycleLimit}`): Promise<WorkerProcess> {
-    const old = slot.worker;
-    let next: WorkerProcess;
-    try {
-      next = this.slots.spawn(slot, reason);
-    } catch (cause) {
-      throw this.replaceFailed(reason, slot.id, cause);
-    }
-    slot.incoming = next;
-    try {
-      await this.untilReadyOrSuperseded(next);
-    } catch (cause) {
-      if (slot.incoming === next) slot.incoming = null;
-      next.requestStop(0, 'not-ready');
-      // The old worker may have died meanwhile and left the slot to this one: the slot is refilled.
-      const { exitCode = null, signal = null } = cause as { exitCode?: number | null; signal?: NodeJS.Signals | null };
-      this.slots.ensureServing(slot, next.record, exitCode, signal);
-      throw this.replaceFailed(reason, slot.id, cause);
-    }
-    slot.incoming = null;
-    slot.worker = next;
-    old?.requestStop(this.config.shutdownTimeout, reason);
-    return next;
+    return this.operations.reload();
   }
 
   /** Changes the number of workers. New slots get new sockets; removed slots drain and close theirs. */
   scale(workers: number): Promise<void> {
     checkInteger('workers', workers, 1, MAX_WORKERS);
-    return this.serialize(() => this.scaleTo(workers));
+    return this.operations.scaleTo(() => workers);
   }
 
   /** One more or one fewer worker (SIGTTIN, SIGTTOU): the count is read when the step runs, after earlier ones. */
   scaleBy(delta: 1 | -1): Promise<void> {
-    return this.serialize(() => this.scaleTo(Math.min(MAX_WORKERS, Math.max(1, this.slots.list.length + delta))));
-  }
-
-  private async scaleTo(workers: number): Promise<void> {
-    if (this.state !== 'running') throw this.notRunning('scale');
-    const from = this.slots.list.length;
-    if (workers > from) {
-      const added: WorkerProcess[] = [];
-      for (let id = from; id < workers; id++) {
-        const slot = await this.slots.add(id);
-        slot.worker = this.slots.fill(slot, null); // a failed spawn restarts the slot with backoff
-        if (slot.worker) added.push(slot.worker);
-      }
-      await Promise.all(added.map((worker) => worker.ready));
-    } else if (workers < from) {
-      const leaving = this.slots.removeFrom(workers);
-      for (const worker of leaving) worker.requestStop(this.config.shutdownTimeout, 'scale');
-      await Promise.all(leaving.map((worker) => worker.child.exited));
-    }
-    this.emit('scale', from, workers);
+    return this.operations.scaleTo(() => Math.min(MAX_WORKERS, Math.max(1, this.slots.list.length + delta)));
   }
 
   /**
@@ -365,64 +303,14 @@ export class Supervisor extends EventEmitter {
   upgrade(): Promise<{ pid: number }> {
     return this.upgrades.request((operation) => {
       if (this.state === 'stopping' || this.state === 'stopped') return Promise.reject(this.notRunning('upgrade'));
-      return this.serialize(operation);
+      return this.operations.run(operation);
     });
-  }
-
-  /** The counter store: the old primary's region after an upgrade (counts survive), else a new one. */
-  private openStore(handover: Handover | null): void {
-    const handed = handover?.store ?? null;
-    if (handed && handed.capacity === this.config.storeCapacity) {
-      this.storeFd = handed.fd;
-      this.storeTable = adoptRegion(handed.fd, handed.capacity);
-      return;
-    }
-    if (handed) {
-      closeSync(handed.fd);
-      process.stderr.write(`prefork: storeCapacity changed (${handed.capacity} → ${this.config.storeCapacity}): the shared counters start over\n`);
-    }
-    if (this.config.storeCapacity > 0) ({ fd: this.storeFd, table: this.storeTable } = createRegion(this.config.storeCapacity));
   }
 
   private giveUp(slot: number, error: Error): void {
     this.emit('giveup', slot, error);
     this.failure ??= error;
     void this.shutdown();
-  }
-
-  private replaceFailed(reason: 'reload' | `recycle-${RecycleLimit}`, slot: number, cause: unknown): Error {
-    const what = reason === 'reload' ? `Reload stopped at worker slot ${slot}` : `Recycling worker slot ${slot} failed`;
-    if (this.shuttingDown) {
-      return Object.assign(preforkError('ERR_PREFORK_SHUT_DOWN', `${what}: the supervisor is shutting down`), { cause });
-    }
-    const code = reason === 'reload' ? 'ERR_PREFORK_RELOAD_FAILED' : 'ERR_PREFORK_RECYCLE_FAILED';
-    return Object.assign(preforkError(code, `${what}: ${(cause as Error).message}; the old worker${reason === 'reload' ? 's keep' : ' keeps'} serving`), { cause });
-  }
-
-  /**
-   * A reload's new worker becoming ready. With readyTimeout 0 nothing bounds that wait, so a later reload or
-   * scale supersedes it (the new worker is stopped, the old one keeps serving) instead of queueing forever.
-   */
-  private untilReadyOrSuperseded(worker: WorkerProcess): Promise<void> {
-    if (this.config.readyTimeout > 0) return worker.ready;
-    return new Promise<void>((resolve, reject) => {
-      this.supersede = () => reject(preforkError('ERR_PREFORK_RELOAD_FAILED', 'superseded by a later reload or scale before the new worker was ready'));
-      worker.ready.then(resolve, reject);
-    }).finally(() => (this.supersede = null));
-  }
-
-  /** Reload, scale and recycling run one at a time, in the order asked; a reload or scale supersedes an endless wait. */
-  private serialize<T>(operation: () => Promise<T>, { supersedes = true } = {}): Promise<T> {
-    if (supersedes) {
-      this.supersede?.();
-      this.upgrades.supersede();
-    }
-    const run = this.operations.then(async () => {
-      await this.started;
-      return operation();
-    });
-    this.operations = run.catch(() => {});
-    return run;
   }
 
   private notRunning(what: string): Error {

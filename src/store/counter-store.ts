@@ -28,9 +28,19 @@ export function createRegion(capacity: number): { fd: number; table: CounterTabl
   }
 }
 
-/** A region another primary created (a hot upgrade hands it over): its counts stay. */
-export function adoptRegion(fd: number, capacity: number): CounterTable {
-  return new CounterTable(native.mapSharedRegion(fd, regionBytes(capacity)), capacity, false);
+/**
+ * The primary's region for `capacity` keys (0: none): the one the old primary of a hot upgrade handed over, whose
+ * counts stay, when its capacity is the same; else a new one (the handed one is closed, and the change logged).
+ */
+export function openPrimaryRegion(capacity: number, handed: { fd: number; capacity: number } | null): { fd: number; table: CounterTable } | null {
+  if (handed && handed.capacity === capacity) {
+    return { fd: handed.fd, table: new CounterTable(native.mapSharedRegion(handed.fd, regionBytes(capacity)), capacity, false) };
+  }
+  if (handed) {
+    closeSync(handed.fd);
+    process.stderr.write(`prefork: storeCapacity changed (${handed.capacity} → ${capacity}): the shared counters start over\n`);
+  }
+  return capacity > 0 ? createRegion(capacity) : null;
 }
 
 const TABLE_KEY = Symbol.for('prefork.counterTable');
