@@ -38,11 +38,63 @@ test('child_process.fork keeps its IPC, and a node spawned with an environment o
   expect(await run.stop()).toEqual({ code: 0, signal: null });
 });
 
-test('an app that uses node:cluster: each worker is a cluster primary whose cluster worker serves', async () => {
+/** A body `<JSON> <pid>` as the cluster fixtures answer: the JSON. */
+const facts = (body: string): unknown => JSON.parse(body.slice(0, body.lastIndexOf(' ')));
+
+test("an app that uses node:cluster runs its worker branch: a prefork worker is node:cluster's worker, as under PM2; its threads and forked children see plain node", async () => {
   const run = new AppRun(register('compat/cluster.js'));
-  const { port, pids } = await run.listening(2); // the two cluster workers announce
-  for (const body of await fromBothWorkers(port, pids)) expect(body).toMatch(/^cluster worker \d+$/);
-  expect(run.sideEffectPids()).toHaveLength(4); // 2 prefork workers (cluster primaries) + 2 cluster workers
+  const { port, pids } = await run.listening(2);
+  const served = (await fromBothWorkers(port, pids)).map(facts) as Array<{ id: number; instance: string }>;
+  for (const seen of served) {
+    expect(seen).toEqual({
+      isPrimary: false, isMaster: false, isWorker: true, id: Number(seen.instance) + 1, isProcess: true, isConnected: true, isDead: false, instance: seen.instance,
+      received: [{ hello: 'worker' }], // what the process emitted as a message
+    });
+  }
+  expect(new Set(served.map((seen) => seen.id))).toEqual(new Set([1, 2])); // the slot + 1
+  expect(run.sideEffectPids().sort()).toEqual([...pids].sort()); // no cluster worker of its own: the app's code ran in the 2 workers alone
+  const plainNode = { isPrimary: true, isWorker: false, worker: null };
+  for (const body of await fromBothWorkers(port, pids, '/thread')) expect(facts(body)).toEqual(plainNode);
+  for (const body of await fromBothWorkers(port, pids, '/fork')) expect(facts(body)).toEqual(plainNode);
+  for (const body of await fromBothWorkers(port, pids, '/udp')) expect(facts(body)).toBe('udp ok'); // node:dgram binds as under plain node
+  expect(run.errors).not.toMatch(/cluster\.fork/);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test("an ES-module app under --import sees the same in node:cluster's named exports", async () => {
+  const run = new AppRun(['--import', 'prefork/register', app('compat/cluster.mjs')]);
+  const { port, pids } = await run.listening(2);
+  const ids = (await fromBothWorkers(port, pids)).map((body) => {
+    const seen = facts(body) as { isPrimary: boolean; isWorker: boolean; id: number };
+    expect(seen).toEqual({ isPrimary: false, isWorker: true, id: seen.id });
+    return seen.id;
+  });
+  expect(new Set(ids)).toEqual(new Set([1, 2]));
+  expect(run.sideEffectPids().sort()).toEqual([...pids].sort());
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test("cluster.worker.disconnect() stops that worker as a SIGTERM to it would: it drains, and the primary replaces it, not as a crash", async () => {
+  const run = new AppRun(register('compat/cluster.js'));
+  const { port } = await run.listening(2);
+  const pid = Number(/^disconnecting (\d+)$/.exec(await get(port, '127.0.0.1', '/disconnect'))![1]);
+  await run.waitForMatches(new RegExp(`worker \\d \\(pid ${pid}\\) exited with code 0 \\(signal\\)`, 'g'), 1, { source: 'errors' });
+  await run.waitForMatches(/restarted as pid \d+ after \d+ ms \(signal\)/g, 1, { source: 'errors' });
+  await run.waitForMatches(/^LISTENING /gm, 3);
+  expect(run.errors).not.toMatch(/\(crash\)/);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test('an app that calls cluster.fork() in a worker anyway gets one warning saying what to do instead, and the cluster workers it asked for', async () => {
+  const run = new AppRun(register('compat/cluster-fork.js'));
+  const { port } = await run.listening(4); // each prefork worker forked 2 cluster workers
+  expect(await get(port)).toMatch(/^nested \d+$/);
+  const warnings = run.matches(/prefork: worker \d \(pid \d+\): cluster\.fork\(\) (.*)$/gm, 'errors');
+  expect(warnings).toHaveLength(2); // one per prefork worker, not one per call
+  expect(warnings[0][1]).toBe(
+    'starts a cluster of its own inside this prefork worker. prefork already runs one worker per core, and node:cluster tells the app ' +
+    'it is a worker (cluster.isPrimary is false): remove the cluster.fork() calls and serve in this process, or run the app without prefork',
+  );
   expect(await run.stop()).toEqual({ code: 0, signal: null });
 });
 

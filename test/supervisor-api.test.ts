@@ -162,16 +162,16 @@ test('a slot waiting out its backoff leaves the kernel balancing, so no connecti
   for (let i = 0; i < 60; i++) expect(await quickGet(port)).toBe(healthy);
 });
 
-test("Fiber's one line: listen() makes the script the primary of 2 workers; top-level code runs in all three", async () => {
+test("Fiber's one line: listen() makes the script the primary of 2 workers; top-level code runs in all three; node:cluster calls the workers workers", async () => {
   const app = child_process.spawn(process.execPath, [fixture('one-line.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
   let output = '';
   app.stdout.setEncoding('utf8').on('data', (chunk) => (output += chunk));
   try {
     const ready = await waitFor(() => /READY (.+)\n/.exec(output)?.[1], 10000, 'READY');
     const { port, workers } = JSON.parse(ready) as { port: number; workers: number[] };
-    expect(output).toContain(`TOP primary ${app.pid}`);
-    expect(output).toContain(`TOP worker-0 ${workers[0]}`);
-    expect(output).toContain(`TOP worker-1 ${workers[1]}`);
+    expect(output).toContain(`TOP primary ${app.pid} cluster.isPrimary=true`);
+    expect(output).toContain(`TOP worker-0 ${workers[0]} cluster.isPrimary=false`);
+    expect(output).toContain(`TOP worker-1 ${workers[1]} cluster.isPrimary=false`);
     const answers = new Set<string>();
     for (let i = 0; i < 60; i++) answers.add(await get(port));
     expect([...answers].sort()).toEqual(workers.map(String).sort());

@@ -4,6 +4,7 @@ import { closeSync } from 'node:fs';
 import type { PrimaryMessage } from '../protocol/messages';
 import { failSocketRequests, onSocketReply } from './adopt';
 import { takeShutdownSignals } from './app-signals';
+import { actAsClusterWorker } from './cluster';
 import { context, openConnections, send } from './context';
 import { beforeAppsTurn, onShutdownSignal, shutdown } from './shutdown';
 import { startHeartbeat } from './heartbeat';
@@ -39,6 +40,10 @@ function listenToPrimary(): void {
   // primary hears why, so it does not take the exit for a crash.
   takeShutdownSignals((signal) => {
     if (onShutdownSignal(signal, worker.shutdownTimeout + SELF_EXIT_MARGIN_MS)) send({ type: 'stopping', signal });
+  });
+  // cluster.worker.disconnect() or kill(): the same stop as a SIGTERM sent to this worker.
+  actAsClusterWorker(worker, () => {
+    if (shutdown('SIGTERM', worker.shutdownTimeout + SELF_EXIT_MARGIN_MS)) send({ type: 'stopping', signal: 'SIGTERM' });
   });
   startHeartbeat(worker);
   send({ type: 'online' });
