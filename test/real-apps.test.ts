@@ -7,7 +7,7 @@ import net from 'node:net';
 import WebSocket from 'ws';
 import { io as connectSocketIo, type Socket as SocketIoClient } from 'socket.io-client';
 import { app, AppRun, stopAllApps } from './apps';
-import { isDead, waitFor } from './helpers';
+import { childrenOf, isDead, waitFor } from './helpers';
 import { describeWithTool, wrk } from './tools';
 const { buildNext } = require('./fixtures/apps/real/next-build') as { buildNext: () => Promise<string> };
 
@@ -24,6 +24,8 @@ interface RealApp {
   loadSeconds?: number;
   /** Seconds after which wrk counts a request as failed, if not its default 2. */
   slowestAnswer?: number;
+  /** Written for node:cluster (a primary that forks, workers that serve): each prefork worker must run its worker branch. */
+  clusterApp?: true;
 }
 
 const script = (name: string, env?: NodeJS.ProcessEnv) => async () => ({ args: [app(name)], env });
@@ -46,6 +48,8 @@ const APPS: RealApp[] = [
   { name: 'NestJS with Fastify (enableShutdownHooks)', launch: script('real/nest.mjs', { NEST_ADAPTER: 'fastify' }), cleanup: true, loadSeconds: 12 },
   { name: 'ws, with no shutdown code', launch: script('real/ws.js'), cleanup: false, webSockets: 'ws' },
   { name: 'socket.io, io.close() on SIGTERM and SIGINT', launch: script('real/socket-io.js'), cleanup: true, webSockets: 'socket.io' },
+  { name: "throng, its worker's server.close() and disconnect() on SIGTERM and SIGINT", launch: script('real/throng.js'), cleanup: true, clusterApp: true },
+  { name: 'node:cluster by hand, with no shutdown code', launch: script('real/cluster.js'), cleanup: false, clusterApp: true },
   {
     // Its own handlers close the server and exit 143 (SIGTERM) or 130 (SIGINT). Under wrk -c50 on 2 cores, one
     // plain Next process answers at p99 3.3 s, max 4.3 s (~400 req/s) with no reload at all.
@@ -147,6 +151,20 @@ describe.each(APPS)('$name', (realApp) => {
     await waitFor(() => pids.every(isDead), 2000, 'the workers to be gone');
     expectNoWorkerLeft(run);
   });
+});
+
+/** Every process below `parent`, however deep. */
+function descendantsOf(parent: number): number[] {
+  return childrenOf(parent).flatMap(({ pid }) => [pid, ...descendantsOf(pid)]);
+}
+
+test.each(APPS.filter((realApp) => realApp.clusterApp))('$name: each prefork worker runs its cluster worker branch, so the primary has 2 workers and no other process', async (realApp) => {
+  const { run, port, pids } = await start(realApp);
+  expect(await fetch(`http://127.0.0.1:${port}/`).then((response) => response.status)).toBe(200);
+  expect(descendantsOf(run.process.pid!).sort()).toEqual([...pids].sort());
+  expect(run.sideEffectPids().sort()).toEqual([...pids].sort()); // the app's top-level code ran in the workers alone
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+  expectNoWorkerLeft(run);
 });
 
 test('a SIGTERM sent to one worker runs its shutdown and the app\'s cleanup; the primary replaces it, not as a crash', async () => {
