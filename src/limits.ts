@@ -46,3 +46,8 @@ export const MAX_METRICS_BYTES = 16 * 1024 * 1024;
 export const WORKER_ANSWER_TIMEOUT_MS = 1000;
 /** Warnings about metrics the primary drops stop after this many names (per worker, and in the merge): garbage cannot flood the log. */
 export const MAX_WARNED_METRIC_NAMES = 100;
+/**
+ * Samples of exited workers' counters and histograms the primary keeps for series no live worker reports (a label
+ * value per worker lifetime, say). Series a live worker reports are always kept, so their totals never go down.
+ */
+export const MAX_RETIRED_SAMPLES = 10_000;

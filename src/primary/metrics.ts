@@ -49,7 +49,8 @@ export class SupervisorMetrics {
   exited(worker: WorkerProcess): void {
     const { id } = worker.record;
     this.exitedRequests.set(id, (this.exitedRequests.get(id) ?? 0) + worker.liveness.read().served);
-    this.app.retire(id, worker.lastMetrics);
+    const others = this.slots.live().flatMap((other) => (other !== worker && other.lastMetrics ? [{ slot: other.record.id, metrics: other.lastMetrics }] : []));
+    this.app.retire(id, worker.lastMetrics, others);
   }
 
   /**
