@@ -16,6 +16,11 @@ export const MAX_REQUESTED_ADDRESSES = 4096;
 
 /** The largest control-channel frame body: the protocol's messages are a few hundred bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024;
+/**
+ * Frames a worker may send the primary in one second. Its busiest honest second is a 16 MiB metrics answer (2,048
+ * parts) or 1,024 listen(0) calls; a flood of well-formed frames would keep the primary busy for nothing.
+ */
+export const MAX_WORKER_FRAMES_PER_SECOND = 20_000;
 
 /** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
 export const SIGNAL_RESTART_DELAY_MS = 250;

@@ -41,16 +41,20 @@ export class ControlChannel extends EventEmitter {
   private readonly writes: PendingWrite[] = [];
   private isClosed = false;
   private readonly takesFds: boolean;
+  private readonly maxFramesPerSecond: number;
+  private framesThisSecond = 0;
+  private secondBegan = 0;
 
   /**
    * Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. With `fds: false`
    * the peer may send no fds at all: the kernel drops any it sends (none enters our fd table) and the channel
-   * fails as on a malformed frame.
+   * fails as on a malformed frame. With `maxFramesPerSecond`, a peer that sends more frames in a second fails it too.
    */
-  constructor(fd: number, { ref = true, fds = true }: { ref?: boolean; fds?: boolean } = {}) {
+  constructor(fd: number, { ref = true, fds = true, maxFramesPerSecond = Infinity }: { ref?: boolean; fds?: boolean; maxFramesPerSecond?: number } = {}) {
     super();
     this.fd = checkInteger('fd', fd, 0, MAX_INT);
     this.takesFds = fds;
+    this.maxFramesPerSecond = maxFramesPerSecond;
     this.poller = new native.Poller(fd, (status) => this.onEvent(status));
     if (!ref) this.poller.unref();
     this.poller.start(READABLE);
@@ -210,6 +214,15 @@ export class ControlChannel extends EventEmitter {
         return;
       }
       if (this.pendingBytes < HEADER_BYTES + bodyLength) return;
+      if (++this.framesThisSecond > this.maxFramesPerSecond) {
+        const now = Date.now();
+        if (now - this.secondBegan < 1000) {
+          this.failProtocol(`more than ${this.maxFramesPerSecond} frames in a second`);
+          return;
+        }
+        this.secondBegan = now;
+        this.framesThisSecond = 1;
+      }
       const frame = this.firstBytes(HEADER_BYTES + bodyLength, true);
       let message: unknown;
       try {

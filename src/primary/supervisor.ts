@@ -111,6 +111,7 @@ export class Supervisor extends EventEmitter {
     }
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
+      misbehaved: (worker, problem) => this.slots.misbehaved(worker, problem),
       recycle: (worker, limit) => this.recycle(worker, limit),
     });
     this.metricsSource = new SupervisorMetrics(config, this.slots);
