@@ -37,7 +37,7 @@ const RSS_LIMIT_MB = 8;
 const ATTACK_ROUNDS = quick ? 2 : 10;
 const ATTACK_RSS_LIMIT_MB = 16;
 /** Each fixture of test/fixtures/adversary/ and how many attacks its slot-1 workers make, one per generation. */
-const ATTACKS = { frames: 5, fds: 3, metrics: 3, stats: 3, heartbeat: 3 };
+const ATTACKS = { frames: 6, fds: 3, metrics: 3, stats: 3, heartbeat: 3 };
 
 function measure() {
   global.gc();

@@ -21,6 +21,11 @@ export const MAX_FRAME_BYTES = 64 * 1024;
  * parts) or 1,024 listen(0) calls; a flood of well-formed frames would keep the primary busy for nothing.
  */
 export const MAX_WORKER_FRAMES_PER_SECOND = 20_000;
+/**
+ * Messages the primary keeps queued for a worker that does not read its channel (past what the socket buffer holds).
+ * Each may hold a listen socket's fd: a worker asking for sockets it never reads filled the primary's fd table.
+ */
+export const MAX_UNREAD_MESSAGES = 1024;
 
 /** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
 export const SIGNAL_RESTART_DELAY_MS = 250;

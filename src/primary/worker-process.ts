@@ -7,7 +7,7 @@ import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus, residentSetSize } from '../core/system';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
-import { MAX_METRICS_BYTES, MAX_WARNED_METRIC_NAMES, MAX_WORKER_FRAMES_PER_SECOND, WORKER_ANSWER_TIMEOUT_MS } from '../limits';
+import { MAX_METRICS_BYTES, MAX_WARNED_METRIC_NAMES, MAX_UNREAD_MESSAGES, MAX_WORKER_FRAMES_PER_SECOND, WORKER_ANSWER_TIMEOUT_MS } from '../limits';
 import { parseWorkerMetrics, type MetricJSON, type WorkerMetrics } from './app-metrics';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
@@ -329,7 +329,7 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     replaced: launch.replaced, exitReason: null,
   };
   // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach.
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND }), liveness, config);
+  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES }), liveness, config);
 }
 
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */
