@@ -16,6 +16,16 @@ export const MAX_REQUESTED_ADDRESSES = 4096;
 
 /** The largest control-channel frame body: the protocol's messages are a few hundred bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024;
+/**
+ * Frames a worker may send the primary in one second. Its busiest honest second is a 16 MiB metrics answer (2,048
+ * parts) or 1,024 listen(0) calls; a flood of well-formed frames would keep the primary busy for nothing.
+ */
+export const MAX_WORKER_FRAMES_PER_SECOND = 20_000;
+/**
+ * Messages the primary keeps queued for a worker that does not read its channel (past what the socket buffer holds).
+ * Each may hold a listen socket's fd: a worker asking for sockets it never reads filled the primary's fd table.
+ */
+export const MAX_UNREAD_MESSAGES = 1024;
 
 /** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
 export const SIGNAL_RESTART_DELAY_MS = 250;
@@ -46,3 +56,8 @@ export const MAX_METRICS_BYTES = 16 * 1024 * 1024;
 export const WORKER_ANSWER_TIMEOUT_MS = 1000;
 /** Warnings about metrics the primary drops stop after this many names (per worker, and in the merge): garbage cannot flood the log. */
 export const MAX_WARNED_METRIC_NAMES = 100;
+/**
+ * Samples of exited workers' counters and histograms the primary keeps for series no live worker reports (a label
+ * value per worker lifetime, say). Series a live worker reports are always kept, so their totals never go down.
+ */
+export const MAX_RETIRED_SAMPLES = 10_000;

@@ -176,6 +176,59 @@ test.each([
   }
 });
 
+test("exited workers' series that no live worker reports are bounded: 3 reloads of workers with 2,500 per-lifetime label values each", async () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { MAX_RETIRED_SAMPLES } = require('../src/limits') as typeof import('../src/limits');
+  const perLifetime = 2500;
+  const stderr = jest.spyOn(process.stderr, 'write');
+  try {
+    startApp('prom-client-per-lifetime.js', '127.0.0.1:0', { LIFETIME_SERIES: String(perLifetime) });
+    await supervisor!.ready();
+    const { port } = supervisor!.addresses[0];
+    let served = 0;
+    for (let reload = 0; reload < 3; reload++) {
+      for (let i = 0; i < 5; i++, served++) await get(port);
+      const samples = parseExposition((await scrape()).body);
+      expect(value(samples, 'app_requests_total')).toBe(served); // the series every worker continues never goes down
+      await supervisor!.reload();
+    }
+    const samples = parseExposition((await scrape()).body);
+    expect(value(samples, 'app_requests_total')).toBe(served);
+    const series = samples.get('app_lifetime_total')!;
+    const livePids = supervisor!.workers.map((worker) => String(worker.pid));
+    // Every live worker's series, and at most MAX_RETIRED_SAMPLES of the 6 exited workers' 15,000.
+    expect(series.filter((sample) => livePids.includes(sample.labels.lifetime.split('-')[0]))).toHaveLength(2 * perLifetime);
+    expect(series.length).toBeLessThanOrEqual(2 * perLifetime + MAX_RETIRED_SAMPLES);
+    const warnings = stderr.mock.calls.map(([text]) => String(text)).filter((text) => text.includes('series no live worker reports'));
+    expect(warnings).toHaveLength(1);
+  } finally {
+    stderr.mockRestore();
+  }
+}, 90000);
+
+test("past the cap, an exited series a live worker still reports keeps its total however long ago it was retired", async () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { AppMetrics } = require('../src/primary/app-metrics') as typeof import('../src/primary/app-metrics');
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    const merge = new AppMetrics(fixture('apps/prom-client.js'), false);
+    const counter = (name: string, values: Array<[Record<string, string>, number]>) =>
+      ({ name, help: 'h', type: 'counter' as const, aggregator: 'sum', values: values.map(([labels, count]) => ({ labels, value: count })) });
+    const steady = [counter('app_requests_total', [[{ route: '/' }, 1]])];
+    merge.retire(0, [counter('app_requests_total', [[{ route: '/' }, 5]])]); // slot 0's first worker
+    for (let lifetime = 0; lifetime < 3; lifetime++) {
+      const unique = Array.from({ length: 6000 }, (_, i): [Record<string, string>, number] => [{ id: `${lifetime}-${i}` }, 1]);
+      merge.retire(1, [counter('app_unique_total', unique)], [{ slot: 0, metrics: steady }]);
+    }
+    const samples = parseExposition(await merge.render([{ slot: 0, metrics: steady }]));
+    expect(value(samples, 'app_requests_total', { route: '/' })).toBe(6);
+    expect(samples.get('app_unique_total')!.length).toBeLessThanOrEqual(10_000);
+    expect(samples.get('app_unique_total')!.map((sample) => sample.labels.id)).toContain('2-5999'); // the newest kept
+  } finally {
+    stderr.mockRestore();
+  }
+});
+
 test('25 scrapes at once make every worker collect once or twice, not 25 times: they share a collection in flight', async () => {
   const log = join(mkdtempSync(join(tmpdir(), 'prefork-metrics-')), 'collections');
   try {

@@ -41,16 +41,26 @@ export class ControlChannel extends EventEmitter {
   private readonly writes: PendingWrite[] = [];
   private isClosed = false;
   private readonly takesFds: boolean;
+  private readonly maxFramesPerSecond: number;
+  private readonly maxQueued: number;
+  private framesThisSecond = 0;
+  private secondBegan = 0;
 
   /**
    * Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. With `fds: false`
    * the peer may send no fds at all: the kernel drops any it sends (none enters our fd table) and the channel
-   * fails as on a malformed frame.
+   * fails as on a malformed frame. With `maxFramesPerSecond`, a peer that sends more frames in a second fails it too,
+   * and with `maxQueued` one that leaves that many of our messages unread (queued here, the socket buffer full).
    */
-  constructor(fd: number, { ref = true, fds = true }: { ref?: boolean; fds?: boolean } = {}) {
+  constructor(
+    fd: number,
+    { ref = true, fds = true, maxFramesPerSecond = Infinity, maxQueued = Infinity }: { ref?: boolean; fds?: boolean; maxFramesPerSecond?: number; maxQueued?: number } = {},
+  ) {
     super();
     this.fd = checkInteger('fd', fd, 0, MAX_INT);
     this.takesFds = fds;
+    this.maxFramesPerSecond = maxFramesPerSecond;
+    this.maxQueued = maxQueued;
     this.poller = new native.Poller(fd, (status) => this.onEvent(status));
     if (!ref) this.poller.unref();
     this.poller.start(READABLE);
@@ -84,6 +94,10 @@ export class ControlChannel extends EventEmitter {
     frame.writeUInt32BE(body.length, 0);
     frame.writeUInt32BE(fds.length, 4);
     body.copy(frame, HEADER_BYTES);
+    if (this.writes.length >= this.maxQueued) {
+      this.failProtocol(`${this.writes.length} messages unread`, 'left');
+      return;
+    }
     // Dups, so the caller may close its fds while the message waits in the queue.
     this.writes.push({ buffer: frame, offset: 0, fds: fds.map((fd) => native.dupCloexec(fd)) });
     if (this.writes.length === 1) this.flush();
@@ -210,6 +224,15 @@ export class ControlChannel extends EventEmitter {
         return;
       }
       if (this.pendingBytes < HEADER_BYTES + bodyLength) return;
+      if (++this.framesThisSecond > this.maxFramesPerSecond) {
+        const now = Date.now();
+        if (now - this.secondBegan < 1000) {
+          this.failProtocol(`more than ${this.maxFramesPerSecond} frames in a second`);
+          return;
+        }
+        this.secondBegan = now;
+        this.framesThisSecond = 1;
+      }
       const frame = this.firstBytes(HEADER_BYTES + bodyLength, true);
       let message: unknown;
       try {
@@ -228,10 +251,10 @@ export class ControlChannel extends EventEmitter {
    * Closes every fd received and not handed out, says why, then closes the channel: an 'error' listener acts
    * before the peer sees EOF (the primary kills a worker first, so it cannot take the EOF for a drain).
    */
-  private failProtocol(problem: string): void {
+  private failProtocol(problem: string, verb = 'sent'): void {
     for (const fd of this.receivedFds.splice(0)) closeSync(fd);
     try {
-      this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', `Control channel peer sent ${problem}: closed the channel`));
+      this.emit('error', preforkError('ERR_PREFORK_CHANNEL_PROTOCOL', `Control channel peer ${verb} ${problem}: closed the channel`));
     } finally {
       this.close();
     }

@@ -1,8 +1,9 @@
 // The apps' own prom-client metrics, gathered from every worker and merged the way prom-client's
 // AggregatorRegistry merges node:cluster workers' (sum by default, or each metric's `aggregator`). Counters and
-// histograms of workers that exited are kept, so a total never goes down when a worker is replaced.
+// histograms of workers that exited are kept, so a total never goes down when a worker is replaced; of series no
+// live worker reports, only the most recently retired MAX_RETIRED_SAMPLES samples are (the primary is never recycled).
 import { createRequire } from 'node:module';
-import { MAX_METRICS_BYTES, MAX_WARNED_METRIC_NAMES } from '../limits';
+import { MAX_METRICS_BYTES, MAX_RETIRED_SAMPLES, MAX_WARNED_METRIC_NAMES } from '../limits';
 
 export interface MetricValue {
   value: number;
@@ -106,11 +107,25 @@ function loadPromClient(script: string): PromClient | null {
   return null;
 }
 
-const labelKey = (value: MetricValue) => `${value.metricName ?? ''}|${JSON.stringify(Object.entries(value.labels).sort(([a], [b]) => (a < b ? -1 : 1)))}`;
+const sortedLabels = (labels: MetricValue['labels']) => JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)));
+/** One sample: a counter's value, or one bucket, the sum or the count of a histogram. */
+const labelKey = (value: MetricValue) => `${value.metricName ?? ''}|${sortedLabels(value.labels)}`;
+/** One series: a metric and its labels, a histogram's buckets, sum and count together (they are kept or dropped as one). */
+const seriesKey = (name: string, { labels: { le, ...labels } }: MetricValue) => `${name}|${sortedLabels(labels)}`;
+
+/** The kept samples of one exited series, by labelKey. */
+interface RetiredSeries {
+  name: string;
+  samples: Map<string, MetricValue>;
+}
 
 export class AppMetrics {
-  /** Counters and histograms of exited workers, summed; they only grow. */
-  private retired = new Map<string, MetricJSON>();
+  /** Each exited counter's and histogram's name, help, type and aggregator, and how many of its series are kept. */
+  private readonly retiredFamilies = new Map<string, { family: Omit<MetricJSON, 'values'>; series: number }>();
+  /** Exited workers' series, summed, by seriesKey, the least recently retired first. */
+  private readonly retiredSeries = new Map<string, RetiredSeries>();
+  private retiredSamples = 0;
+  private warnedRetiredDropped = false;
   private warnedNoPromClient = false;
   /** Metric names a warning was written for. */
   private readonly warned = new Set<string>();
@@ -124,20 +139,70 @@ export class AppMetrics {
     private readonly workerLabel: boolean,
   ) {}
 
-  /** An exited worker's last metrics join the kept totals (gauges and summaries cannot be carried over). */
-  retire(slot: number, metrics: MetricJSON[] | null): void {
+  /**
+   * An exited worker's last metrics join the kept totals (gauges and summaries cannot be carried over). `live`: the
+   * other workers' last answers. Past MAX_RETIRED_SAMPLES kept samples of series none of them reports, the least
+   * recently retired of those are dropped (said once): a series a live worker reports keeps its total.
+   */
+  retire(slot: number, metrics: MetricJSON[] | null, live: Array<{ slot: number; metrics: MetricJSON[] }> = []): void {
     for (const metric of this.labelled(slot, metrics ?? [])) {
       if (metric.type !== 'counter' && metric.type !== 'histogram') continue;
-      const kept = this.retired.get(metric.name) ?? { ...metric, values: [] };
-      if (kept.type !== metric.type) continue; // the same name with another type: not summable
-      const byLabels = new Map(kept.values.map((value) => [labelKey(value), value]));
-      for (const value of metric.values) {
-        const key = labelKey(value);
-        const sum = byLabels.get(key);
-        byLabels.set(key, { ...value, value: (sum?.value ?? 0) + (value.value ?? 0) });
+      const { values, ...family } = metric;
+      if (values.length === 0) continue;
+      const kept = this.retiredFamilies.get(metric.name) ?? { family, series: 0 };
+      if (kept.family.type !== metric.type) continue; // the same name with another type: not summable
+      this.retiredFamilies.set(metric.name, kept);
+      for (const value of values) {
+        const key = seriesKey(metric.name, value);
+        let series = this.retiredSeries.get(key);
+        if (series) this.retiredSeries.delete(key); // re-inserted: now the most recently retired
+        else {
+          series = { name: metric.name, samples: new Map() };
+          kept.series += 1;
+        }
+        this.retiredSeries.set(key, series);
+        const sampleKey = labelKey(value);
+        const sum = series.samples.get(sampleKey);
+        if (!sum) this.retiredSamples += 1;
+        series.samples.set(sampleKey, { ...value, value: (sum?.value ?? 0) + (value.value ?? 0) });
       }
-      this.retired.set(metric.name, { ...kept, values: [...byLabels.values()] });
     }
+    this.dropRetired(live);
+  }
+
+  /** Drops the least recently retired series no live worker reports until those keep at most MAX_RETIRED_SAMPLES samples. */
+  private dropRetired(live: Array<{ slot: number; metrics: MetricJSON[] }>): void {
+    if (this.retiredSamples <= MAX_RETIRED_SAMPLES) return;
+    const reported = new Set<string>();
+    for (const { slot, metrics } of live) for (const metric of this.labelled(slot, metrics)) for (const value of metric.values) reported.add(seriesKey(metric.name, value));
+    let unreported = 0;
+    for (const [key, series] of this.retiredSeries) if (!reported.has(key)) unreported += series.samples.size;
+    let dropped = 0;
+    for (const [key, series] of this.retiredSeries) {
+      if (unreported <= MAX_RETIRED_SAMPLES) break;
+      if (reported.has(key)) continue;
+      this.retiredSeries.delete(key);
+      this.retiredSamples -= series.samples.size;
+      unreported -= series.samples.size;
+      dropped += 1;
+      const family = this.retiredFamilies.get(series.name)!;
+      if (--family.series === 0) this.retiredFamilies.delete(series.name);
+    }
+    if (dropped > 0 && !this.warnedRetiredDropped) {
+      this.warnedRetiredDropped = true;
+      process.stderr.write(`prefork: exited workers' counters and histograms hold more than ${MAX_RETIRED_SAMPLES} samples of series no live worker reports (a label value per worker lifetime?): dropping the least recently retired of them, ${dropped} series now and more later without a word\n`);
+    }
+  }
+
+  /** The kept totals of exited workers, as metrics. */
+  private retired(): MetricJSON[] {
+    const values = new Map<string, MetricValue[]>();
+    for (const { name, samples } of this.retiredSeries.values()) {
+      const list = values.get(name);
+      if (list) list.push(...samples.values());
+      else values.set(name, [...samples.values()]);
+    }
+    return [...this.retiredFamilies.values()].map(({ family }) => ({ ...family, values: values.get(family.name) ?? [] }));
   }
 
   /**
@@ -154,7 +219,7 @@ export class AppMetrics {
       }
     };
     for (const { slot, metrics } of live) add(`worker ${slot}`, this.labelled(slot, metrics));
-    add('exited workers', [...this.retired.values()]);
+    add('exited workers', this.retired());
     if (byName.size === 0) return '';
     if (this.promClient === undefined) this.promClient = loadPromClient(this.script);
     if (!this.promClient) {

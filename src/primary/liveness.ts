@@ -10,6 +10,8 @@ import type { WorkerProcess } from './worker-process';
 export interface LivenessHandlers {
   /** Its loop has not turned for `since` ms (more than heartbeatTimeout). */
   unresponsive(worker: WorkerProcess, since: number): void;
+  /** Its liveness record holds what its loop cannot have written (an erased or future beat): it hides a stuck loop. */
+  misbehaved(worker: WorkerProcess, problem: string): void;
   /** It reached `limit`; reported on every check until it is replaced. */
   recycle(worker: WorkerProcess, limit: RecycleLimit): void;
 }
@@ -52,6 +54,11 @@ export class LivenessMonitor {
     if (primaryStalled) return;
     for (const worker of this.serving()) {
       if (worker.record.state !== 'ready') continue; // readyTimeout bounds a start; stopping workers have their deadline
+      const problem = this.heartbeatTimeout > 0 ? worker.liveness.beatProblem(now) : null;
+      if (problem) {
+        this.handlers.misbehaved(worker, `its liveness record holds ${problem}`);
+        continue;
+      }
       const { beatAt, served } = worker.liveness.read();
       const since = now - beatAt;
       if (this.heartbeatTimeout > 0 && beatAt > 0 && since > this.heartbeatTimeout) {

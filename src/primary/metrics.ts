@@ -62,7 +62,8 @@ export class SupervisorMetrics {
     this.running.delete(record);
     const { id } = record;
     this.exitedRequests.set(id, (this.exitedRequests.get(id) ?? 0) + worker.liveness.read().served);
-    this.app.retire(id, worker.lastMetrics);
+    const others = this.slots.live().flatMap((other) => (other !== worker && other.lastMetrics ? [{ slot: other.record.id, metrics: other.lastMetrics }] : []));
+    this.app.retire(id, worker.lastMetrics, others);
   }
 
   /**

@@ -239,7 +239,7 @@ export class WorkerSlots {
   }
 
   /** A worker broke the protocol: it is killed (and replaced, as after a crash); the primary carries on. */
-  private misbehaved(worker: WorkerProcess, problem: string): void {
+  misbehaved(worker: WorkerProcess, problem: string): void {
     if (worker.record.state === 'exited') return;
     process.stderr.write(`prefork: worker ${worker.record.id} (pid ${worker.record.pid}) broke the control protocol (${problem}); killing it\n`);
     worker.kill('protocol'); // before the channel's EOF, which would have it drain and exit 0 like a clean stop

@@ -125,6 +125,7 @@ export class Supervisor extends EventEmitter {
     }, handover);
     this.liveness = new LivenessMonitor(config.heartbeatTimeout, config.recycle, () => this.slots.list.flatMap((slot) => (slot.worker ? [slot.worker] : [])), {
       unresponsive: (worker, since) => this.slots.unresponsive(worker, since),
+      misbehaved: (worker, problem) => this.slots.misbehaved(worker, problem),
       recycle: (worker, limit) => this.recycler.due(worker, limit),
     });
     this.operations = new Operations(config, this.slots, {

@@ -5,6 +5,7 @@ import { native } from '../core/binding';
 import { ControlChannel, createChannelPair } from '../core/channel';
 import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus } from '../core/system';
+import { MAX_UNREAD_MESSAGES, MAX_WORKER_FRAMES_PER_SECOND } from '../limits';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
   FIRST_LISTEN_FD, LIVENESS_FD, STORE_FD,
@@ -86,8 +87,9 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
     replaced: launch.replaced, exitReason: null,
   };
-  // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach.
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false }), liveness, config);
+  // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach. A
+  // flood of frames, or answers it leaves unread (each may hold an fd), ends it too.
+  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES }), liveness, config);
 }
 
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */

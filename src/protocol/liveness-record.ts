@@ -15,6 +15,8 @@ const BEAT = 0;
 const LAG = 1;
 const SERVED = 2;
 const CONNECTIONS = 3;
+/** A beat written just after the primary read its clock is a little ahead of it; more than this is no beat. */
+const FUTURE_BEAT_SLACK_MS = 1000;
 
 export interface LivenessReading {
   /** Monotonic ms of the last heartbeat; 0: none yet. */
@@ -47,6 +49,17 @@ export class LivenessRecord {
   /** One more request served (or connection, for a plain net.Server). */
   countServed(): void {
     Atomics.add(this.words, SERVED, 1n);
+  }
+
+  /**
+   * Why the heartbeat word cannot be one a worker's loop wrote by `now` (monotonic ms), or null. For a worker that has
+   * beaten (its first beat comes before it says 'online'): 0 or a negative word is a beat erased, a later one a lie.
+   */
+  beatProblem(now: number): string | null {
+    const beat = Atomics.load(this.words, BEAT);
+    if (beat <= 0n || beat > BigInt(Number.MAX_SAFE_INTEGER)) return `a heartbeat word that is no time (${beat})`;
+    if (Number(beat) > now + FUTURE_BEAT_SLACK_MS) return `a heartbeat ${Number(beat) - now} ms in the future`;
+    return null;
   }
 
   /** What the worker last wrote, each value clamped to a sane range. */
