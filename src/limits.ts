@@ -16,6 +16,8 @@ export const MAX_REQUESTED_ADDRESSES = 4096;
 
 /** The largest control-channel frame body: the protocol's messages are a few hundred bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024;
+/** The largest app message (process.send, worker.send): JSON text or v8 bytes; in base64 it still fits one frame. */
+export const MAX_MESSAGE_BYTES = 47 * 1024;
 
 /** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
 export const SIGNAL_RESTART_DELAY_MS = 250;
