@@ -47,6 +47,8 @@ export function reflectInCluster(supervisor: Supervisor): void {
   const relay = () => {
     if (relaying) return;
     relaying = true;
+    cluster.off('newListener', onNewListener);
+    for (const entry of entries.values()) entry.off('newListener', onNewListener);
     supervisor.on('message', (record, message) => {
       const entry = entries.get(record);
       if (!entry) return;
@@ -71,4 +73,5 @@ export function reflectInCluster(supervisor: Supervisor): void {
     entries.delete(record);
     delete workers[entry.id];
   });
+  supervisor.once('shutdown', () => cluster.off('newListener', onNewListener)); // no listener left behind per supervisor
 }
