@@ -90,8 +90,8 @@ async function crossWorkerBroadcasts(port: number, pids: number[]): Promise<void
   }
 }
 
-test('socket.io with @socket.io/cluster-adapter, unchanged: a room broadcast from one worker reaches clients of the other (the primary relays as setupPrimary() would)', async () => {
-  const run = new AppRun(register('compat/socket-io-adapter.js'));
+test.each(['json', 'advanced'])('socket.io with @socket.io/cluster-adapter, unchanged (%s serialization): a room broadcast from one worker reaches clients of the other (the primary relays as setupPrimary() would)', async (serialization) => {
+  const run = new AppRun(register('compat/socket-io-adapter.js'), { PREFORK_SERIALIZATION: serialization });
   const { port, pids } = await run.listening(2);
   await crossWorkerBroadcasts(port, pids);
   expect(run.errors).not.toMatch(/process\.send is not a function|broke the control protocol|not relayed/);

@@ -137,6 +137,14 @@ test("process.disconnect(): 'disconnect' once, connected false, send returns fal
   expect(first.state).toBe('ready');
 });
 
+test("a 'message' listener keeps a worker alive, as in Node, but not past its shutdown: an app that closes its server on SIGTERM exits 0", async () => {
+  const { supervisor } = await start({ env: { CLOSE_ON_SIGTERM: '1' } });
+  const exits: Array<{ code: number | null; signal: string | null }> = [];
+  supervisor.on('exit', (worker, code, signal) => exits.push({ code, signal }));
+  await supervisor.shutdown({ timeout: 10000 });
+  expect(exits).toEqual([{ code: 0, signal: null }, { code: 0, signal: null }]);
+});
+
 test("node:cluster's primary view: cluster.workers holds each prefork worker, cluster emits 'message' (worker, message), and its send() answers", async () => {
   const seen: Array<{ worker: any; message: any }> = [];
   const listener = (worker: unknown, message: unknown) => seen.push({ worker, message });
