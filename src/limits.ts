@@ -26,6 +26,8 @@ export const MAX_WORKER_FRAMES_PER_SECOND = 20_000;
  * Each may hold a listen socket's fd: a worker asking for sockets it never reads filled the primary's fd table.
  */
 export const MAX_UNREAD_MESSAGES = 1024;
+/** The largest app message (process.send, worker.send): JSON text or v8 bytes; in base64 it still fits one frame. */
+export const MAX_MESSAGE_BYTES = 47 * 1024;
 
 /** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
 export const SIGNAL_RESTART_DELAY_MS = 250;

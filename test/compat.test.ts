@@ -115,6 +115,48 @@ test('socket.io over websockets: messages round-trip through both workers', asyn
   expect([...servedBy].sort()).toEqual([...pids].sort());
 });
 
+/**
+ * Clients on both workers join one room; a shout from either worker reaches the other worker's client (the primary
+ * relays the adapter's broadcast), and a count of the room's sockets asks both workers (the answer is routed back).
+ */
+async function crossWorkerBroadcasts(port: number, pids: number[]): Promise<void> {
+  const clients = new Map<number, ReturnType<typeof connect>>();
+  const spares: Array<ReturnType<typeof connect>> = [];
+  try {
+    for (let i = 0; i < 40 && clients.size < 2; i++) {
+      const client = connect(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true });
+      const pid = (await client.timeout(5000).emitWithAck('join', 'room')) as number;
+      if (clients.has(pid)) spares.push(client);
+      else clients.set(pid, client);
+    }
+    expect([...clients.keys()].sort()).toEqual([...pids].sort());
+    for (const [from, sender] of clients) {
+      const [other] = [...clients].filter(([pid]) => pid !== from).map(([, client]) => client);
+      const news = new Promise((resolve) => other.once('news', resolve));
+      await sender.timeout(5000).emitWithAck('shout', 'room', `from ${from}`);
+      await expect(news).resolves.toEqual({ text: `from ${from}`, from });
+      expect(await sender.timeout(5000).emitWithAck('count', 'room')).toBe(2 + spares.length);
+    }
+  } finally {
+    for (const client of [...clients.values(), ...spares]) client.disconnect();
+  }
+}
+
+test.each(['json', 'advanced'])('socket.io with @socket.io/cluster-adapter, unchanged (%s serialization): a room broadcast from one worker reaches clients of the other (the primary relays as setupPrimary() would)', async (serialization) => {
+  const run = new AppRun(register('compat/socket-io-adapter.js'), { PREFORK_SERIALIZATION: serialization });
+  const { port, pids } = await run.listening(2);
+  await crossWorkerBroadcasts(port, pids);
+  expect(run.errors).not.toMatch(/process\.send is not a function|broke the control protocol|not relayed/);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
+test("socket.io's cluster adapter in API mode: the user's primary calls setupPrimary() and supervise(), as under node:cluster", async () => {
+  const run = new AppRun([app('compat/socket-io-primary.js')]);
+  const { port, pids } = await run.listening(2);
+  await crossWorkerBroadcasts(port, pids);
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+});
+
 test('pino with a transport thread: every worker\'s lines reach the file', async () => {
   const scratch = mkdtempSync(join(tmpdir(), 'prefork-pino-'));
   const logFile = join(scratch, 'app.log');
@@ -187,13 +229,20 @@ test("a listen() during the worker's shutdown fails with ERR_PREFORK_NOT_RUNNING
   expect(lines.sort()).toEqual(pids.map((pid) => `${pid} ${expected}`).sort());
 });
 
-test('process.send is shimmed (for PM2-style ready) only with wait-ready', async () => {
+test("a library that tests typeof process.send sees in a worker what it sees under node:cluster; process.send('ready') means ready only with wait-ready", async () => {
+  const underCluster = new AppRun([app('compat/under-cluster.js'), app('compat/send-shim.js')]);
+  const [[, clusterSaw]] = await underCluster.waitForMatches(/^SEND (.*) \d+$/gm, 1);
+  expect(clusterSaw).toBe('typeof=function connected=true returned=true callback=null');
+  await underCluster.stop();
   const plain = new AppRun(register('compat/send-shim.js'));
-  const plainLines = await plain.waitForMatches(/^SEND (\w+) \d+$/gm, 2);
-  expect(plainLines.map((line) => line[1])).toEqual(['undefined', 'undefined']);
-  const waiting = new AppRun(register('compat/send-shim.js'), { PREFORK_WAIT_READY: '1' });
-  const waitingLines = await waiting.waitForMatches(/^SEND (\w+) \d+$/gm, 2);
-  expect(waitingLines.map((line) => line[1])).toEqual(['function', 'function']);
+  const plainLines = await plain.waitForMatches(/^SEND (.*) \d+$/gm, 2);
+  expect(plainLines.map((line) => line[1])).toEqual([clusterSaw, clusterSaw]);
+  await plain.listening(2); // without wait-ready, 'ready' is a message like any other (nobody listens: dropped)
+  await plain.waitForMatches(/2 workers ready/g, 1, { source: 'errors' });
+  expect(plain.errors).not.toMatch(/broke the control protocol/);
+  const waiting = new AppRun(register('compat/send-shim.js'), { PREFORK_WAIT_READY: '1', PREFORK_READY_TIMEOUT: '5s' });
+  const waitingLines = await waiting.waitForMatches(/^SEND (.*) \d+$/gm, 2);
+  expect(waitingLines.map((line) => line[1])).toEqual([clusterSaw, clusterSaw]);
   await waiting.listening(2);
   await waiting.waitForMatches(/2 workers ready/g, 1, { source: 'errors' });
 });

@@ -36,6 +36,7 @@ export function typedEvents(supervisor: Supervisor): void {
   supervisor.on('unresponsive', (worker, since) => void [worker.pid, since.toFixed()]);
   supervisor.on('recycle', (old, next, limit) => void [old.pid, next.pid, limit === 'memory']);
   supervisor.on('giveup', (slot, error) => void [slot.toFixed(), error.message]);
+  supervisor.on('message', (worker, message) => void [worker.send(message, null, (error: Error | null) => error?.message), message]);
   supervisor.on('reloading', () => {});
   supervisor.on('reload', () => {});
   supervisor.on('reloadfailed', (error) => void error.message);

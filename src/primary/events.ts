@@ -37,6 +37,8 @@ export interface SupervisorEvents {
   /** The number of workers changed. */
   scale: [from: number, to: number];
   upgrade: [upgrade: UpgradeEvent];
+  /** A worker's process.send(message), as node:cluster's 'message' event (answer with worker.send()). */
+  message: [worker: Worker, message: unknown];
   /** Every worker is gone and the sockets are closed. */
   shutdown: [];
 }

@@ -8,6 +8,7 @@ import {
   MAX_TIMEOUT_MS, MAX_WORKERS, MIN_HEARTBEAT_TIMEOUT_MS,
 } from '../limits';
 import { parseListenAddress, type ListenAddress, type ListenConfig } from '../protocol/address';
+import { SERIALIZATIONS, type Serialization } from '../protocol/app-messages';
 import { settleRecycle, type RecycleOptions } from './recycle';
 import { settleRestart, type RestartOptions } from './restart-policy';
 import { BALANCE_MODES, type BalanceMode } from './steering';
@@ -56,6 +57,12 @@ export interface SupervisorOptions {
   readyTimeout?: number;
   /** true: a worker is ready only when it calls ready(). false: when it listens on every address. Default false. */
   waitReady?: boolean;
+  /**
+   * How messages between primary and workers (process.send, worker.send, broadcast) are serialised, as node:cluster's
+   * setupPrimary({ serialization }): 'json', or 'advanced' (v8.serialize: Map, Set, Date, BigInt, Buffer, typed
+   * arrays, cycles). Default 'json'.
+   */
+  serialization?: Serialization;
   /** Run workers as this user (name or uid); needs a root primary. Its primary group unless `group` is given. */
   user?: string | number;
   /** Run workers with this group (name or gid); needs a root primary. */
@@ -118,6 +125,7 @@ export interface SupervisorConfig {
   shutdownTimeout: number;
   readyTimeout: number;
   waitReady: boolean;
+  serialization: Serialization;
   uid: number | undefined;
   gid: number | undefined;
   cpuAffinity: boolean;
@@ -136,7 +144,7 @@ export interface SupervisorConfig {
 
 const OPTION_NAMES = [
   'workers', 'listen', 'script', 'args', 'execArgv', 'env', 'cwd', 'restart', 'shutdownTimeout', 'readyTimeout',
-  'waitReady', 'user', 'group', 'cpuAffinity', 'sockets', 'balance', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
+  'waitReady', 'serialization', 'user', 'group', 'cpuAffinity', 'sockets', 'balance', 'storeCapacity', 'signals', 'exitProcess', 'maxRequestedAddresses',
   'heartbeatTimeout', 'recycle', 'metrics', 'pidFile', 'reapOrphans',
 ] as const;
 export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig {
@@ -166,6 +174,7 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     shutdownTimeout: ms('shutdownTimeout', options.shutdownTimeout, DEFAULT_SHUTDOWN_TIMEOUT_MS),
     readyTimeout: ms('readyTimeout', options.readyTimeout, DEFAULT_READY_TIMEOUT_MS),
     waitReady: options.waitReady === undefined ? false : checkBoolean('waitReady', options.waitReady),
+    serialization: settleSerialization(options.serialization),
     uid,
     gid,
     cpuAffinity,
@@ -183,6 +192,14 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     pidFile: options.pidFile === undefined ? null : resolve(checkString('pidFile', options.pidFile)),
     reapOrphans: options.reapOrphans === undefined ? false : checkBoolean('reapOrphans', options.reapOrphans),
   };
+}
+
+function settleSerialization(serialization: unknown): Serialization {
+  if (serialization === undefined) return 'json';
+  if (!SERIALIZATIONS.includes(serialization as Serialization)) {
+    throw invalidValue('serialization', `must be one of ${SERIALIZATIONS.map((mode) => `'${mode}'`).join(', ')}`, serialization);
+  }
+  return serialization as Serialization;
 }
 
 /** Until the benchmark shows another mode better for every workload (bench/RESULTS.md). */

@@ -13,7 +13,8 @@ import { SocketTable } from './socket-table';
 import { createSteering, stuckAfter, type Steering } from './steering';
 import { monotonicMs } from '../protocol/liveness-record';
 import { inspectorExecArgv, startWorkerProcess } from './worker-launch';
-import { describeExit, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
+import { describeExit, withSend, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
+import { channelClosed, decodeAppMessage, encodeAppMessage, sendCallback } from '../protocol/app-messages';
 import { checkWorkerMessage } from './worker-messages';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
@@ -45,7 +46,7 @@ export class WorkerSlots {
 
   constructor(
     private readonly config: SupervisorConfig,
-    private readonly events: Pick<Supervisor, 'emit'>,
+    private readonly events: Pick<Supervisor, 'emit' | 'listenerCount'>,
     private readonly storeFd: number,
     private readonly onGiveUp: (slot: number, error: Error) => void,
     activated: ActivatedSocket[] = [],
@@ -112,9 +113,14 @@ export class WorkerSlots {
       return this.spawn(slot, replaced);
     } catch (error) {
       if (this.stopping) throw error;
-      const never: Worker = {
+      const never: Worker = withSend({
         id: slot.id, pid: 0, generation: slot.generation, state: 'exited', startedAt: new Date(), restarts: slot.restarts, replaced, exitReason: 'crash',
-      };
+      }, (message, ...args) => {
+        const callback = sendCallback('worker.send()', args);
+        encodeAppMessage(message, this.config.serialization); // throws as for a live worker
+        if (callback) process.nextTick(callback, channelClosed());
+        return false;
+      });
       this.ensureServing(slot, never, null, null); // settled first (out of the group if it backs off), then told
       this.events.emit('spawnfailed', slot.id, error as Error);
       return null;
@@ -233,6 +239,14 @@ export class WorkerSlots {
       case 'metrics': {
         const problem = worker.onMetricsPart(message);
         if (problem) this.misbehaved(worker, problem);
+        break;
+      }
+      case 'message': {
+        // Decoded only for a listener (v8 data is untrusted); unheard, it is dropped, as node:cluster drops it.
+        if (this.events.listenerCount('message') === 0) break;
+        const decoded = decodeAppMessage(message);
+        if ('problem' in decoded) return this.misbehaved(worker, decoded.problem);
+        this.events.emit('message', record, decoded.value);
         break;
       }
     }

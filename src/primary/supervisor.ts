@@ -6,6 +6,7 @@ import { tcpMigrateReq } from '../core/system';
 import { preforkError, type ErrorWithCode } from '../errors';
 import { MAX_TIMEOUT_MS, MAX_WORKERS } from '../limits';
 import type { SocketAddress } from '../protocol/messages';
+import { encodeAppMessage } from '../protocol/app-messages';
 import type { CounterTable } from '../store/counter-table';
 import { CounterStore, openPrimaryRegion, type CounterStoreOptions } from '../store/counter-store';
 import { checkInteger } from '../validate';
@@ -61,7 +62,7 @@ export interface Supervisor {
 /**
  * The primary's supervisor. Start it with supervise(options); it emits the events SupervisorEvents lists: 'fork',
  * 'online', 'listening', 'ready', 'exit', 'restart', 'spawnfailed', 'unresponsive', 'recycle', 'giveup',
- * 'reloading', 'reload', 'reloadfailed', 'scale', 'upgrade' and 'shutdown'. The metrics and systemd observe them.
+ * 'reloading', 'reload', 'reloadfailed', 'scale', 'upgrade', 'message' and 'shutdown'. The metrics and systemd observe them.
  */
 export class Supervisor extends EventEmitter {
   readonly config: SupervisorConfig;
@@ -255,6 +256,16 @@ export class Supervisor extends EventEmitter {
     };
   }
 
+  /**
+   * Sends the message to every live worker (a reload's incoming and draining ones too), as worker.send() would to
+   * each; throws, sending nothing, for a message that cannot be serialised or is too large.
+   */
+  broadcast(message: unknown): void {
+    const workers = this.slots.live();
+    if (workers.length === 0) return void encodeAppMessage(message, this.config.serialization); // still checked
+    for (const worker of workers) worker.record.send(message);
+  }
+
   /** SIGKILL to every worker (a second Ctrl-C). */
   killAll(): void {
     this.slots.killAll();
@@ -319,8 +330,18 @@ export class Supervisor extends EventEmitter {
   }
 }
 
-/** Starts a primary's supervisor. Validation errors throw here, before anything is created. */
+/**
+ * Starts a primary's supervisor. Validation errors throw here, before anything is created. node:cluster's primary
+ * API reflects its workers (cluster.workers, cluster's 'message'), so setupPrimary() of cluster libraries works.
+ */
 export function supervise(options: SupervisorOptions = {}): Supervisor {
+  const supervisor = startSupervisor(options);
+  (require('./cluster-primary') as typeof import('./cluster-primary')).reflectInCluster(supervisor);
+  return supervisor;
+}
+
+/** supervise() without node:cluster's view of the workers: for the zero-code primary, which loads no node:cluster. */
+export function startSupervisor(options: SupervisorOptions = {}): Supervisor {
   if (!platformSupported()) throw unsupportedPlatformError();
   if (isWorker()) throw preforkError('ERR_PREFORK_IN_WORKER', 'supervise() was called in a worker; call it only where isPrimary() is true');
   // The handover first: settling copies process.env into the workers' environment, which must not carry it.

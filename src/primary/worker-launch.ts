@@ -7,7 +7,7 @@ import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus } from '../core/system';
 import { MAX_UNREAD_MESSAGES, MAX_WORKER_FRAMES_PER_SECOND } from '../limits';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SERIALIZATION, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
   FIRST_LISTEN_FD, LIVENESS_FD, STORE_FD,
   type InheritedSocket,
 } from '../protocol/messages';
@@ -16,7 +16,7 @@ import type { SupervisorConfig } from './options';
 import { SYSTEMD_VARIABLES } from './systemd-notify';
 import { ENV_HANDOVER } from './upgrade';
 import { steeringInterval } from './steering';
-import { WorkerProcess, type ExitReason, type Worker } from './worker-process';
+import { withSend, WorkerProcess, type ExitReason, type Worker } from './worker-process';
 
 export interface WorkerLaunch {
   slot: number;
@@ -62,6 +62,7 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
         [ENV_LISTEN]: JSON.stringify(inherited),
         [ENV_SHUTDOWN_TIMEOUT]: String(config.shutdownTimeout),
         [ENV_WAIT_READY]: config.waitReady ? '1' : '0',
+        [ENV_SERIALIZATION]: config.serialization,
         [ENV_CHANNEL_ID]: String(fstatSync(workerEnd).ino),
         // Steered sockets: the steering looks at each worker's beat to find one stuck, and at its open connections.
         [ENV_HEARTBEAT_INTERVAL]: String(config.sockets === 'reuseport' ? Math.min(steeringInterval(config.balance), heartbeatInterval(config.heartbeatTimeout)) : heartbeatInterval(config.heartbeatTimeout)),
@@ -83,13 +84,16 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     closeSync(workerEnd);
     if (livenessFd >= 0) closeSync(livenessFd); // the worker has its copy; ours stays mapped
   }
-  const record: Worker = {
+  let worker: WorkerProcess | null = null;
+  const record: Worker = withSend({
     id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
     replaced: launch.replaced, exitReason: null,
-  };
+  }, (message, ...args) => (worker as WorkerProcess).sendAppMessage(message, args));
   // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach. A
   // flood of frames, or answers it leaves unread (each may hold an fd), ends it too.
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES }), liveness, config);
+  const channel = new ControlChannel(primaryEnd, { fds: false, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES });
+  worker = new WorkerProcess(record, child, channel, liveness, config);
+  return worker;
 }
 
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */

@@ -2,6 +2,7 @@
 // Workers may run someone else's code: a message that is not exactly one of these ends that worker.
 import { MAX_INT } from '../limits';
 import { METRICS_PART_CHARS, type WorkerMessage } from '../protocol/messages';
+import { checkAppMessage } from '../protocol/app-messages';
 
 /** How many listen(0) calls of one worker on one host are told apart (each gets a port of its own). */
 export const MAX_ZERO_PORT_CALLS = 1024;
@@ -49,6 +50,10 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
         return { problem: 'a malformed metrics part' };
       }
       return { message: { type: 'metrics', requestId, part, last } };
+    }
+    case 'message': {
+      const frame = checkAppMessage(fields);
+      return frame ? { message: frame } : { problem: 'a malformed app message' };
     }
     default:
       return { problem: `an unknown message type ${JSON.stringify(fields.type)?.slice(0, 40)}` };

@@ -9,6 +9,7 @@ import { MAX_METRICS_BYTES, MAX_WARNED_METRIC_NAMES, WORKER_ANSWER_TIMEOUT_MS } 
 import { parseWorkerMetrics, type MetricJSON, type WorkerMetrics } from './app-metrics';
 import type { PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import { monotonicMs, type LivenessRecord } from '../protocol/liveness-record';
+import { channelClosed, encodeAppMessage, sendCallback, type Serialization } from '../protocol/app-messages';
 import type { SupervisorConfig } from './options';
 
 export type WorkerState = 'starting' | 'online' | 'listening' | 'ready' | 'stopping' | 'exited';
@@ -36,9 +37,21 @@ export interface Worker {
   readonly replaced: ExitReason | null;
   /** Why it exited or is stopping; null while it serves. */
   exitReason: ExitReason | null;
+  /**
+   * Sends the worker a message, its process 'message' event, as node:cluster's worker.send(message[, sendHandle][,
+   * options][, callback]): no handles; the callback gets null once it left, or ERR_IPC_CHANNEL_CLOSED. Returns false
+   * (and sends nothing) once the worker's channel closed. Throws for a message that cannot be serialised or is
+   * larger than 47 KiB serialised. Not enumerable: not in stats(), not in JSON.
+   */
+  readonly send: (message: unknown, ...args: unknown[]) => boolean;
 }
 
-export interface WorkerStats extends Worker {
+/** Gives a worker record its send(), not enumerable (a record is spread into stats and printed). */
+export function withSend(record: Omit<Worker, 'send'>, send: Worker['send']): Worker {
+  return Object.defineProperty(record, 'send', { value: send, enumerable: false }) as Worker;
+}
+
+export interface WorkerStats extends Omit<Worker, 'send'> {
   /** process.memoryUsage() (heap included), asked over the channel; null if it did not answer in time. */
   memory: NodeJS.MemoryUsage | null;
   connections: number | null;
@@ -79,6 +92,7 @@ export class WorkerProcess {
   /** Its maxRequests with its own jitter; 0: no limit. */
   readonly requestLimit: number;
   private readonly shutdownTimeout: number;
+  private readonly serialization: Serialization;
 
   constructor(
     readonly record: Worker,
@@ -89,6 +103,7 @@ export class WorkerProcess {
     config: SupervisorConfig,
   ) {
     this.shutdownTimeout = config.shutdownTimeout;
+    this.serialization = config.serialization;
     const { maxRequests, maxRequestsJitter } = config.recycle;
     this.requestLimit = maxRequests > 0 ? maxRequests + randomInt(0, maxRequestsJitter + 1) : 0;
     const { readyTimeout } = config;
@@ -169,6 +184,19 @@ export class WorkerProcess {
     this.killDeadline = Date.now() + timeout;
     clearTimeout(this.killTimer);
     this.killTimer = setTimeout(() => this.child.kill('SIGKILL'), timeout);
+  }
+
+  /** The app's message to this worker (its record's send()). */
+  sendAppMessage(message: unknown, args: unknown[]): boolean {
+    const callback = sendCallback('worker.send()', args);
+    const frame = encodeAppMessage(message, this.serialization);
+    if (this.channel.closed) {
+      if (callback) process.nextTick(callback, channelClosed());
+      return false;
+    }
+    this.channel.send(frame satisfies PrimaryMessage);
+    if (callback) void this.channel.flushed().then(() => callback(this.channel.closed ? channelClosed() : null));
+    return true;
   }
 
   /** Its record, its liveness, RSS, and memory and open connections asked over the channel (nulls if it does not answer in time). */

@@ -1,4 +1,5 @@
 // What the primary and a worker say to each other: the worker's environment and the control-channel messages.
+import type { AppMessageFrame } from './app-messages';
 
 /** The fds a worker finds its control channel, the counter store and its liveness record on; listen sockets follow. */
 export const CHANNEL_FD = 3;
@@ -12,6 +13,8 @@ export const ENV_GENERATION = 'PREFORK_WORKER_GENERATION';
 export const ENV_LISTEN = 'PREFORK_WORKER_SOCKETS'; // JSON: InheritedSocket[]
 export const ENV_SHUTDOWN_TIMEOUT = 'PREFORK_WORKER_SHUTDOWN_TIMEOUT';
 export const ENV_WAIT_READY = 'PREFORK_WORKER_WAIT_READY';
+/** How the app's messages are serialised: 'json' or 'advanced' (supervise()'s `serialization`). */
+export const ENV_SERIALIZATION = 'PREFORK_WORKER_SERIALIZATION';
 /** The inode of the worker's channel socket: fd 3 must be that very socket, not any socketpair from the parent. */
 export const ENV_CHANNEL_ID = 'PREFORK_WORKER_CHANNEL';
 /** The counter store's capacity, when the primary shares one on STORE_FD. */
@@ -62,7 +65,9 @@ export type WorkerMessage =
    * The app's prom-client metrics (getMetricsAsJSON() as JSON text), in parts that each fit a frame; `last`
    * ends it. requestId 0: sent unasked by a draining worker, its final counts.
    */
-  | { type: 'metrics'; requestId: number; part: string; last: boolean };
+  | { type: 'metrics'; requestId: number; part: string; last: boolean }
+  /** The app's process.send(message) (app-messages.ts). */
+  | AppMessageFrame;
 
 export interface SerializedError {
   message: string;
@@ -80,4 +85,6 @@ export type PrimaryMessage =
   | { type: 'metrics'; requestId: number }
   /** The slot's socket for an address, sent with its fd (`socket.fd` is then the received fd's number). */
   | { type: 'socket'; requestId: number; socket: InheritedSocket }
-  | { type: 'socket-error'; requestId: number; error: SerializedError };
+  | { type: 'socket-error'; requestId: number; error: SerializedError }
+  /** worker.send(message) or broadcast() in the primary: the worker's process 'message' event. */
+  | AppMessageFrame;

@@ -6,7 +6,7 @@ import { preforkError } from '../errors';
 import { addressMatches, type ListenConfig } from '../protocol/address';
 import type { InheritedSocket, PrimaryMessage, WorkerMessage } from '../protocol/messages';
 import { debug } from '../debug';
-import { context, send, type WorkerContext } from './context';
+import { context, holdChannel, send, type WorkerContext } from './context';
 import { track } from './shutdown';
 import { countServed } from './heartbeat';
 
@@ -79,14 +79,14 @@ function notRunning(address: ListenConfig): Error {
 function requestSocket(worker: WorkerContext, address: ListenConfig, zeroPortCall: number): Promise<InheritedSocket> {
   if (worker.channel.closed) return Promise.reject(preforkError('ERR_PREFORK_CHANNEL_CLOSED', 'The primary is gone: no socket to listen on'));
   const requestId = nextRequestId++;
-  worker.channel.ref(); // the channel is unref'd: without this, a worker waiting for its socket would exit
+  holdChannel(worker, 'socket requests', true); // the channel is unref'd: without this, a worker waiting for its socket would exit
   return new Promise<InheritedSocket>((resolve, reject) => {
     socketRequests.set(requestId, { resolve, reject });
     worker.channel.send({
       type: 'socket', requestId, host: address.host ?? null, port: address.port, ipv6Only: address.ipv6Only, backlog: address.backlog, zeroPortCall,
     } satisfies WorkerMessage);
   }).finally(() => {
-    if (socketRequests.size === 0) worker.channel.unref();
+    if (socketRequests.size === 0) holdChannel(worker, 'socket requests', false);
   });
 }
 

@@ -3,10 +3,11 @@ import { fstatSync } from 'node:fs';
 import type net from 'node:net';
 import { ControlChannel } from '../core/channel';
 import type { LivenessRecord } from '../protocol/liveness-record';
+import type { Serialization } from '../protocol/app-messages';
 import { debug } from '../debug';
 import { native } from '../core/binding';
 import {
-  CHANNEL_FD, ENV_CHANNEL_ID, ENV_DESCENDANT_OF, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, LIVENESS_FD, STORE_FD,
+  CHANNEL_FD, ENV_CHANNEL_ID, ENV_DESCENDANT_OF, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SERIALIZATION, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID, LIVENESS_FD, STORE_FD,
   type InheritedSocket, type WorkerMessage,
 } from '../protocol/messages';
 
@@ -36,6 +37,10 @@ export interface WorkerContext {
   shutdownHandlers: Array<() => unknown>;
   /** Set once its shutdown began: its inherited sockets are closed, and a listen() is refused. */
   shuttingDown: boolean;
+  /** How the app's messages are serialised (supervise()'s `serialization`). */
+  serialization: Serialization;
+  /** What keeps the event loop alive through the (unref'd) channel: pending socket requests, the app's message listeners. */
+  channelHolds: Set<string>;
 }
 
 /** When the native watchdog kills an orphaned worker (its primary died) whose JavaScript is stuck. */
@@ -76,8 +81,10 @@ export function context(): WorkerContext | null {
     upgraded: new Map(),
     shutdownHandlers: [],
     shuttingDown: false,
+    serialization: process.env[ENV_SERIALIZATION] === 'advanced' ? 'advanced' : 'json',
+    channelHolds: new Set(),
   };
-  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE, ENV_HEARTBEAT_INTERVAL]) {
+  for (const name of [ENV_WORKER_ID, ENV_GENERATION, ENV_LISTEN, ENV_SERIALIZATION, ENV_SHUTDOWN_TIMEOUT, ENV_WAIT_READY, ENV_CHANNEL_ID, ENV_STORE, ENV_HEARTBEAT_INTERVAL]) {
     delete process.env[name];
   }
   process.env[ENV_DESCENDANT_OF] = String(process.pid);
@@ -96,6 +103,14 @@ export function context(): WorkerContext | null {
 export function send(message: WorkerMessage, fds?: number[]): void {
   const worker = context();
   if (worker && !worker.channel.closed) worker.channel.send(message, fds);
+}
+
+/** The channel keeps the event loop alive while anything holds it. */
+export function holdChannel(worker: WorkerContext, holder: string, held: boolean): void {
+  if (held) worker.channelHolds.add(holder);
+  else worker.channelHolds.delete(holder);
+  if (worker.channelHolds.size > 0) worker.channel.ref();
+  else worker.channel.unref();
 }
 
 /** True in a process started by a prefork primary (with a real control channel to it). */

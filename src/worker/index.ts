@@ -9,6 +9,7 @@ import { context, openConnections, send } from './context';
 import { beforeAppsTurn, onShutdownSignal, shutdown } from './shutdown';
 import { startHeartbeat } from './heartbeat';
 import { sendMetrics } from './metrics';
+import { deliverAppMessage, installProcessSend } from './app-messages';
 
 export { adopt, serverErrors } from './adopt';
 export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
@@ -25,6 +26,7 @@ function listenToPrimary(): void {
   worker.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
     if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(worker, message, fds);
     for (const fd of fds) closeSync(fd);
+    if (message.type === 'message') return deliverAppMessage(message);
     // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot. The app's listeners
     // get SIGTERM, as a stop under plain Node would give them.
     if (message.type === 'shutdown') shutdown('SIGTERM', message.timeout + SELF_EXIT_MARGIN_MS);
@@ -46,6 +48,7 @@ function listenToPrimary(): void {
     if (shutdown('SIGTERM', worker.shutdownTimeout + SELF_EXIT_MARGIN_MS)) send({ type: 'stopping', signal: 'SIGTERM' });
   });
   startHeartbeat(worker);
+  installProcessSend(worker);
   send({ type: 'online' });
 }
 

@@ -1,9 +1,9 @@
 // Register mode, in a worker: every TCP listen() of any net.Server (http, https, http2, net, frameworks)
-// is served from the primary's per-slot socket for that address. Also PM2's process.send('ready').
+// is served from the primary's per-slot socket for that address. (process.send, PM2's 'ready' too: worker/app-messages.ts.)
 import net from 'node:net';
 import { debug } from '../debug';
 import { formatAddress, listenConfig, type ListenConfig } from '../protocol/address';
-import { adopt, ready, serverErrors, waitReadyWanted, workerId } from '../worker';
+import { adopt, serverErrors, workerId } from '../worker';
 import { logPrefixWanted, prefixOutput } from './log-prefix';
 
 const originalListen = net.Server.prototype.listen;
@@ -130,24 +130,9 @@ function interceptedClose(this: net.Server, callback?: (error?: Error) => void):
   return originalClose.call(this);
 }
 
-/**
- * PM2's habit: process.send('ready') means ready() where there is no IPC channel to send on. Only with
- * wait-ready: libraries take `typeof process.send === 'function'` for an IPC parent.
- */
-function acceptPm2Ready(): void {
-  if (typeof process.send === 'function' || !waitReadyWanted()) return;
-  process.send = ((message: unknown, ...rest: unknown[]) => {
-    if (message === 'ready') ready();
-    const callback = rest.find((argument) => typeof argument === 'function') as (() => void) | undefined;
-    if (callback) process.nextTick(callback);
-    return true;
-  }) as unknown as typeof process.send;
-}
-
 export function interceptListens(): void {
   if (net.Server.prototype.listen === interceptedListen) return;
   net.Server.prototype.listen = interceptedListen as typeof net.Server.prototype.listen;
   net.Server.prototype.close = interceptedClose;
-  acceptPm2Ready();
   if (logPrefixWanted()) prefixOutput(workerId());
 }

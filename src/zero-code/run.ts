@@ -2,11 +2,12 @@
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { SupervisorOptions } from '../primary/options';
-import { describeExit, supervise, type Supervisor } from '../primary/supervisor';
+import { describeExit, startSupervisor, type Supervisor } from '../primary/supervisor';
 import { ENV_HANDOVER } from '../primary/upgrade';
 import { formatAddress } from '../protocol/address';
 import { ENV_DESCENDANT_OF } from '../protocol/messages';
 import { unknownVariableWarnings } from './env-options';
+import { relaySocketIoAdapter } from './socket-io-relay';
 import { reloadOnChange, WATCHED_EXTENSIONS } from './watch';
 
 /**
@@ -37,7 +38,8 @@ const isInternalVariable = (name: string): boolean =>
  */
 export function runApp(options: SupervisorOptions, { watch }: { watch?: string } = {}): Supervisor {
   for (const line of unknownVariableWarnings(process.env, isInternalVariable)) log(line);
-  const supervisor = supervise({ signals: true, exitProcess: true, reapOrphans: true, ...options });
+  const supervisor = startSupervisor({ signals: true, exitProcess: true, reapOrphans: true, ...options });
+  relaySocketIoAdapter(supervisor); // as setupPrimary() would: no app code runs here to call it
   const pids = () => supervisor.workers.map((worker) => worker.pid).join(', ');
   const addresses = () => supervisor.addresses.map(({ host, port }) => formatAddress(host, port)).join(', ');
   supervisor.ready().then(

@@ -10,6 +10,7 @@ import { DEFAULT_BALANCE, type SupervisorOptions } from '../primary/options';
 import { RESTART_DEFAULTS } from '../primary/restart-policy';
 import { BALANCE_MODES } from '../primary/steering';
 import { parseListenAddress } from '../protocol/address';
+import { SERIALIZATIONS } from '../protocol/app-messages';
 import { ENV_LOG_PREFIX } from './log-prefix';
 import { parseDurationText, parseIntegerText, parseSizeText, parseSwitchText } from '../validate';
 
@@ -161,6 +162,10 @@ export const SETTINGS: readonly Setting[] = [
   {
     flag: 'wait-ready', variable: 'PREFORK_WAIT_READY', option: 'waitReady', kind: SWITCH, default: 'off',
     description: "a worker is ready only once it calls process.send('ready') or prefork's ready()",
+  },
+  {
+    flag: 'serialization', variable: 'PREFORK_SERIALIZATION', option: 'serialization', kind: choice(SERIALIZATIONS), default: 'json',
+    description: "how process.send() messages are serialised, as node:cluster's: json, or advanced (v8.serialize: Map, Date, BigInt, Buffer…)",
   },
   { flag: 'user', variable: 'PREFORK_USER', option: 'user', kind: freeText('USER', 'a user name or uid'), default: 'unchanged', description: 'run workers as this user (a root primary); its group unless --group' },
   { flag: 'group', variable: 'PREFORK_GROUP', option: 'group', kind: freeText('GROUP', 'a group name or gid'), default: 'unchanged', description: 'run workers with this group (a root primary)' },
