@@ -1,4 +1,5 @@
 // The worker slots: which process serves each slot, what its messages mean, and its restart after a crash.
+import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
 import { SIGNAL_RESTART_DELAY_MS } from '../limits';
@@ -15,6 +16,7 @@ import { monotonicMs } from '../protocol/liveness-record';
 import { inspectorExecArgv, startWorkerProcess } from './worker-launch';
 import { describeExit, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { checkWorkerMessage } from './worker-messages';
+import { ConnectionHandovers } from './handovers';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
 export interface Slot {
@@ -42,6 +44,8 @@ export class WorkerSlots {
   private workersStarted = 0;
   /** Answers a worker's listen() on an address it did not inherit. */
   private readonly socketRequests: SocketRequests;
+  /** Forwards a connection a worker hands over to the worker owning its engine.io session. */
+  private readonly handovers: ConnectionHandovers;
 
   constructor(
     private readonly config: SupervisorConfig,
@@ -64,6 +68,10 @@ export class WorkerSlots {
       const slot = this.list[worker.record.id];
       return slot !== undefined && (slot.worker === worker || slot.incoming === worker);
     });
+    this.handovers = new ConnectionHandovers(this.sockets, (id, address) => {
+      const worker = this.list[id]?.worker;
+      return worker && worker.record.exitReason === null && worker.record.state !== 'exited' && worker.adopted.has(address) ? worker : null;
+    }, (worker, problem) => this.misbehaved(worker, problem));
   }
 
   /**
@@ -136,9 +144,13 @@ export class WorkerSlots {
       config: this.config,
     });
     this.processes.set(worker.record, worker);
-    worker.channel.on('message', (message: unknown) => {
+    // The channel takes at most one fd per frame, and only a handover may carry it.
+    worker.channel.on('message', (message: unknown, fds: number[]) => {
       const checked = checkWorkerMessage(message);
-      if ('problem' in checked) this.misbehaved(worker, checked.problem);
+      if ('problem' in checked || (fds.length > 0 && checked.message.type !== 'handover')) {
+        for (const fd of fds) closeSync(fd);
+        this.misbehaved(worker, 'problem' in checked ? checked.problem : `an fd with a '${checked.message.type}' message`);
+      } else if (checked.message.type === 'handover') this.handovers.forward(worker, checked.message, fds);
       else this.onMessage(worker, checked.message);
     });
     worker.channel.on('error', (error: Error) => this.misbehaved(worker, error.message));

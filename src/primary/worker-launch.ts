@@ -86,8 +86,9 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
     replaced: launch.replaced, exitReason: null,
   };
-  // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach.
-  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: false }), liveness, config);
+  // A worker sends the primary at most one fd per frame, and only with a handover (see handovers.ts): more never
+  // enter our fd table, and end it as a protocol breach.
+  return new WorkerProcess(record, child, new ControlChannel(primaryEnd, { fds: 1 }), liveness, config);
 }
 
 /** How often a worker beats: a tenth of the timeout, so a stuck loop is seen within 10% of it; at most every second. */

@@ -62,7 +62,12 @@ export type WorkerMessage =
    * The app's prom-client metrics (getMetricsAsJSON() as JSON text), in parts that each fit a frame; `last`
    * ends it. requestId 0: sent unasked by a draining worker, its final counts.
    */
-  | { type: 'metrics'; requestId: number; part: string; last: boolean };
+  | { type: 'metrics'; requestId: number; part: string; last: boolean }
+  /**
+   * Sent with one fd, a connection accepted on address `index` whose engine.io session belongs to slot `slot`:
+   * the primary forwards it there. `bytes`: what this worker already read from it (base64).
+   */
+  | { type: 'handover'; slot: number; index: number; bytes: string };
 
 export interface SerializedError {
   message: string;
@@ -80,4 +85,6 @@ export type PrimaryMessage =
   | { type: 'metrics'; requestId: number }
   /** The slot's socket for an address, sent with its fd (`socket.fd` is then the received fd's number). */
   | { type: 'socket'; requestId: number; socket: InheritedSocket }
-  | { type: 'socket-error'; requestId: number; error: SerializedError };
+  | { type: 'socket-error'; requestId: number; error: SerializedError }
+  /** Another worker's connection on address `index` for one of this worker's engine.io sessions, sent with its fd. */
+  | { type: 'handover'; index: number; bytes: string };

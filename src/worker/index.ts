@@ -8,6 +8,7 @@ import { context, openConnections, send } from './context';
 import { beforeAppsTurn, onShutdownSignal, shutdown } from './shutdown';
 import { startHeartbeat } from './heartbeat';
 import { sendMetrics } from './metrics';
+import { onHandover, stickySessions } from './sticky';
 
 export { adopt, serverErrors } from './adopt';
 export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
@@ -23,6 +24,7 @@ function listenToPrimary(): void {
   if (!worker || worker.channel.listenerCount('message') > 0) return;
   worker.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
     if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(worker, message, fds);
+    if (message.type === 'handover') return onHandover(worker, message, fds);
     for (const fd of fds) closeSync(fd);
     // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot. The app's listeners
     // get SIGTERM, as a stop under plain Node would give them.
@@ -41,6 +43,7 @@ function listenToPrimary(): void {
     if (onShutdownSignal(signal, worker.shutdownTimeout + SELF_EXIT_MARGIN_MS)) send({ type: 'stopping', signal });
   });
   startHeartbeat(worker);
+  stickySessions(worker);
   send({ type: 'online' });
 }
 
