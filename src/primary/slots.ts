@@ -68,9 +68,11 @@ export class WorkerSlots {
       const slot = this.list[worker.record.id];
       return slot !== undefined && (slot.worker === worker || slot.incoming === worker);
     });
+    // During a reload the slot's incoming worker makes the slot's new sessions; the old one's are about to end.
     this.handovers = new ConnectionHandovers(this.sockets, (id, address) => {
-      const worker = this.list[id]?.worker;
-      return worker && worker.record.exitReason === null && worker.record.state !== 'exited' && worker.adopted.has(address) ? worker : null;
+      const slot = this.list[id];
+      return [slot?.incoming, slot?.worker].find((worker): worker is WorkerProcess =>
+        !!worker && worker.record.exitReason === null && worker.record.state !== 'exited' && worker.adopted.has(address)) ?? null;
     }, (worker, problem) => this.misbehaved(worker, problem));
   }
 

@@ -62,6 +62,10 @@ export function stickySessions(worker: WorkerContext): void {
   const loader = Module as unknown as { _load: (request: string, ...rest: unknown[]) => unknown; [PATCHED]?: boolean };
   if (loader[PATCHED]) return;
   loader[PATCHED] = true;
+  // An app that loaded engine.io before prefork (supervise() or listen() required after socket.io).
+  for (const [file, loaded] of Object.entries(require.cache)) {
+    if (/[\\/]engine\.io[\\/]build[\\/]engine\.io\.js$/.test(file)) patchEngine(worker, loaded?.exports);
+  }
   const load = loader._load;
   loader._load = function (this: unknown, request: string, ...rest: unknown[]) {
     const exports = load.call(this, request, ...rest);
