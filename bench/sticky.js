@@ -146,6 +146,7 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 
 async function main() {
   const started = Date.now();
+  const loadAtStart = os.loadavg()[0];
   const results = new Map(); // workload -> checkout -> runs
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? CHECKOUTS : [...CHECKOUTS].reverse();
@@ -164,7 +165,8 @@ async function main() {
     for (const checkout of CHECKOUTS) {
       const runs = results.get(workload.name).get(checkout.label);
       const failed = runs.reduce((sum, run) => sum + run.failed, 0);
-      rows.push(`| ${workload.name} | ${checkout.label} | ${workload.workers} | ${median(runs.map((run) => run.rps)).toFixed(0)} | ${median(runs.map((run) => run.p50)).toFixed(2)} | ${median(runs.map((run) => run.p99)).toFixed(2)} | ${failed} |`);
+      const rps = runs.map((run) => run.rps);
+      rows.push(`| ${workload.name} | ${checkout.label} | ${workload.workers} | ${median(rps).toFixed(0)} | ${Math.min(...rps).toFixed(0)}–${Math.max(...rps).toFixed(0)} | ${median(runs.map((run) => run.p50)).toFixed(2)} | ${median(runs.map((run) => run.p99)).toFixed(2)} | ${failed} |`);
     }
   }
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
@@ -174,13 +176,13 @@ async function main() {
     'Produced by `bench/sticky.js`; do not edit by hand, re-run the command below instead.',
     '',
     `- Command (from the package root): \`node bench/sticky.js${args.against ? ` --against ${args.against}` : ''} --duration ${DURATION} --rounds ${ROUNDS} --connections ${CONNECTIONS} --write\``,
-    `- Date: ${new Date().toISOString()}; total time ${Math.round((Date.now() - started) / 1000)} s`,
+    `- Date: ${new Date().toISOString()}; total time ${Math.round((Date.now() - started) / 1000)} s; load average (1 min) ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end (a shared machine: compare the ranges, not single figures)`,
     `- Machine: ${cpu}, ${os.cpus().length} CPUs, ${os.platform()} ${os.release()}; Node ${process.version}; wrk on the same machine over ${HOST}`,
     `- \`node -r prefork/register\` of bench/apps/hello.js and test/fixtures/apps/compat/socket-io-sticky.js (socket.io's defaults; GET / is answered by the app's own handler, behind engine.io's path check). ${args.against ? `"without": the checkout at ${args.against}; ` : ''}"with": this checkout. ${ROUNDS} measured wrk runs of ${DURATION} s per contender and workload (after a 2 s warm-up per start), contenders alternated; medians. ${CONNECTIONS} connections, one wrk thread each; in the polling workloads each connection POSTs engine.io 'pong' packets ("3") to a session of its own (handshaken first), keep-alive.`,
     '- With 1 worker every request is on its own session\'s worker: the feature\'s whole cost is the sid check in front of engine.io. With 2 workers under "without", about half the sessions live on the other worker: those requests fail (400 "Session ID unknown", counted as failed); "with" hands each such connection over once.',
     '',
-    '| workload | prefork | workers | req/s | p50 (ms) | p99 (ms) | failed |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
+    '| workload | prefork | workers | req/s (median) | req/s (min–max) | p50 (ms) | p99 (ms) | failed |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
   ].join('\n');
   process.stdout.write(`${report}\n`);

@@ -3,7 +3,7 @@
 // so no client sees "Session ID unknown". The app (test/fixtures/apps/compat/socket-io-sticky.js) never requires prefork.
 import { io as connect, type Socket } from 'socket.io-client';
 import { app, AppRun, stopAllApps } from './apps';
-import { get, waitFor } from './helpers';
+import { fixture, get, waitFor } from './helpers';
 
 afterEach(stopAllApps);
 
@@ -63,6 +63,21 @@ test("default transports under the default balance: every client connects, upgra
     expect(run.matches(/^ENGINE_ERROR .*$/gm).map((line) => line[0])).toEqual([]);
   } finally {
     disconnectAll([...clients, ...polling]);
+  }
+});
+
+test('an app that loads socket.io before prefork and serves with listen(): polling clients on both workers, no errors', async () => {
+  const run = new AppRun([fixture('socket-io-listen.js')]);
+  const { port, pids } = await run.listening(2);
+  const clients = await connectAll(port, { transports: ['polling'], reconnection: false });
+  try {
+    const servedBy = new Set<number>();
+    for (let round = 0; round < 3; round++) for (const pid of await Promise.all(clients.map((client) => client.whoami()))) servedBy.add(pid);
+    expect([...servedBy].sort()).toEqual([...pids].sort());
+    expect(clients.flatMap((client) => client.problems)).toEqual([]);
+    expect(run.matches(/^ENGINE_ERROR .*$/gm).map((line) => line[0])).toEqual([]);
+  } finally {
+    disconnectAll(clients);
   }
 });
 
