@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark in bench/, one after the other, each writing its section of bench/RESULTS.md.
 //
 // Usage: node bench/index.js [--quick] [--no-write] [any bench/http.js option]
-//   --quick      short runs: the HTTP benchmark in about 2 minutes, then spawn.js, store.js, soak.js, steering.js and startup.js in their quick modes
+//   --quick      short runs: the HTTP benchmark in about 2 minutes, then spawn.js, store.js, soak.js, steering.js, startup.js and sticky.js in their quick modes
 //   --no-write   print only; leave bench/RESULTS.md and bench/results.svg as they are
 // Other options go to bench/http.js (see its header), e.g. `npm run bench -- --duration 10 --rounds 5`.
 'use strict';
@@ -30,5 +30,6 @@ const statuses = [
   run('soak.js', quick ? ['--quick'] : [], ['--expose-gc']),
   run('steering.js', quick ? ['--connections', '100'] : []),
   run('startup.js', quick ? ['--quick'] : []),
+  run('sticky.js', quick ? ['--rounds', '1', '--duration', '2'] : []),
 ];
 process.exitCode = statuses.find((status) => status !== 0) ?? 0;

@@ -79,7 +79,7 @@ Napi::Value CreateListenSocket(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// inspectSocket(fd) -> { family, stream, listening, reusePort, host, port }
+// inspectSocket(fd) -> { family, stream, listening, reusePort, host, port, connected }
 Napi::Value InspectSocket(const Napi::CallbackInfo& info) {
   prefork::SocketInfo socket;
   Failure failure = prefork::inspect_socket(IntArgument(info, 0), &socket);
@@ -91,6 +91,7 @@ Napi::Value InspectSocket(const Napi::CallbackInfo& info) {
   result.Set("reusePort", Napi::Boolean::New(info.Env(), socket.reuse_port));
   result.Set("host", Napi::String::New(info.Env(), socket.host));
   result.Set("port", Napi::Number::New(info.Env(), socket.port));
+  result.Set("connected", Napi::Boolean::New(info.Env(), socket.connected));
   return result;
 }
 
@@ -274,15 +275,15 @@ Napi::Value ChannelSend(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(sent));
 }
 
-// channelRecv(fd, buffer, takeFds) -> null when nothing is waiting, else [bytes (0: peer closed), fds, truncated]
+// channelRecv(fd, buffer, maxFds) -> null when nothing is waiting, else [bytes (0: peer closed), fds, truncated]
 Napi::Value ChannelRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = IntArgument(info, 0);
   Napi::Buffer<char> buffer = info[1].As<Napi::Buffer<char>>();
-  bool take_fds = info[2].ToBoolean().Value();
+  int max_fds = IntArgument(info, 2);
   std::vector<int> fds;
   bool truncated = false;
-  ssize_t got = prefork::channel_recv(fd, buffer.Data(), buffer.Length(), take_fds, &fds, &truncated);
+  ssize_t got = prefork::channel_recv(fd, buffer.Data(), buffer.Length(), static_cast<size_t>(max_fds < 0 ? 0 : max_fds), &fds, &truncated);
   if (got == -EAGAIN || got == -EWOULDBLOCK) return env.Null();
   if (got < 0) throw SystemError(env, static_cast<int>(got), "recvmsg");
   Napi::Array fd_list = Napi::Array::New(env, fds.size());

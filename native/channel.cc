@@ -18,8 +18,10 @@
 namespace prefork {
 
 namespace {
+// The most fds one read takes: a frame carries at most 32 (MAX_FDS_PER_MESSAGE), and one read never takes the
+// fds of two sendmsg calls.
 constexpr size_t kMaxFdsPerRead = 64;
-}
+}  // namespace
 
 int set_cloexec(int fd) {
   int flags = fcntl(fd, F_GETFD);
@@ -83,25 +85,27 @@ ssize_t channel_send(int fd, const char* data, size_t length, const std::vector<
   return sent < 0 ? -errno : sent;
 }
 
-ssize_t channel_recv(int fd, char* data, size_t length, bool take_fds, std::vector<int>* fds, bool* truncated) {
+ssize_t channel_recv(int fd, char* data, size_t length, size_t max_fds, std::vector<int>* fds, bool* truncated) {
   iovec io{data, length};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerRead)];
+  if (max_fds > kMaxFdsPerRead) max_fds = kMaxFdsPerRead;
   msghdr message;
   memset(&message, 0, sizeof(message));
   message.msg_iov = &io;
   message.msg_iovlen = 1;
   // Without a control buffer the kernel drops the fds and sets MSG_CTRUNC: a peer that may send none cannot
-  // put a single one into our fd table, not even for the moment until we would close it.
-  if (take_fds) {
+  // put a single one into our fd table, not even for the moment until we would close it. A buffer for max_fds
+  // (rounded up to the alignment: one more on 64-bit Linux when max_fds is odd) bounds what one read installs.
+  if (max_fds > 0) {
     message.msg_control = control;
-    message.msg_controllen = sizeof(control);
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * max_fds);
   }
   ssize_t got;
   do got = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   while (got < 0 && errno == EINTR);
   if (got < 0) return -errno;
   *truncated = (message.msg_flags & MSG_CTRUNC) != 0;
-  if (!take_fds) return got;
+  if (max_fds == 0) return got;
   for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr; header = CMSG_NXTHDR(&message, header)) {
     if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);

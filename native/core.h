@@ -42,6 +42,7 @@ struct SocketInfo {
   bool reuse_port = false;
   std::string host;  // numeric
   int port = 0;
+  bool connected = false;  // it has a peer (getpeername)
 };
 Failure inspect_socket(int fd, SocketInfo* out);
 
@@ -121,10 +122,10 @@ int reap(pid_t pid, ExitStatus* status);
 Failure socket_pair(int fds[2]);
 // Bytes sent (>= 0) or -errno (-EAGAIN when the socket buffer is full). fds ride with the first byte.
 ssize_t channel_send(int fd, const char* data, size_t length, const std::vector<int>& fds);
-// Bytes read (0: peer closed) or -errno; received fds (CLOEXEC) are appended to fds. With take_fds false no fd is
-// ever installed in this process (the kernel drops them). *truncated: the peer sent fds that were dropped
-// (more than one read takes, or any at all without take_fds).
-ssize_t channel_recv(int fd, char* data, size_t length, bool take_fds, std::vector<int>* fds, bool* truncated);
+// Bytes read (0: peer closed) or -errno; received fds (CLOEXEC) are appended to fds, at most max_fds (rounded up
+// to the control buffer's alignment). With max_fds 0 no fd is ever installed in this process (the kernel drops
+// them). *truncated: the peer sent fds that were dropped (more than one read takes, or any at all with max_fds 0).
+ssize_t channel_recv(int fd, char* data, size_t length, size_t max_fds, std::vector<int>* fds, bool* truncated);
 int set_cloexec(int fd);
 int dup_cloexec(int fd);
 // Pid of the process that created the peer end of a Unix socket (SO_PEERCRED), or -errno.

@@ -110,6 +110,9 @@ Failure inspect_socket(int fd, SocketInfo* out) {
     out->family = 0;  // not an IP socket (AF_UNIX…)
   }
   out->host = host;
+  sockaddr_storage peer;
+  socklen_t peer_length = sizeof(peer);
+  out->connected = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) == 0;
   return {};
 }
 

@@ -29,6 +29,14 @@ export const MAX_UNREAD_MESSAGES = 1024;
 /** The largest app message (process.send, worker.send): JSON text or v8 bytes; in base64 it still fits one frame. */
 export const MAX_MESSAGE_BYTES = 47 * 1024;
 
+/**
+ * A connection handed to another worker (engine.io sticky sessions) carries at most this many bytes already read:
+ * base64 of it fits a frame. A longer request is answered by engine.io where it landed ("Session ID unknown").
+ */
+export const MAX_HANDOVER_BYTES = 45 * 1024;
+/** Connections one worker may hand over per second; the primary closes the rest (their clients reconnect). */
+export const MAX_HANDOVERS_PER_SECOND = 2000;
+
 /** A worker that shut down on a signal of its own is replaced this late at the soonest (ms): the primary may get the same signal. */
 export const SIGNAL_RESTART_DELAY_MS = 250;
 

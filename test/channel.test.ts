@@ -155,6 +155,32 @@ test('a channel that takes no fds (the primary\'s end of a worker\'s) never inst
   expect(openFds().size).toBe(before - 1); // the channel's own fd
 });
 
+test("a channel that takes one fd per frame (the primary's end of a worker's: handovers) passes one, and is cut off by a frame with 64", async () => {
+  const [a, b] = createChannelPair();
+  const left = new ControlChannel(a);
+  const right = new ControlChannel(b, { fds: 1 });
+  channels.push(left, right);
+  const before = openFds().size;
+  const [message, fds] = await new Promise<[unknown, number[]]>((resolve) => {
+    right.once('message', (...args) => resolve(args as [unknown, number[]]));
+    left.send({ type: 'handover' }, [0]);
+  });
+  expect(message).toEqual({ type: 'handover' });
+  expect(fds).toHaveLength(1);
+  closeSync(fds[0]);
+  const failed = new Promise<Error>((resolve) => right.once('error', resolve));
+  let mostOpen = 0;
+  right.on('message', (_message, received: number[]) => {
+    mostOpen = Math.max(mostOpen, openFds().size - before);
+    received.forEach((fd) => closeSync(fd));
+  });
+  sendRawFrame(left.fd, 'ready', 1, Array(64).fill(0));
+  expect(await failed).toMatchObject({ code: 'ERR_PREFORK_CHANNEL_PROTOCOL', message: expect.stringMatching(/more than 1 fds in one frame/) });
+  expect(mostOpen).toBeLessThanOrEqual(2);
+  expect(openFds().size).toBe(before - 1); // the channel's own fd
+  expect(() => new ControlChannel(0, { fds: 33 })).toThrow(/fds/);
+});
+
 test('closing one end emits close on the other (EOF)', async () => {
   const [left, right] = pair();
   const closed = new Promise((resolve) => right.once('close', resolve));

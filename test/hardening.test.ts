@@ -266,6 +266,24 @@ describe('faults', () => {
     expect(answeredBy).toContain(String(workers.find((worker) => worker.id === 0)!.pid));
   });
 
+  test.each([
+    ['with a message that carries none', 'ready', "an fd with a 'ready' message"],
+    ['as a handover of something that is not a socket', 'file', 'a handover of an fd that is not a socket'],
+    ['as a handover of its listen socket', 'listener', 'a handover of an fd that is not a connection on'],
+  ])('a worker that sends the primary an fd %s is killed and replaced; the primary keeps no fd of it', async (_case, send, problem) => {
+    const primary = new Primary({ restart: { delay: 100, maxRestarts: 100 } }, { behaviour: 'hostile-fd' });
+    const { port } = await primary.allReady();
+    const pid = primary.process.pid!;
+    const openAtStart = readdirSync(`/proc/${pid}/fd`).length;
+    for (let tries = 0; (await get(port, '127.0.0.1', `/hostile?send=${send}`)) !== 'sent'; tries++) {
+      if (tries >= 200) throw new Error(`no request reached slot 1 in 200 tries; stderr: ${primary.stderr}`);
+    }
+    await primary.waitFor((event) => event.event === 'ready' && event.id === 1 && event.generation === 2, { timeout: 15000 });
+    expect(primary.events.find((event) => event.event === 'exit' && event.id === 1)).toEqual(expect.objectContaining({ generation: 1, signal: 'SIGKILL' }));
+    expect(primary.stderr).toMatch(new RegExp(`^prefork: worker 1 \\(pid \\d+\\) broke the control protocol \\(${problem.replace(/[()]/g, '\\$&')}.*\\); killing it$`, 'm'));
+    expect(readdirSync(`/proc/${pid}/fd`).length).toBe(openAtStart);
+  });
+
   test("a worker that says it is stopping on a signal but serves on is SIGKILLed after shutdownTimeout and replaced", async () => {
     const supervisor = start({ workers: 1, shutdownTimeout: 300 }, 'claim-stopping');
     const exited = new Promise<[string | null, string | null]>((resolve) => supervisor.once('exit', (worker, _code, signal) => resolve([signal, worker.exitReason])));

@@ -41,8 +41,8 @@ export interface NativeBinding {
   waitInThread(pid: number, callback: (code: number, signal: number) => void): void;
   socketPair(): [number, number];
   channelSend(fd: number, buffer: Buffer, offset: number, fds: number[]): number;
-  /** takeFds false: fds the peer sends are dropped by the kernel, never installed here; `truncated` says some were. */
-  channelRecv(fd: number, buffer: Buffer, takeFds: boolean): [bytes: number, fds: number[], truncated: boolean] | null;
+  /** Installs at most maxFds fds per read (0: the kernel drops every fd the peer sends); `truncated` says some were dropped. */
+  channelRecv(fd: number, buffer: Buffer, maxFds: number): [bytes: number, fds: number[], truncated: boolean] | null;
   setCloexec(fd: number): void;
   dupCloexec(fd: number): number;
   /** Pid of the process that created the peer end of a Unix socket, or -errno. */
@@ -54,7 +54,7 @@ export interface NativeBinding {
   /** The region mapped MAP_SHARED, as an ArrayBuffer (unmapped when collected). */
   mapSharedRegion(fd: number, bytes: number): ArrayBuffer;
   /** What a socket is (for sockets systemd hands over): family 4, 6 or 0 (not IP), listening, its address. */
-  inspectSocket(fd: number): { family: 0 | 4 | 6; stream: boolean; listening: boolean; reusePort: boolean; host: string; port: number };
+  inspectSocket(fd: number): { family: 0 | 4 | 6; stream: boolean; listening: boolean; reusePort: boolean; host: string; port: number; connected: boolean };
   /** A listening TCP socket's accept queue (TCP_INFO): connections waiting, and the backlog. Linux only. */
   listenQueue(fd: number): [length: number, limit: number];
   /** listen(2) on a bound socket: it joins its reuseport group now, after the current members. */

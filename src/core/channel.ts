@@ -13,6 +13,8 @@ import { checkInteger } from '../validate';
 const HEADER_BYTES = 8;
 
 export const MAX_FDS_PER_MESSAGE = 32;
+/** The most fds one read of a channel that takes them all installs (the native read's own cap). */
+const MAX_FDS_PER_READ = 64;
 const READ_BUFFER_BYTES = 64 * 1024;
 
 interface PendingWrite {
@@ -40,7 +42,9 @@ export class ControlChannel extends EventEmitter {
   private receivedFds: number[] = [];
   private readonly writes: PendingWrite[] = [];
   private isClosed = false;
-  private readonly takesFds: boolean;
+  /** The most fds a frame of the peer's may carry: 0 where the peer may send none. */
+  private readonly maxFds: number;
+  private readonly maxFdsPerRead: number;
   private readonly maxFramesPerSecond: number;
   private readonly maxQueued: number;
   private framesThisSecond = 0;
@@ -49,16 +53,19 @@ export class ControlChannel extends EventEmitter {
   /**
    * Takes ownership of fd. With `ref: false` the channel does not keep the event loop alive. With `fds: false`
    * the peer may send no fds at all: the kernel drops any it sends (none enters our fd table) and the channel
-   * fails as on a malformed frame. With `maxFramesPerSecond`, a peer that sends more frames in a second fails it too,
-   * and with `maxQueued` one that leaves that many of our messages unread (queued here, the socket buffer full).
+   * fails as on a malformed frame. With `fds: n`, a frame may carry at most n fds: one read installs no more
+   * than that (rounded up to the control buffer's alignment), and a frame with more fails the channel. With
+   * `maxFramesPerSecond`, a peer that sends more frames in a second fails it too, and with `maxQueued` one that
+   * leaves that many of our messages unread (queued here, the socket buffer full).
    */
   constructor(
     fd: number,
-    { ref = true, fds = true, maxFramesPerSecond = Infinity, maxQueued = Infinity }: { ref?: boolean; fds?: boolean; maxFramesPerSecond?: number; maxQueued?: number } = {},
+    { ref = true, fds = true, maxFramesPerSecond = Infinity, maxQueued = Infinity }: { ref?: boolean; fds?: boolean | number; maxFramesPerSecond?: number; maxQueued?: number } = {},
   ) {
     super();
     this.fd = checkInteger('fd', fd, 0, MAX_INT);
-    this.takesFds = fds;
+    this.maxFds = fds === true ? MAX_FDS_PER_MESSAGE : fds === false ? 0 : checkInteger('fds', fds, 0, MAX_FDS_PER_MESSAGE);
+    this.maxFdsPerRead = fds === true ? MAX_FDS_PER_READ : this.maxFds;
     this.maxFramesPerSecond = maxFramesPerSecond;
     this.maxQueued = maxQueued;
     this.poller = new native.Poller(fd, (status) => this.onEvent(status));
@@ -167,7 +174,7 @@ export class ControlChannel extends EventEmitter {
     for (;;) {
       let result: [number, number[], boolean] | null;
       try {
-        result = native.channelRecv(this.fd, this.readBuffer, this.takesFds);
+        result = native.channelRecv(this.fd, this.readBuffer, this.maxFdsPerRead);
       } catch {
         result = [0, [], false]; // ECONNRESET: treat as the peer closing
       }
@@ -176,7 +183,7 @@ export class ControlChannel extends EventEmitter {
       this.receivedFds.push(...fds);
       if (truncated) {
         // More fds than any frame may carry, or any at all where none may come.
-        this.failProtocol(this.takesFds ? `more than ${MAX_FDS_PER_MESSAGE} fds in one frame` : 'fds where the protocol has none');
+        this.failProtocol(this.maxFds > 0 ? `more than ${this.maxFds} fds in one frame` : 'fds where the protocol has none');
         return;
       }
       if (bytes === 0) {
@@ -198,7 +205,7 @@ export class ControlChannel extends EventEmitter {
 
   private fdsPendingFrameMayClaim(): number {
     if (this.pendingBytes === 0) return 0;
-    if (this.pendingBytes < HEADER_BYTES) return MAX_FDS_PER_MESSAGE;
+    if (this.pendingBytes < HEADER_BYTES) return this.maxFds;
     return this.firstBytes(HEADER_BYTES, false).readUInt32BE(4);
   }
 
@@ -219,7 +226,7 @@ export class ControlChannel extends EventEmitter {
       const header = this.firstBytes(HEADER_BYTES, false);
       const bodyLength = header.readUInt32BE(0);
       const fdCount = header.readUInt32BE(4);
-      if (bodyLength > MAX_FRAME_BYTES || fdCount > MAX_FDS_PER_MESSAGE || fdCount > this.receivedFds.length) {
+      if (bodyLength > MAX_FRAME_BYTES || fdCount > this.maxFds || fdCount > this.receivedFds.length) {
         this.failProtocol('a malformed frame');
         return;
       }

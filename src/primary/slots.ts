@@ -1,4 +1,5 @@
 // The worker slots: which process serves each slot, what its messages mean, and its restart after a crash.
+import { closeSync } from 'node:fs';
 import { debug } from '../debug';
 import { preforkError } from '../errors';
 import { SIGNAL_RESTART_DELAY_MS } from '../limits';
@@ -16,6 +17,7 @@ import { inspectorExecArgv, startWorkerProcess } from './worker-launch';
 import { describeExit, withSend, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
 import { channelClosed, decodeAppMessage, encodeAppMessage, sendCallback } from '../protocol/app-messages';
 import { checkWorkerMessage } from './worker-messages';
+import { ConnectionHandovers } from './handovers';
 
 /** A worker slot: its serving worker, a reload's replacement until that is ready, and its crash record. */
 export interface Slot {
@@ -43,6 +45,8 @@ export class WorkerSlots {
   private workersStarted = 0;
   /** Answers a worker's listen() on an address it did not inherit. */
   private readonly socketRequests: SocketRequests;
+  /** Forwards a connection a worker hands over to the worker owning its engine.io session. */
+  private readonly handovers: ConnectionHandovers;
 
   constructor(
     private readonly config: SupervisorConfig,
@@ -65,6 +69,12 @@ export class WorkerSlots {
       const slot = this.list[worker.record.id];
       return slot !== undefined && (slot.worker === worker || slot.incoming === worker);
     });
+    // During a reload the slot's incoming worker makes the slot's new sessions; the old one's are about to end.
+    this.handovers = new ConnectionHandovers(this.sockets, (id, address) => {
+      const slot = this.list[id];
+      return [slot?.incoming, slot?.worker].find((worker): worker is WorkerProcess =>
+        !!worker && worker.record.exitReason === null && worker.record.state !== 'exited' && worker.adopted.has(address)) ?? null;
+    }, (worker, problem) => this.misbehaved(worker, problem));
   }
 
   /**
@@ -142,9 +152,13 @@ export class WorkerSlots {
       config: this.config,
     });
     this.processes.set(worker.record, worker);
-    worker.channel.on('message', (message: unknown) => {
+    // The channel takes at most one fd per frame, and only a handover may carry it.
+    worker.channel.on('message', (message: unknown, fds: number[]) => {
       const checked = checkWorkerMessage(message);
-      if ('problem' in checked) this.misbehaved(worker, checked.problem);
+      if ('problem' in checked || (fds.length > 0 && checked.message.type !== 'handover')) {
+        for (const fd of fds) closeSync(fd);
+        this.misbehaved(worker, 'problem' in checked ? checked.problem : `an fd with a '${checked.message.type}' message`);
+      } else if (checked.message.type === 'handover') this.handovers.forward(worker, checked.message, fds);
       else this.onMessage(worker, checked.message);
     });
     worker.channel.on('error', (error: Error) => this.misbehaved(worker, error.message));

@@ -89,9 +89,10 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     id: slot, pid: child.pid, generation: launch.generation, state: 'starting', startedAt: new Date(), restarts: launch.restarts,
     replaced: launch.replaced, exitReason: null,
   }, (message, ...args) => (worker as WorkerProcess).sendAppMessage(message, args));
-  // A worker sends the primary no fds: any it sends never enter our fd table, and end it as a protocol breach. A
-  // flood of frames, or answers it leaves unread (each may hold an fd), ends it too.
-  const channel = new ControlChannel(primaryEnd, { fds: false, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES });
+  // A worker sends the primary at most one fd per frame, and only with a handover (see handovers.ts): more never
+  // enter our fd table, and end it as a protocol breach. A flood of frames, or answers it leaves unread (each may
+  // hold an fd), ends it too.
+  const channel = new ControlChannel(primaryEnd, { fds: 1, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES });
   worker = new WorkerProcess(record, child, channel, liveness, config);
   return worker;
 }

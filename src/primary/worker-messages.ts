@@ -1,6 +1,6 @@
 // What the primary accepts from a worker: every message checked field by field before anything acts on it.
 // Workers may run someone else's code: a message that is not exactly one of these ends that worker.
-import { MAX_INT } from '../limits';
+import { MAX_HANDOVER_BYTES, MAX_INT, MAX_WORKERS } from '../limits';
 import { METRICS_PART_CHARS, type WorkerMessage } from '../protocol/messages';
 import { checkAppMessage } from '../protocol/app-messages';
 
@@ -54,6 +54,13 @@ export function checkWorkerMessage(message: unknown): { message: WorkerMessage }
     case 'message': {
       const frame = checkAppMessage(fields);
       return frame ? { message: frame } : { problem: 'a malformed app message' };
+    }
+    case 'handover': {
+      const { slot, index, bytes } = fields;
+      if (!isInteger(slot, 0, MAX_WORKERS - 1) || !isInteger(index, 0, MAX_INT) || typeof bytes !== 'string' || bytes.length > Math.ceil(MAX_HANDOVER_BYTES / 3) * 4) {
+        return { problem: 'a malformed handover' };
+      }
+      return { message: { type: 'handover', slot, index, bytes } };
     }
     default:
       return { problem: `an unknown message type ${JSON.stringify(fields.type)?.slice(0, 40)}` };

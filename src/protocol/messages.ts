@@ -67,7 +67,12 @@ export type WorkerMessage =
    */
   | { type: 'metrics'; requestId: number; part: string; last: boolean }
   /** The app's process.send(message) (app-messages.ts). */
-  | AppMessageFrame;
+  | AppMessageFrame
+  /**
+   * Sent with one fd, a connection accepted on address `index` whose engine.io session belongs to slot `slot`:
+   * the primary forwards it there. `bytes`: what this worker already read from it (base64).
+   */
+  | { type: 'handover'; slot: number; index: number; bytes: string };
 
 export interface SerializedError {
   message: string;
@@ -87,4 +92,6 @@ export type PrimaryMessage =
   | { type: 'socket'; requestId: number; socket: InheritedSocket }
   | { type: 'socket-error'; requestId: number; error: SerializedError }
   /** worker.send(message) or broadcast() in the primary: the worker's process 'message' event. */
-  | AppMessageFrame;
+  | AppMessageFrame
+  /** Another worker's connection on address `index` for one of this worker's engine.io sessions, sent with its fd. */
+  | { type: 'handover'; index: number; bytes: string };

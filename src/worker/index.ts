@@ -10,6 +10,7 @@ import { beforeAppsTurn, onShutdownSignal, shutdown } from './shutdown';
 import { startHeartbeat } from './heartbeat';
 import { sendMetrics } from './metrics';
 import { deliverAppMessage, installProcessSend } from './app-messages';
+import { onHandover, stickySessions } from './sticky';
 
 export { adopt, serverErrors } from './adopt';
 export { generation, inheritedStoreCapacity, isPrimary, isWorker, ready, waitReadyWanted, workerId } from './context';
@@ -25,6 +26,7 @@ function listenToPrimary(): void {
   if (!worker || worker.channel.listenerCount('message') > 0) return;
   worker.channel.on('message', (message: PrimaryMessage, fds: number[]) => {
     if (message.type === 'socket' || message.type === 'socket-error') return onSocketReply(worker, message, fds);
+    if (message.type === 'handover') return onHandover(worker, message, fds);
     for (const fd of fds) closeSync(fd);
     if (message.type === 'message') return deliverAppMessage(message);
     // The primary SIGKILLs at `timeout`; our own deadline is only the fallback if it cannot. The app's listeners
@@ -49,6 +51,7 @@ function listenToPrimary(): void {
   });
   startHeartbeat(worker);
   installProcessSend(worker);
+  stickySessions(worker);
   send({ type: 'online' });
 }
 
