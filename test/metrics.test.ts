@@ -183,6 +183,8 @@ test("exited workers' series that no live worker reports are bounded: 3 reloads 
   const stderr = jest.spyOn(process.stderr, 'write');
   try {
     startApp('prom-client-per-lifetime.js', '127.0.0.1:0', { LIFETIME_SERIES: String(perLifetime) });
+    let exited = 0;
+    supervisor!.on('exit', () => exited++);
     await supervisor!.ready();
     const { port } = supervisor!.addresses[0];
     let served = 0;
@@ -192,6 +194,8 @@ test("exited workers' series that no live worker reports are bounded: 3 reloads 
       expect(value(samples, 'app_requests_total')).toBe(served); // the series every worker continues never goes down
       await supervisor!.reload();
     }
+    // reload() ends when the last new worker is ready; the old one may still be draining, its series still live.
+    await waitFor(() => exited === 6 || undefined, 10000, 'the 6 old workers to exit');
     const samples = parseExposition((await scrape()).body);
     expect(value(samples, 'app_requests_total')).toBe(served);
     const series = samples.get('app_lifetime_total')!;

@@ -191,9 +191,17 @@ describe('a failed attach (simulated ENOMEM)', () => {
       const metricsUrl = (await primary.waitForEvent('all-ready')).metrics as string;
       const steeringShares = async () => (await (await fetch(metricsUrl)).text()).split('\n').filter((line) => line.startsWith('prefork_slot_steering_share{'));
       const [recovered, stuck] = workers.map((worker) => String(worker.pid));
+      // Waits (up to 5 s, the primary may be slow on a loaded machine) until the shares say `expected`.
+      const untilShares = async (expected: string[], what: string) => {
+        for (const deadline = Date.now() + 5000; ; await sleep(50)) {
+          const shares = await steeringShares();
+          if (JSON.stringify(shares) === JSON.stringify(expected)) return;
+          if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: shares ${JSON.stringify(shares)}`);
+        }
+      };
       // The first slot gets stuck: a program that steers around it is attached.
       process.kill(Number(recovered), 'SIGSTOP');
-      await sleep(700);
+      await untilShares(['prefork_slot_steering_share{slot="0"} 0', 'prefork_slot_steering_share{slot="1"} 1'], 'the first slot seen stuck');
       writeFileSync(failing, '');
       // It recovers, and the program that would take it back fails to attach.
       process.kill(Number(recovered), 'SIGCONT');
@@ -209,7 +217,7 @@ describe('a failed attach (simulated ENOMEM)', () => {
       rmSync(failing);
       process.kill(Number(stuck), 'SIGSTOP');
       try {
-        await sleep(700);
+        await untilShares(['prefork_slot_steering_share{slot="0"} 1', 'prefork_slot_steering_share{slot="1"} 0'], 'the second slot seen stuck');
         expect(new Set(await answeredBy(port, SOURCES))).toEqual(new Set([recovered]));
         expect(await steeringShares()).toEqual(['prefork_slot_steering_share{slot="0"} 1', 'prefork_slot_steering_share{slot="1"} 0']);
         expect(primary.stderr).toMatch(/prefork: balance 'client-ip' steers new connections on \[::\]:\d+ again\n/);
