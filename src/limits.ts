@@ -22,10 +22,13 @@ export const MAX_FRAME_BYTES = 64 * 1024;
  */
 export const MAX_WORKER_FRAMES_PER_SECOND = 20_000;
 /**
- * Messages the primary keeps queued for a worker that does not read its channel (past what the socket buffer holds).
- * Each may hold a listen socket's fd: a worker asking for sockets it never reads filled the primary's fd table.
+ * What the primary keeps queued for a worker that does not read its channel (past what the socket buffer holds):
+ * fds (each answer to a socket request holds one: a worker asking for sockets it never read filled the primary's fd
+ * table), and bytes (app messages: a worker stuck for a while under a stream of broadcasts must not be killed for
+ * it, so the byte bound is generous; its heartbeat ends a stuck worker first).
  */
-export const MAX_UNREAD_MESSAGES = 1024;
+export const MAX_UNREAD_FDS = 1024;
+export const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
 /** The largest app message (process.send, worker.send): JSON text or v8 bytes; in base64 it still fits one frame. */
 export const MAX_MESSAGE_BYTES = 47 * 1024;
 

@@ -5,7 +5,7 @@
 // and replaced the attacker. The primary is a real process (test/fixtures/adversary/primary.js), on loopback.
 import http from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
-import { MAX_UNREAD_MESSAGES } from '../src/limits';
+import { MAX_UNREAD_FDS } from '../src/limits';
 import { fixture, get, waitFor } from './helpers';
 import { type AppEvent, load, Primary, stopAllPrimaries } from './primary';
 
@@ -88,8 +88,8 @@ test.each(cases)('%s: the attacker is logged, killed and replaced; slot 0 serves
   expect(served.byPid.get(String(steady))).toBeGreaterThan(0); // slot 0 served all along
   expect(primary.events.filter((event) => event.event === 'exit' && event.id === 0)).toEqual([]);
   expect(await scrape(metricsUrl)).toBe(200);
-  // The unread socket answers of the frames attack hold up to MAX_UNREAD_MESSAGES fds until the attacker is killed.
-  expect(most.fds).toBeLessThan(base.fds + 16 + (attack === 'frames' ? MAX_UNREAD_MESSAGES : 0));
+  // The unread socket answers of the frames attack hold up to MAX_UNREAD_FDS fds until the attacker is killed.
+  expect(most.fds).toBeLessThan(base.fds + 16 + (attack === 'frames' ? MAX_UNREAD_FDS : 0));
   expect(most.rss).toBeLessThan(base.rss + 64 * MB);
   await waitFor(() => openFds(pid) <= base.fds + 2 || undefined, 5000, "the primary's fds back to where they were");
   const answered = new Set(await Promise.all(Array.from({ length: 32 }, () => get(port))));

@@ -140,6 +140,38 @@ test.each([
   expect(openFds().size).toBe(before - 1); // and the channel's own fd
 });
 
+test('a peer that leaves our messages unread fails the channel past the fds or the bytes queued (maxQueued), not past a count of messages', async () => {
+  const peers: number[] = [];
+  const unread = (maxQueued: { fds: number; bytes: number }) => {
+    const [a, b] = createChannelPair();
+    peers.push(b); // a peer that never reads
+    const sender = new ControlChannel(a, { maxQueued });
+    channels.push(sender);
+    const errors: Error[] = [];
+    sender.on('error', (error: Error) => errors.push(error));
+    return { sender, errors };
+  };
+  // 5,000 small messages (far more than the socket buffer holds) and no fds: under both bounds.
+  const small = unread({ fds: 4, bytes: 1024 * 1024 });
+  for (let i = 0; i < 5000; i++) small.sender.send({ type: 'message', data: i });
+  expect(small.errors).toEqual([]);
+  // Fds held in the queue: the fifth is one too many.
+  const socket = await createListenSocket({ host: '127.0.0.1', port: 0 });
+  try {
+    const withFds = unread({ fds: 4, bytes: 1024 * 1024 });
+    for (let i = 0; i < 2000; i++) withFds.sender.send({ i, chunk: 'z'.repeat(512) }); // fill the socket buffer first
+    for (let i = 0; i < 5; i++) withFds.sender.send({ type: 'socket', i }, [socket.fd]);
+    expect(withFds.errors).toEqual([expect.objectContaining({ code: 'ERR_PREFORK_CHANNEL_PROTOCOL', message: expect.stringMatching(/unread \(4 fds/) })]);
+  } finally {
+    closeSync(socket.fd);
+  }
+  // Bytes: 1 MiB of queued messages is the limit here.
+  const big = unread({ fds: 4, bytes: 1024 * 1024 });
+  for (let i = 0; i < 40 && big.errors.length === 0; i++) big.sender.send({ chunk: 'y'.repeat(60 * 1024) });
+  expect(big.errors).toEqual([expect.objectContaining({ code: 'ERR_PREFORK_CHANNEL_PROTOCOL', message: expect.stringMatching(/messages unread \(0 fds, \d+ bytes\)/) })]);
+  for (const fd of peers) closeSync(fd);
+});
+
 test('a channel that takes no fds (the primary\'s end of a worker\'s) never installs one: the first ends it', async () => {
   const [a, b] = createChannelPair();
   const left = new ControlChannel(a);

@@ -46,7 +46,10 @@ export class ControlChannel extends EventEmitter {
   private readonly maxFds: number;
   private readonly maxFdsPerRead: number;
   private readonly maxFramesPerSecond: number;
-  private readonly maxQueued: number;
+  private readonly maxQueued: { fds: number; bytes: number };
+  /** The fds and bytes waiting in `writes`. */
+  private queuedFds = 0;
+  private queuedBytes = 0;
   private framesThisSecond = 0;
   private secondBegan = 0;
 
@@ -56,11 +59,13 @@ export class ControlChannel extends EventEmitter {
    * fails as on a malformed frame. With `fds: n`, a frame may carry at most n fds: one read installs no more
    * than that (rounded up to the control buffer's alignment), and a frame with more fails the channel. With
    * `maxFramesPerSecond`, a peer that sends more frames in a second fails it too, and with `maxQueued` one that
-   * leaves that many of our messages unread (queued here, the socket buffer full).
+   * leaves that many fds or bytes of our messages unread (queued here, the socket buffer full).
    */
   constructor(
     fd: number,
-    { ref = true, fds = true, maxFramesPerSecond = Infinity, maxQueued = Infinity }: { ref?: boolean; fds?: boolean | number; maxFramesPerSecond?: number; maxQueued?: number } = {},
+    { ref = true, fds = true, maxFramesPerSecond = Infinity, maxQueued = { fds: Infinity, bytes: Infinity } }: {
+      ref?: boolean; fds?: boolean | number; maxFramesPerSecond?: number; maxQueued?: { fds: number; bytes: number };
+    } = {},
   ) {
     super();
     this.fd = checkInteger('fd', fd, 0, MAX_INT);
@@ -101,12 +106,14 @@ export class ControlChannel extends EventEmitter {
     frame.writeUInt32BE(body.length, 0);
     frame.writeUInt32BE(fds.length, 4);
     body.copy(frame, HEADER_BYTES);
-    if (this.writes.length >= this.maxQueued) {
-      this.failProtocol(`${this.writes.length} messages unread`, 'left');
+    if (this.queuedFds + fds.length > this.maxQueued.fds || this.queuedBytes + frame.length > this.maxQueued.bytes) {
+      this.failProtocol(`${this.writes.length} messages unread (${this.queuedFds} fds, ${this.queuedBytes} bytes)`, 'left');
       return;
     }
     // Dups, so the caller may close its fds while the message waits in the queue.
     this.writes.push({ buffer: frame, offset: 0, fds: fds.map((fd) => native.dupCloexec(fd)) });
+    this.queuedFds += fds.length;
+    this.queuedBytes += frame.length;
     if (this.writes.length === 1) this.flush();
   }
 
@@ -138,6 +145,7 @@ export class ControlChannel extends EventEmitter {
     for (const fd of this.receivedFds) closeSync(fd);
     this.receivedFds = [];
     for (const write of this.writes.splice(0)) write.fds.forEach((fd) => closeSync(fd));
+    this.queuedFds = this.queuedBytes = 0;
     this.emit('close');
   }
 
@@ -158,8 +166,10 @@ export class ControlChannel extends EventEmitter {
         const sent = native.channelSend(this.fd, write.buffer, write.offset, write.fds);
         if (sent === 0) break; // socket buffer full: wait until writable
         write.fds.forEach((fd) => closeSync(fd));
+        this.queuedFds -= write.fds.length;
         write.fds = [];
         write.offset += sent;
+        this.queuedBytes -= sent;
         if (write.offset === write.buffer.length) this.writes.shift();
       }
     } catch {

@@ -5,7 +5,7 @@ import { native } from '../core/binding';
 import { ControlChannel, createChannelPair } from '../core/channel';
 import { spawn, type ChildHandle } from '../core/spawn';
 import { allowedCpus } from '../core/system';
-import { MAX_UNREAD_MESSAGES, MAX_WORKER_FRAMES_PER_SECOND } from '../limits';
+import { MAX_UNREAD_BYTES, MAX_UNREAD_FDS, MAX_WORKER_FRAMES_PER_SECOND } from '../limits';
 import {
   CHANNEL_FD, ENV_CHANNEL_ID, ENV_GENERATION, ENV_HEARTBEAT_INTERVAL, ENV_LISTEN, ENV_SERIALIZATION, ENV_SHUTDOWN_TIMEOUT, ENV_STORE, ENV_WAIT_READY, ENV_WORKER_ID,
   FIRST_LISTEN_FD, LIVENESS_FD, STORE_FD,
@@ -90,9 +90,9 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
     replaced: launch.replaced, exitReason: null,
   }, (message, ...args) => (worker as WorkerProcess).sendAppMessage(message, args));
   // A worker sends the primary at most one fd per frame, and only with a handover (see handovers.ts): more never
-  // enter our fd table, and end it as a protocol breach. A flood of frames, or answers it leaves unread (each may
-  // hold an fd), ends it too.
-  const channel = new ControlChannel(primaryEnd, { fds: 1, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: MAX_UNREAD_MESSAGES });
+  // enter our fd table, and end it as a protocol breach. A flood of frames, or answers it leaves unread (1,024 fds,
+  // or 16 MiB), ends it too.
+  const channel = new ControlChannel(primaryEnd, { fds: 1, maxFramesPerSecond: MAX_WORKER_FRAMES_PER_SECOND, maxQueued: { fds: MAX_UNREAD_FDS, bytes: MAX_UNREAD_BYTES } });
   worker = new WorkerProcess(record, child, channel, liveness, config);
   return worker;
 }
