@@ -51,9 +51,10 @@ const cases: Array<[channel: string, attack: string, logged: RegExp[]]> = [
     /an unknown message type "rm -rf"/,
     /a malformed frame/, // 9 fds announced, none sent
     /more than 20000 frames in a second/, // a flood of well-formed frames from a thread
-    /left 1024 messages unread/, // socket requests whose answers (each with an fd) it never reads
+    /left \d+ messages unread \(1024 fds/, // socket requests whose answers (each with an fd) it never reads
   ]],
-  ['frames with fds', 'fds', [/fds where the protocol has none/, /fds where the protocol has none/, /fds where the protocol has none/]],
+  // The primary's end takes one fd per frame (a socket.io handover): 32 never enter its fd table.
+  ['frames with fds', 'fds', [/more than 1 fds in one frame/, /more than 1 fds in one frame/, /more than 1 fds in one frame/]],
   ['metrics answers', 'metrics', [/metrics larger than 16777216 bytes/, /metrics that are not JSON/, /a malformed metrics part/]],
   ['stats answers', 'stats', [/malformed stats/, /malformed stats/, /more than 20000 frames in a second/]],
   ['heartbeat memfd writes', 'heartbeat', [
@@ -66,6 +67,7 @@ const cases: Array<[channel: string, attack: string, logged: RegExp[]]> = [
 test.each(cases)('%s: the attacker is logged, killed and replaced; slot 0 serves, /metrics answers, fds and RSS stay bounded', async (_channel, attack, logged) => {
   const { primary, pid, port, metricsUrl, steady, base, most, stopSampling } = await startPrimary(attack);
   const traffic = load(port, { concurrency: 2 });
+  let served: Awaited<ReturnType<typeof traffic.stop>> | undefined;
   try {
     for (const [index, line] of logged.entries()) {
       const generation = index + 1;
@@ -83,8 +85,8 @@ test.each(cases)('%s: the attacker is logged, killed and replaced; slot 0 serves
     await primary.waitFor((event) => event.event === 'ready' && event.id === 1 && event.generation === logged.length + 1);
   } finally {
     stopSampling();
+    served = await traffic.stop(); // also when a check failed: a load left running would hold sockets into later files
   }
-  const served = await traffic.stop();
   expect(served.byPid.get(String(steady))).toBeGreaterThan(0); // slot 0 served all along
   expect(primary.events.filter((event) => event.event === 'exit' && event.id === 0)).toEqual([]);
   expect(await scrape(metricsUrl)).toBe(200);
