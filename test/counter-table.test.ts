@@ -155,7 +155,7 @@ test('a counter LOCKED by a live rewriter (stopped between its CAS and the incar
   expect(table.get(key('a'), Date.now())).toBeNull();
   table.reset(key('a'), Date.now());
   table.decrement(key('a'), Date.now());
-  expect(performance.now() - started).toBeLessThan(200); // the bound is 1 ms a call; the old code spun 13 s
+  expect(performance.now() - started).toBeLessThan(1000); // the bound is 1 ms a call (a loaded machine adds its scheduling delays); the old code spun 13 s
   // Another key is not held up.
   expect(table.increment(key('b'), 60000, Date.now())).toMatchObject({ count: 1 });
   // The rewriter resumes (here: puts the word back): the key counts on.
@@ -180,7 +180,7 @@ test('an insert never goes past an entry a live process is claiming (it may be c
   const started = performance.now();
   expect(table.get(k, now)).toBeNull(); // not in yet
   expect(table.increment(k, 60000, now)).toBe(BUSY);
-  expect(performance.now() - started).toBeLessThan(200);
+  expect(performance.now() - started).toBeLessThan(1000);
   // The claimer resumes: it writes k, publishes the entry (as locate() does) and counts its hit.
   const chars = new Uint16Array(buffer);
   for (let i = 0; i < k.key.length; i++) chars[(claimed + KEY) * 2 + i] = k.key.charCodeAt(i);

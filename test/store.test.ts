@@ -151,7 +151,7 @@ describe('shared by workers', () => {
     expect(store.get('held')).toBeNull(); // a locked entry holds an ended window
     store.reset('held');
     expect(supervisor.store({ onFull: 'allow' }).increment('held', 60000)).toEqual({ count: 0, resetAt: expect.any(Number) });
-    expect(performance.now() - started).toBeLessThan(200); // 1 ms a call; the old code spun for 13 s and more
+    expect(performance.now() - started).toBeLessThan(1000); // 1 ms a call, plus what a loaded machine adds; the old code spun for 13 s and more
     await supervisor.shutdown({ timeout: 0 }); // the holder is gone: the next process undoes what it held
     expect(store.increment('new', 60000)).toEqual({ count: 1, resetAt: expect.any(Number) });
     expect(store.increment('held', 60000)).toEqual({ count: 1, resetAt: expect.any(Number) });
