@@ -97,8 +97,22 @@ test('a reload keeps the clients: each reconnects to a new worker and talks to i
   }
 });
 
-// Needs branch `messages` (process.send in workers and the primary's relay, which @socket.io/cluster-adapter uses).
-describe('with @socket.io/cluster-adapter (needs branch `messages`)', () => {
+test("a reload with long-polling clients: the old workers close their engine.io sessions after the app's turn and exit 0, not SIGKILLed at the drain's end", async () => {
+  const run = new AppRun(register('compat/socket-io-sticky.js'));
+  const { port, pids } = await run.listening(2);
+  const clients = await connectAll(port, { transports: ['polling'], reconnection: true });
+  try {
+    run.process.kill('SIGHUP');
+    await run.waitForMatches(/reload done/g, 1, { source: 'errors', timeout: 20000 });
+    for (const pid of pids) await run.waitForMatches(new RegExp(`\\(pid ${pid}\\) exited with code 0 \\(reload\\)`, 'g'), 1, { source: 'errors', timeout: 15000 });
+    await waitFor(() => clients.every((client) => client.connects >= 2 && client.socket.connected) || undefined, 15000, 'every client to be back');
+  } finally {
+    disconnectAll(clients);
+  }
+});
+
+// process.send in workers and the primary's relay, which @socket.io/cluster-adapter uses.
+describe('with @socket.io/cluster-adapter', () => {
   test('a room broadcast from one worker reaches the clients on the other, and none sent after a reload is lost', async () => {
     const run = new AppRun(register('compat/socket-io-sticky.js'), { ADAPTER: 'cluster' });
     const { port, pids } = await run.listening(2);

@@ -7,6 +7,7 @@ import net from 'node:net';
 import { debug } from '../debug';
 import { appListensFor, deliverToApp, type ShutdownSignal } from './app-signals';
 import { context, type WorkerContext } from './context';
+import { closeEngineSessions } from './sticky';
 
 /** Keep-alive connections still idle this often after a shutdown began are closed. */
 const IDLE_SWEEP_MS = 1000;
@@ -212,9 +213,11 @@ async function runShutdown(signal: ShutdownSignal): Promise<void> {
   debug('worker %d: requests done; %s', worker.id, appExits ? `the app's ${signal} listeners run` : 'the app has no listener');
   appHadItsTurn = true;
   const returned = appExits ? deliverToApp(signal) : [];
-  // 4. Then WebSockets still open are told to go away, and what is left is waited for.
+  // 4. Then WebSockets still open are told to go away, engine.io sessions (socket.io's long-polls) are closed, and
+  // what is left is waited for.
   await new Promise((resolve) => setImmediate(resolve));
   sendGoingAway(worker);
+  closeEngineSessions();
   await Promise.all([...closed, ...handlers, ...returned]);
   clearInterval(sweep);
   if (!appExits) {

@@ -35,6 +35,7 @@ interface EngineServer {
   handleRequest(req: IncomingMessage, res: ServerResponse): void;
   handleUpgrade(req: IncomingMessage, socket: net.Socket, head: Buffer): void;
   generateId(req: IncomingMessage): unknown;
+  close?(): unknown;
 }
 type EngineRequest = IncomingMessage & { _query?: Record<string, unknown> };
 /** Node's own fields of a socket that a server accepted. */
@@ -42,6 +43,24 @@ type AcceptedSocket = net.Socket & { _handle?: { fd?: number } | null; _httpMess
 
 const SEPARATOR = '.';
 const PATCHED = Symbol.for('prefork.sticky');
+/** The app's engine.io servers, as their requests show them: closed at shutdown (closeEngineSessions). */
+const engines = new Set<EngineServer>();
+
+/**
+ * At shutdown, after the app's turn: ends every engine.io session still open, as io.close() would (a long-poll
+ * answered with a close packet, a websocket closed). A pending long-poll otherwise holds the drain until SIGKILL,
+ * and its client reconnects to another worker either way. Nothing for an app that closed them itself.
+ */
+export function closeEngineSessions(): void {
+  for (const engine of engines) {
+    try {
+      engine.close?.();
+    } catch (error) {
+      debug('engine.io close failed: %s', (error as Error).message);
+    }
+  }
+  engines.clear();
+}
 
 /** The slot a session id names ("<slot>.<id>"), or null for an id without one. */
 export function ownerOf(sid: unknown): number | null {
@@ -89,6 +108,7 @@ function patchEngine(worker: WorkerContext, exports: unknown): void {
     return id instanceof Promise ? id.then(named) : named(id);
   };
   proto.handleRequest = function (this: EngineServer, req: EngineRequest, res: ServerResponse) {
+    engines.add(this);
     this.prepare(req);
     const owner = ownerOf(req._query?.sid);
     if (owner === null || owner === worker.id || !handOverRequest(worker, owner, req, res, () => handleRequest.call(this, req, res))) {
@@ -96,6 +116,7 @@ function patchEngine(worker: WorkerContext, exports: unknown): void {
     }
   };
   proto.handleUpgrade = function (this: EngineServer, req: EngineRequest, socket: net.Socket, head: Buffer) {
+    engines.add(this);
     this.prepare(req);
     const owner = ownerOf(req._query?.sid);
     if (owner === null || owner === worker.id || !handOver(worker, owner, socket, [requestHead(req, null), head])) {
