@@ -1,5 +1,5 @@
 // Kernel steering, measured with real connections on 127.0.0.1: the share of new connections a stuck (SIGSTOPped)
-// worker gets under each `balance` mode, against bare SO_REUSEPORT processes; and how `client-ip` spreads 50
+// worker gets by default (one shared queue) and under each `balance` mode, against bare SO_REUSEPORT processes; and how `client-ip` spreads 50
 // loopback source addresses (127.0.0.1 to .50) over the workers and keeps each on one.
 //
 // Usage: node bench/steering.js [--write] [--connections N]
@@ -18,7 +18,8 @@ const { writeSection } = require('./results-file');
 
 const SERVER = path.join(__dirname, 'apps', 'server.js');
 const REGISTER = path.join(__dirname, '..', 'lib', 'zero-code', 'register.js');
-const DETECTION_MS = 500; // a stopped worker is steered around once its beat is 300 ms old (75 ms least-loaded); count after this
+const DETECTION_MS = 500; // a stopped worker is steered around once its beat is 300 ms old; count after this
+const SETTLE_MS = 5000; // the other worker's answers before the stopped one continues
 const SOURCES = Array.from({ length: 50 }, (_, i) => `127.0.0.${i + 1}`);
 
 const { values: args } = parseArgs({ options: { write: { type: 'boolean', default: false }, connections: { type: 'string', default: '400' } } });
@@ -40,8 +41,10 @@ function pidFrom(port, localAddress) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Stops `stuckPid`, waits DETECTION_MS, opens CONNECTIONS new connections (20 at a time), then lets it go on:
- * the connections it answered (they waited while it was stopped) are its share.
+ * Stops `stuckPid`, waits DETECTION_MS, opens CONNECTIONS new connections (20 at a time), waits until the others
+ * answered them (at most SETTLE_MS), then lets it go on: the connections it answers (they waited in its queue while
+ * it was stopped) are its share. Waiting first keeps a shared queue honest: what the running worker has not taken
+ * yet when the stopped one continues would count against it.
  */
 async function stuckShare(port, stuckPid) {
   process.kill(stuckPid, 'SIGSTOP');
@@ -53,7 +56,7 @@ async function stuckShare(port, stuckPid) {
       started.push(pidFrom(port));
       if (started.length % 20 === 0) await Promise.race([Promise.all(started.slice(-20)), sleep(100)]);
     }
-    await sleep(200);
+    await Promise.race([Promise.all(started), sleep(SETTLE_MS)]);
     process.kill(stuckPid, 'SIGCONT');
     answers.push(...(await Promise.all(started)));
   } finally {
@@ -66,9 +69,10 @@ async function stuckShare(port, stuckPid) {
   return { toStuck: answers.filter((pid) => pid === stuckPid).length, failed: answers.filter((pid) => pid === null).length, total: answers.length };
 }
 
+/** `balance` undefined: the defaults (one shared queue). */
 async function measurePrefork(balance) {
   const supervisor = prefork.supervise({
-    script: SERVER, args: [], execArgv: ['--require', REGISTER], workers: 2, listen: '127.0.0.1:0', balance, heartbeatTimeout: 60_000,
+    script: SERVER, args: [], execArgv: ['--require', REGISTER], workers: 2, listen: '127.0.0.1:0', ...(balance ? { balance } : {}), heartbeatTimeout: 60_000,
     env: { BENCH_PORT: '0', BENCH_HOST: '127.0.0.1' },
   });
   try {
@@ -117,9 +121,9 @@ async function main() {
   const rows = [];
   for (const [name, measure] of [
     ['bare SO_REUSEPORT processes (no program)', measureBare],
-    ["prefork balance: 'hash'", () => measurePrefork('hash')],
-    ["prefork balance: 'least-loaded'", () => measurePrefork('least-loaded')],
-    ["prefork balance: 'client-ip'", () => measurePrefork('client-ip')],
+    ["prefork default (sockets: 'shared', one queue)", () => measurePrefork(undefined)],
+    ["prefork balance: 'hash' (reuseport sockets)", () => measurePrefork('hash')],
+    ["prefork balance: 'client-ip' (reuseport sockets)", () => measurePrefork('client-ip')],
   ]) {
     process.stderr.write(`measuring ${name}…\n`);
     rows.push([name, await measure()]);
@@ -133,7 +137,7 @@ async function main() {
     `- Command (from the package root): \`node bench/steering.js --write\``,
     `- Date: ${new Date().toISOString()}`,
     `- Machine: ${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${os.cpus().length} CPUs, linux ${os.release()}; Node ${process.version}`,
-    `- 2 workers each. One worker is stopped with SIGSTOP; after ${DETECTION_MS} ms, ${CONNECTIONS} new connections (20 at a time, \`GET /pid\`, \`Connection: close\`) are opened; then it is continued, and the connections it answers are its share (they waited in its queue while it was stopped).`,
+    `- 2 workers each. One worker is stopped with SIGSTOP; after ${DETECTION_MS} ms, ${CONNECTIONS} new connections (20 at a time, \`GET /pid\`, \`Connection: close\`) are opened; once the other worker has answered them (at most ${SETTLE_MS / 1000} s) the stopped one is continued, and the connections it answers are its share (they waited in its queue while it was stopped).`,
     `- client-ip: 50 loopback source addresses (127.0.0.1 to 127.0.0.50), 5 rounds of one connection each.`,
     '',
     '| contender | new connections to the stopped worker | failed | client-ip: addresses that changed worker | client-ip: addresses per worker (even: 25) |',

@@ -115,7 +115,7 @@ test("an app's prom-client counter reads exactly N after N requests, across a re
     expect(after.get(name)?.map((sample) => sample.labels.slot).sort()).toEqual(['0', '1']);
   }
   const queues = after.get('prefork_listen_queue_limit')!;
-  expect(queues.map((sample) => [sample.labels.slot, sample.value]).sort()).toEqual([['0', '511'], ['1', '511']]);
+  expect(queues.map((sample) => [sample.labels.slot, sample.value]).sort()).toEqual([['shared', '511']]); // the default: one queue
   expect(queues[0].labels.address).toBe(`127.0.0.1:${port}`);
   expect(await supervisor!.metrics()).toContain('app_requests_total{route="root"} 60');
   expect((await scrape('/other')).status).toBe(404);

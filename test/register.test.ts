@@ -194,6 +194,7 @@ describe('bad environment values are clear errors and start nothing', () => {
     [{ PREFORK_WATCH: 'maybe' }, `The PREFORK_WATCH environment variable must be 1, true, yes, on, 0, false, no or off. Received 'maybe'`],
     [{ PREFORK_WAIT_READY: 'maybe' }, `The PREFORK_WAIT_READY environment variable must be 1, true, yes, on, 0, false, no or off. Received 'maybe'`],
     [{ PREFORK_SOCKETS: 'magic' }, `The PREFORK_SOCKETS environment variable must be one of reuseport, shared. Received 'magic'`],
+    [{ PREFORK_BALANCE: 'round-robin' }, `The PREFORK_BALANCE environment variable must be one of hash, client-ip. Received 'round-robin'`],
     [{ PREFORK_USER: 'prefork-no-such-user' }, process.getuid?.() === 0 ? `The "user" option names no user on this system. Received 'prefork-no-such-user'` : 'needs a primary running as root'],
   ])('%j', async (env, message) => {
     const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], env);
@@ -202,6 +203,15 @@ describe('bad environment values are clear errors and start nothing', () => {
     expect(run.sideEffectPids()).toEqual([]); // no app code ran anywhere
     await run.stop();
   });
+});
+
+test("PREFORK_BALANCE=least-loaded (deprecated) starts with one line, on one shared queue", async () => {
+  const run = new AppRun(['-r', 'prefork/register', app('plain-http.js')], { PREFORK_WORKERS: '2', PREFORK_BALANCE: 'least-loaded' });
+  await run.waitForMatches(/prefork: \d+ workers? ready/g, 1, { source: 'errors' });
+  expect(await run.stop()).toEqual({ code: 0, signal: null });
+  expect(run.errors.split('\n').filter((line) => line.includes('least-loaded'))).toEqual([
+    "prefork: balance 'least-loaded' is deprecated and ignored: every worker takes connections from one shared queue (sockets: 'shared'), which measured a better tail",
+  ]);
 });
 
 test('every duration variable takes a unit, PREFORK_MAX_MEMORY takes Gi, PREFORK_WORKERS takes max', async () => {

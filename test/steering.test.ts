@@ -34,7 +34,7 @@ async function answeredBy(port: number, sources: string[]): Promise<string[]> {
 
 const pidOf = (supervisor: Supervisor, slot: number): number => supervisor.workers.find((worker) => worker.id === slot)!.pid;
 
-describe.each(['hash', 'least-loaded', 'client-ip'] as const)("balance '%s'", (balance) => {
+describe.each(['hash', 'client-ip'] as const)("balance '%s'", (balance) => {
   it('gives a stuck worker no new connections, and gives it some again once its event loop turns', async () => {
     const supervisor = supervisors.start({ balance, heartbeatTimeout: 60000 });
     await supervisor.ready();
@@ -55,6 +55,48 @@ describe.each(['hash', 'least-loaded', 'client-ip'] as const)("balance '%s'", (b
     while (((await supervisor.stats()).slots.find((slot) => slot.slot === stuck.id)?.steeringShare ?? 0) === 0 && Date.now() < deadline) await sleep(25);
     const pids = new Set((await servedBy(port, SOURCES)).values());
     expect(pids.has(stuck.pid)).toBe(true);
+  });
+});
+
+describe('the default: one shared accept queue', () => {
+  it('gives a stuck worker no new connections (it does not accept), and attaches no program', async () => {
+    const supervisor = supervisors.start({ heartbeatTimeout: 60000 });
+    await supervisor.ready();
+    const { port } = supervisor.addresses[0];
+    const stats = await supervisor.stats();
+    expect(stats.sockets).toBe('shared');
+    expect(stats.balance).toEqual({ mode: 'hash', steered: false });
+    const [stuck, other] = supervisor.workers;
+    process.kill(stuck.pid, 'SIGSTOP');
+    try {
+      const pids = new Set((await servedBy(port, SOURCES)).values());
+      expect(pids).toEqual(new Set([other.pid]));
+    } finally {
+      process.kill(stuck.pid, 'SIGCONT');
+    }
+  });
+});
+
+describe("balance 'least-loaded' (deprecated)", () => {
+  it('is accepted and means the default, one shared queue, with one line on stderr', async () => {
+    const lines: string[] = [];
+    const write = process.stderr.write.bind(process.stderr) as (...args: unknown[]) => boolean;
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation(((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      if (String(chunk).startsWith('prefork:')) lines.push(String(chunk));
+      return write(chunk, ...rest);
+    }) as typeof process.stderr.write);
+    try {
+      const supervisor = supervisors.start({ balance: 'least-loaded' as never });
+      await supervisor.ready();
+      const stats = await supervisor.stats();
+      expect(stats.sockets).toBe('shared');
+      expect(stats.balance).toEqual({ mode: 'hash', steered: false });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(lines).toEqual([
+      "prefork: balance 'least-loaded' is deprecated and ignored: every worker takes connections from one shared queue (sockets: 'shared'), which measured a better tail\n",
+    ]);
   });
 });
 
@@ -243,7 +285,7 @@ describe('a failed attach (simulated ENOMEM)', () => {
 describe('bad balance options fail before anything starts', () => {
   it('names the valid modes', () => {
     expect(() => supervisors.start({ balance: 'round-robin' as never })).toThrow(
-      /The "balance" option must be one of 'least-loaded', 'client-ip', 'hash'\. Received 'round-robin'/,
+      /The "balance" option must be one of 'hash', 'client-ip'\. Received 'round-robin'/,
     );
   });
 

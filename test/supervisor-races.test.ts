@@ -54,6 +54,7 @@ test(`randomized: kill -9, reload and scale interleaved for ${ROUNDS} rounds; af
   writeFileSync(behaviour, '');
   const supervisor = supervise({
     script: fixture('app.js'), args: [], execArgv: [], workers: 2, listen: '127.0.0.1:0', readyTimeout: 10000, shutdownTimeout: 2000, signals: false, exitProcess: false,
+    sockets: 'reuseport', // a socket per slot, opened and closed with each slot: where the races are
     restart: { delay: 10, maxDelay: 200, resetAfter: 500, maxRestarts: 100000, window: 1000 }, env: { TEST_OPTIONS: '{"listen":"127.0.0.1:0"}', TEST_BEHAVIOUR_FILE: behaviour },
   });
   try {

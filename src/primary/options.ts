@@ -69,16 +69,19 @@ export interface SupervisorOptions {
   group?: string | number;
   /** Pin worker slot k to the k-th usable CPU (Linux). Default false. */
   cpuAffinity?: boolean;
-  /** 'reuseport': one socket per worker slot, balanced by the kernel (Linux). 'shared': one socket all workers accept
-   *  from (where SO_REUSEPORT does not balance: macOS, FreeBSD). Default: 'reuseport' on Linux, 'shared' elsewhere. */
+  /**
+   * 'shared': one socket, one accept queue, that every worker takes connections from when it is ready: the best
+   * tail latency (docs/performance.md). 'reuseport': one socket per worker slot (Linux), each connection given to a
+   * worker by the kernel on its SYN (see `balance`). Default 'shared', or 'reuseport' on Linux when `balance` is given.
+   */
   sockets?: 'reuseport' | 'shared';
   /**
-   * How the kernel picks a worker for each new connection (reuseport sockets, Linux): 'least-loaded' (to the slots
-   * with the shortest accept queue and fewest open connections), 'client-ip' (the same client address always
-   * to the same worker), 'hash' (the kernel's own). In every mode a slot without a ready, responsive worker
-   * gets no new connections. Default 'hash'.
+   * How the kernel picks a worker for each new connection (reuseport sockets, Linux): 'client-ip' (the same client
+   * address always to the same worker), 'hash' (the kernel's own). In every mode a slot without a ready, responsive
+   * worker gets no new connections. Default 'hash'. 'least-loaded' (deprecated) is accepted and means the default
+   * (shared sockets), with one line on stderr.
    */
-  balance?: BalanceMode;
+  balance?: BalanceMode | 'least-loaded';
   /** Keys the shared counter store (CounterStore, RateLimitStore) holds; 0: no shared store. Default 65536. */
   storeCapacity?: number;
   /**
@@ -157,7 +160,9 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
   if (options.env !== undefined && (typeof options.env !== 'object' || options.env === null)) throw invalidType('env', 'an object', options.env);
   const cwd = options.cwd === undefined ? undefined : checkString('cwd', options.cwd);
   const ms = (name: string, value: unknown, fallback: number) => (value === undefined ? fallback : checkInteger(name, value, 0, MAX_TIMEOUT_MS));
-  const sockets = options.sockets ?? (process.platform === 'linux' ? 'reuseport' : 'shared');
+  const balance = settleBalance(options.balance, options.sockets);
+  // One queue is the best tail (docs/performance.md); asking for a balance mode asks for per-worker sockets.
+  const sockets = options.sockets ?? (balance.given && process.platform === 'linux' ? 'reuseport' : 'shared');
   if (sockets !== 'reuseport' && sockets !== 'shared') throw invalidValue('sockets', `must be 'reuseport' or 'shared'`, sockets);
   const { uid, gid } = settleAccount(options.user, options.group);
   const cpuAffinity = options.cpuAffinity === undefined ? false : checkBoolean('cpuAffinity', options.cpuAffinity);
@@ -179,7 +184,7 @@ export function settleOptions(options: SupervisorOptions = {}): SupervisorConfig
     gid,
     cpuAffinity,
     sockets,
-    balance: settleBalance(options.balance, options.sockets),
+    balance: balance.mode,
     storeCapacity:
       options.storeCapacity === undefined ? DEFAULT_STORE_CAPACITY : checkInteger('storeCapacity', options.storeCapacity, 0, MAX_STORE_CAPACITY),
     signals: options.signals === undefined ? false : checkBoolean('signals', options.signals),
@@ -202,18 +207,27 @@ function settleSerialization(serialization: unknown): Serialization {
   return serialization as Serialization;
 }
 
-/** Until the benchmark shows another mode better for every workload (bench/RESULTS.md). */
+/** The kernel's hash, when per-worker sockets are asked for without a mode. */
 export const DEFAULT_BALANCE: BalanceMode = 'hash';
 
-function settleBalance(balance: unknown, sockets: unknown): BalanceMode {
-  if (balance === undefined) return DEFAULT_BALANCE;
+/**
+ * The balance mode, and whether it was asked for (then sockets default to 'reuseport'). 'least-loaded' re-attached a
+ * program every 25 ms and measured no better than the kernel's hash, and worse than one shared queue: it now means
+ * "not given", with one line on stderr (CHANGELOG).
+ */
+function settleBalance(balance: unknown, sockets: unknown): { mode: BalanceMode; given: boolean } {
+  if (balance === 'least-loaded') {
+    process.stderr.write(`prefork: balance 'least-loaded' is deprecated and ignored: ${sockets === 'reuseport' ? "the kernel's hash decides" : "every worker takes connections from one shared queue (sockets: 'shared')"}, which measured a better tail\n`);
+    return { mode: DEFAULT_BALANCE, given: false };
+  }
+  if (balance === undefined) return { mode: DEFAULT_BALANCE, given: false };
   if (!BALANCE_MODES.includes(balance as BalanceMode)) {
     throw invalidValue('balance', `must be one of ${BALANCE_MODES.map((mode) => `'${mode}'`).join(', ')}`, balance);
   }
   if (sockets === 'shared' && balance !== 'hash') {
     throw invalidValue('balance', `steers between reuseport sockets; with sockets: 'shared' every worker accepts from one queue already`, balance);
   }
-  return balance as BalanceMode;
+  return { mode: balance as BalanceMode, given: true };
 }
 
 function settleMetrics(metrics: unknown): MetricsConfig | null {

@@ -11,7 +11,7 @@ import { SocketRequests } from './socket-requests';
 import type { Supervisor } from './supervisor';
 import type { Handover } from './upgrade';
 import { SocketTable } from './socket-table';
-import { createSteering, stuckAfter, type Steering } from './steering';
+import { createSteering, STUCK_AFTER_MS, type Steering } from './steering';
 import { monotonicMs } from '../protocol/liveness-record';
 import { inspectorExecArgv, startWorkerProcess } from './worker-launch';
 import { describeExit, withSend, type ExitReason, type Worker, type WorkerProcess } from './worker-process';
@@ -60,7 +60,6 @@ export class WorkerSlots {
     this.steering = handover && !handover.steered ? null : createSteering(config.balance, config.sockets, {
       slotCount: () => this.list.length,
       serving: (slot, address) => this.serving(slot, address),
-      openConnections: (slot) => this.list[slot]?.worker?.liveness.read().connections ?? 0, // as of its last beat
     });
     this.sockets = new SocketTable(config.sockets, activated, this.steering);
     if (handover) this.sockets.adoptHandover(handover);
@@ -79,14 +78,14 @@ export class WorkerSlots {
 
   /**
    * Whether the slot's worker takes new connections on the address: it is ready, listens there, is not being
-   * stopped, and (unless heartbeats are off) its event loop turned within stuckAfter(balance).
+   * stopped, and (unless heartbeats are off) its event loop turned within STUCK_AFTER_MS.
    */
   serving(id: number, address: number): boolean {
     const worker = this.list[id]?.worker;
     if (!worker || worker.record.state !== 'ready' || worker.record.exitReason !== null || !worker.adopted.has(address)) return false;
     if (this.config.heartbeatTimeout === 0) return true;
     const { beatAt } = worker.liveness.read();
-    return beatAt === 0 || monotonicMs() - beatAt <= stuckAfter(this.config.balance);
+    return beatAt === 0 || monotonicMs() - beatAt <= STUCK_AFTER_MS;
   }
 
   /** A new slot with its sockets, no worker yet. */

@@ -22,22 +22,17 @@ import type { ListenSocket } from '../core/listen-socket';
 import { formatAddress } from '../protocol/address';
 import { clientAddressProgram, constantProgram, KERNEL_HASH, weightedProgram, type Program } from '../core/reuseport-program';
 
-export const BALANCE_MODES = ['least-loaded', 'client-ip', 'hash'] as const;
+export const BALANCE_MODES = ['hash', 'client-ip'] as const;
 export type BalanceMode = (typeof BALANCE_MODES)[number];
 
 /**
- * How often the steering looks at the slots, and workers beat: least-loaded reads the load every 25 ms; the other
- * modes look only for a stuck worker, every 100 ms. (Each tick wakes the primary and every worker: at 25 ms that
- * costs about 0.5% of a core in each process, at 100 ms a quarter of that.)
+ * How often the primary looks for a stuck worker (one whose event loop stopped turning), and workers beat on steered
+ * sockets. A look attaches nothing unless a worker became stuck or responsive again since the last one.
  */
-export function steeringInterval(mode: BalanceMode): number {
-  return mode === 'least-loaded' ? 25 : 100;
-}
+export const STUCK_CHECK_INTERVAL_MS = 100;
 
 /** A worker whose event loop has not turned for this long gets no new connections until it turns again. */
-export function stuckAfter(mode: BalanceMode): number {
-  return 3 * steeringInterval(mode);
-}
+export const STUCK_AFTER_MS = 3 * STUCK_CHECK_INTERVAL_MS;
 
 /** What the steering asks of the slots. */
 export interface SlotView {
@@ -45,8 +40,6 @@ export interface SlotView {
   slotCount(): number;
   /** Whether the slot's worker takes new connections on the address: ready, not stopping, not stuck. */
   serving(slot: number, address: number): boolean;
-  /** Open connections of the slot's worker at its last heartbeat (least-loaded), or 0. */
-  openConnections(slot: number): number;
 }
 
 /**
@@ -112,9 +105,14 @@ export class Steering {
     }
   }
 
-  /** Looks at the slots every steeringInterval(): a stuck worker, and (least-loaded) the load, change the program. */
+  /**
+   * Looks for stuck workers every STUCK_CHECK_INTERVAL_MS. A program is attached only when the serving members of a
+   * group changed (a worker joined, left, stopped or became stuck, or turned again), never because time passed:
+   * replacing a reuseport cBPF program under traffic frees the old one without an RCU grace period on kernels
+   * without the 2026 fix (docs/operations.md), so each attach must be a rare event.
+   */
   start(): void {
-    this.timer ??= setInterval(() => this.applyAll(), steeringInterval(this.mode)).unref();
+    this.timer ??= setInterval(() => this.applyAll(), STUCK_CHECK_INTERVAL_MS).unref();
   }
 
   /** Before the sockets close at shutdown: the kernel's hash again, so no program names a socket that is gone. */
@@ -268,7 +266,7 @@ export class Steering {
     }
     const serving = group.flatMap((member, index) =>
       !member.retired && !avoid.has(member) && this.view.serving(member.slot, address) ? [{ member, index }] : []);
-    const weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: this.mode === 'least-loaded' ? this.weight(member) : 1 }));
+    const weights = serving.map(({ member, index }) => ({ index, slot: member.slot, weight: 1 }));
     const total = weights.reduce((sum, entry) => sum + entry.weight, 0);
     const shares = new Map(weights.map((entry) => [entry.slot, total > 0 ? entry.weight / total : 0]));
     // What the program depends on: when it has not changed (most looks), nothing is built or attached.
@@ -282,21 +280,6 @@ export class Steering {
       this.attach(address, choice, () => weightedProgram(weights));
     }
     this.shares[address] = this.failures[address] === undefined ? shares : null;
-  }
-
-  /**
-   * least-loaded: a slot's weight falls with the square of its load, the connections waiting in its accept queue
-   * now plus those its worker had open at its last beat. An idle slot weighs 1024; one with 31 gets 1.
-   */
-  private weight(member: Member): number {
-    let queued = 0;
-    try {
-      [queued] = native.listenQueue(member.socket.fd);
-    } catch {
-      // not Linux: the open connections alone
-    }
-    const load = queued + this.view.openConnections(member.slot);
-    return Math.max(1, Math.round(1024 / (1 + load) ** 2));
   }
 
   /**

@@ -15,7 +15,7 @@ import { LIVENESS_BYTES, LivenessRecord } from '../protocol/liveness-record';
 import type { SupervisorConfig } from './options';
 import { SYSTEMD_VARIABLES } from './systemd-notify';
 import { ENV_HANDOVER } from './upgrade';
-import { steeringInterval } from './steering';
+import { STUCK_CHECK_INTERVAL_MS } from './steering';
 import { withSend, WorkerProcess, type ExitReason, type Worker } from './worker-process';
 
 export interface WorkerLaunch {
@@ -64,8 +64,8 @@ export function startWorkerProcess(launch: WorkerLaunch): WorkerProcess {
         [ENV_WAIT_READY]: config.waitReady ? '1' : '0',
         [ENV_SERIALIZATION]: config.serialization,
         [ENV_CHANNEL_ID]: String(fstatSync(workerEnd).ino),
-        // Steered sockets: the steering looks at each worker's beat to find one stuck, and at its open connections.
-        [ENV_HEARTBEAT_INTERVAL]: String(config.sockets === 'reuseport' ? Math.min(steeringInterval(config.balance), heartbeatInterval(config.heartbeatTimeout)) : heartbeatInterval(config.heartbeatTimeout)),
+        // Steered sockets: the steering looks at each worker's beat to find one stuck.
+        [ENV_HEARTBEAT_INTERVAL]: String(config.sockets === 'reuseport' ? Math.min(STUCK_CHECK_INTERVAL_MS, heartbeatInterval(config.heartbeatTimeout)) : heartbeatInterval(config.heartbeatTimeout)),
         ...(launch.storeFd >= 0 ? { [ENV_STORE]: String(config.storeCapacity) } : {}),
         NODE_APP_INSTANCE: String(slot), // PM2's name for the same thing
       },

@@ -66,10 +66,11 @@ const freeText = (placeholder: string, values: string): ValueKind => ({
   parse: (text, fail) => (text.trim() === '' ? fail('non-empty') : text.trim()),
 });
 
-const choice = (choices: readonly string[]): ValueKind => ({
+/** One of `choices`; a `deprecated` value is still accepted (the option handles it) but not offered. */
+const choice = (choices: readonly string[], deprecated: readonly string[] = []): ValueKind => ({
   placeholder: 'MODE',
   values: choices.join(', '),
-  parse: (text, fail) => (choices.includes(text.trim()) ? text.trim() : fail(`one of ${choices.join(', ')}`)),
+  parse: (text, fail) => ([...choices, ...deprecated].includes(text.trim()) ? text.trim() : fail(`one of ${choices.join(', ')}`)),
 });
 
 /** A default in ms as the docs show it: 100ms, 30s, 1m. */
@@ -171,12 +172,12 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'group', variable: 'PREFORK_GROUP', option: 'group', kind: freeText('GROUP', 'a group name or gid'), default: 'unchanged', description: 'run workers with this group (a root primary)' },
   { flag: 'cpu-affinity', variable: 'PREFORK_CPU_AFFINITY', option: 'cpuAffinity', kind: SWITCH, default: 'off', description: 'pin worker k to the k-th usable CPU (Linux)' },
   {
-    flag: 'sockets', variable: 'PREFORK_SOCKETS', option: 'sockets', kind: choice(['reuseport', 'shared']), default: 'reuseport on Linux, shared elsewhere',
-    description: 'reuseport: a socket per worker, balanced by the kernel; shared: one queue all workers accept from',
+    flag: 'sockets', variable: 'PREFORK_SOCKETS', option: 'sockets', kind: choice(['reuseport', 'shared']), default: 'shared; reuseport on Linux when --balance is given',
+    description: 'shared: one accept queue every worker takes from when ready (the best tail); reuseport: a socket per worker, the kernel picks one per connection',
   },
   {
-    flag: 'balance', variable: 'PREFORK_BALANCE', option: 'balance', kind: choice(BALANCE_MODES), default: DEFAULT_BALANCE,
-    description: 'how new connections reach workers (reuseport sockets)',
+    flag: 'balance', variable: 'PREFORK_BALANCE', option: 'balance', kind: choice(BALANCE_MODES, ['least-loaded']), default: DEFAULT_BALANCE,
+    description: "how the kernel picks a worker's socket (reuseport sockets): hash, or client-ip (the same client to the same worker); least-loaded is deprecated and ignored",
   },
   {
     flag: 'store-capacity', variable: 'PREFORK_STORE_CAPACITY', option: 'storeCapacity', kind: count(0, MAX_STORE_CAPACITY), default: String(DEFAULT_STORE_CAPACITY),
