@@ -8,6 +8,8 @@ import { fixture, get, waitFor } from './helpers';
 afterEach(stopAllApps);
 
 const register = (name: string) => ['-r', 'prefork/register', app(name)];
+/** A drain of 3 s, not 10: pending long-polls hold each stop to half of it, and these tests stop apps often. */
+const DRAIN = { PREFORK_SHUTDOWN_TIMEOUT: '3000' };
 const CLIENTS = 12;
 
 /** A socket.io client and what it saw: connects, disconnect reasons, connect errors and 'news' broadcasts. */
@@ -47,7 +49,7 @@ async function connectAll(port: number, options: ConstructorParameters<typeof Cl
 const disconnectAll = (clients: Client[]) => clients.forEach((client) => client.socket.disconnect());
 
 test("default transports under the default balance: every client connects, upgrades and talks to both workers' sessions, no 'Session ID unknown'", async () => {
-  const run = new AppRun(register('compat/socket-io-sticky.js'));
+  const run = new AppRun(register('compat/socket-io-sticky.js'), DRAIN);
   const { port, pids } = await run.listening(2);
   const clients = await connectAll(port, { reconnection: false });
   const polling = await connectAll(port, { transports: ['polling'], reconnection: false });
@@ -82,7 +84,7 @@ test('an app that loads socket.io before prefork and serves with listen(): polli
 });
 
 test('a reload keeps the clients: each reconnects to a new worker and talks to it', async () => {
-  const run = new AppRun(register('compat/socket-io-sticky.js'));
+  const run = new AppRun(register('compat/socket-io-sticky.js'), DRAIN);
   const { port, pids } = await run.listening(2);
   const clients = await connectAll(port, { reconnection: true });
   try {
@@ -98,7 +100,7 @@ test('a reload keeps the clients: each reconnects to a new worker and talks to i
 });
 
 test("a reload with long-polling clients: the old workers close their engine.io sessions after the app's turn and exit 0, not SIGKILLed at the drain's end", async () => {
-  const run = new AppRun(register('compat/socket-io-sticky.js'));
+  const run = new AppRun(register('compat/socket-io-sticky.js'), DRAIN);
   const { port, pids } = await run.listening(2);
   const clients = await connectAll(port, { transports: ['polling'], reconnection: true });
   try {
@@ -114,7 +116,7 @@ test("a reload with long-polling clients: the old workers close their engine.io 
 // process.send in workers and the primary's relay, which @socket.io/cluster-adapter uses.
 describe('with @socket.io/cluster-adapter', () => {
   test('a room broadcast from one worker reaches the clients on the other, and none sent after a reload is lost', async () => {
-    const run = new AppRun(register('compat/socket-io-sticky.js'), { ADAPTER: 'cluster' });
+    const run = new AppRun(register('compat/socket-io-sticky.js'), { ...DRAIN, ADAPTER: 'cluster' });
     const { port, pids } = await run.listening(2);
     const clients = await connectAll(port, { reconnection: true });
     try {
