@@ -7,13 +7,19 @@ import { CounterTable, LAYOUT, regionBytes, type TableKey } from '../src/store/c
 import { BUSY, H_RECLAIM_LOCK, HASH, hashKey, KEY } from '../src/store/table-layout';
 
 /** A table with one key counted once, the word index of that key's entry, and a key maker. */
-function tableWithKey(text: string, capacity = 8) {
+/** An empty table of `capacity` entries, its key maker and its words. */
+function emptyTable(capacity = 8) {
   const buffer = new ArrayBuffer(regionBytes(capacity));
   const table = new CounterTable(buffer, capacity, true);
   const key = (name: string): TableKey => ({ prefix: '', key: name, hash: table.finishHash(hashKey(name, table.startHash(''))) });
-  table.increment(key(text), 60000, Date.now());
-  const entry = LAYOUT.HEADER_WORDS + ((key(text).hash >>> 0) % capacity) * LAYOUT.ENTRY_WORDS;
-  return { table, key, buffer, words: new Int32Array(buffer), counters: new BigInt64Array(buffer), entry };
+  return { table, key, buffer, words: new Int32Array(buffer), counters: new BigInt64Array(buffer) };
+}
+
+function tableWithKey(text: string, capacity = 8) {
+  const made = emptyTable(capacity);
+  made.table.increment(made.key(text), 60000, Date.now());
+  const entry = LAYOUT.HEADER_WORDS + ((made.key(text).hash >>> 0) % capacity) * LAYOUT.ENTRY_WORDS;
+  return { ...made, entry };
 }
 
 /** A pid that is certainly dead: a child that has exited and been reaped. */
@@ -165,10 +171,7 @@ test('a counter LOCKED by a live rewriter (stopped between its CAS and the incar
 
 test('an insert never goes past an entry a live process is claiming (it may be claiming the same key): one entry per key, no hit lost', () => {
   const capacity = 8;
-  const buffer = new ArrayBuffer(regionBytes(capacity));
-  const table = new CounterTable(buffer, capacity, true);
-  const key = (name: string): TableKey => ({ prefix: '', key: name, hash: table.finishHash(hashKey(name, table.startHash(''))) });
-  const words = new Int32Array(buffer);
+  const { table, key, buffer, words } = emptyTable(capacity);
   const now = Date.now();
   const k = key('k');
   const home = (k.hash >>> 0) % capacity;
@@ -196,11 +199,7 @@ test('an insert never goes past an entry a live process is claiming (it may be c
 
 test("reclaim holds the reclaim lock through its rewrite, also when its lookup first recovers a dead rewriter's entry", () => {
   const capacity = 8;
-  const buffer = new ArrayBuffer(regionBytes(capacity));
-  const table = new CounterTable(buffer, capacity, true);
-  const key = (name: string): TableKey => ({ prefix: '', key: name, hash: table.finishHash(hashKey(name, table.startHash(''))) });
-  const words = new Int32Array(buffer);
-  const counters = new BigInt64Array(buffer);
+  const { table, key, buffer, words, counters } = emptyTable(capacity);
   const now = Date.now();
   const k = key('k');
   const home = (k.hash >>> 0) % capacity;
